@@ -1,0 +1,3 @@
+from povid_eval.cli import main
+
+raise SystemExit(main())
