@@ -1,2 +1,150 @@
-def main(argv=None):
+"""The `povid-eval` command line: argparse, one small function per subcommand, no logic."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from povid_eval import __version__
+from povid_eval.errors import PovidError
+
+
+def _fmt(value, decimals: int) -> str:
+    return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
+
+
+def _grid(title: str, rows: dict[str, dict], decimals: int) -> list[str]:
+    columns = list(dict.fromkeys(c for row in rows.values() for c in row))
+    width = max(len(title), *(len(r) for r in rows))
+    out = [f"{title:<{width}}" + "".join(f"  {c:>11}" for c in columns)]
+    out += [f"{r:<{width}}" + "".join(f"  {_fmt(row.get(c, ''), decimals):>11}" for c in columns)
+            for r, row in rows.items()]
+    return out
+
+
+def _pairs(items: list[tuple[str, object]], decimals: int) -> list[str]:
+    width = max(len(k) for k, _ in items)
+    return [f"{k:<{width}}  {_fmt(v, decimals):>11}" for k, v in items]
+
+
+def _table(result: dict) -> str:
+    """A readable table of a score result: scalars as `name value` lines; flat dicts of the same keys
+    (POPE splits) or dicts of dicts (MME subtasks) as grids; other dicts (MMHal per type) as `group.name`."""
+    decimals = 2 if result["bench"] == "mme" else 4
+    metrics = result["metrics"]
+    head = f"{result['bench']} (variant {result['variant']}, n = {result['n']})"
+    lines = [head, "=" * len(head)]
+    scalars = [(k, v) for k, v in metrics.items() if not isinstance(v, dict)]
+    groups = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    flat = {k: v for k, v in groups.items() if not any(isinstance(x, dict) for x in v.values())}
+    if len(flat) > 1 and len({tuple(v) for v in flat.values()}) == 1:
+        lines += _grid("", flat, decimals) + [""]
+        groups = {k: v for k, v in groups.items() if k not in flat}
+    if scalars:
+        lines += _pairs(scalars, decimals)
+    for name, group in groups.items():
+        lines.append("")
+        if all(isinstance(v, dict) for v in group.values()):
+            lines += _grid(name, group, decimals)
+        else:
+            lines += _pairs([(f"{name}.{k}", v) for k, v in group.items()], decimals)
+    return "\n".join(lines)
+
+
+def _print_result(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, sort_keys=False))
+    else:
+        print(_table(result))
+
+
+def cmd_score_chair(args) -> None:
+    from povid_eval.score import chair_from_files
+
+    _print_result(chair_from_files(args.captions, gt_objects=args.gt_objects, coco_annotations=args.coco_annotations,
+                                   variant=args.variant, image_id_key=args.image_id_key,
+                                   caption_key=args.caption_key, save_details=args.save_details), args.json)
+
+
+def cmd_score_pope(args) -> None:
+    from povid_eval.score import pope_from_files
+
+    _print_result(pope_from_files(args.answers, args.questions, args.labels_dir, parser=args.parser), args.json)
+
+
+def cmd_score_mme(args) -> None:
+    from povid_eval.errors import InputError
+    from povid_eval.score import mme_from_llava, mme_from_results_dir
+
+    if args.results_dir is not None:
+        if args.answers or args.ground_truth_dir:
+            raise InputError(None, "give either --results-dir or --answers with --ground-truth-dir, not both")
+        result = mme_from_results_dir(args.results_dir)
+    elif args.answers and args.ground_truth_dir:
+        result = mme_from_llava(args.answers, args.ground_truth_dir, args.questions)
+    else:
+        raise InputError(None, "give --results-dir DIR, or --answers FILE with --ground-truth-dir DIR")
+    _print_result(result, args.json)
+
+
+def cmd_score_mmhal(args) -> None:
+    from povid_eval.score import mmhal_from_files
+
+    _print_result(mmhal_from_files(args.responses, args.judge_replies), args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="povid-eval", description="POVID-style preference tuning of VLMs and faithful hallucination benchmarks (CHAIR, POPE, MME, MMHal-Bench).")
+    parser.add_argument("--version", action="version", version=f"povid-eval {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    score = commands.add_parser("score", help="score existing model outputs (no model needed)")
+    benches = score.add_subparsers(dest="bench", required=True, metavar="BENCH")
+
+    def bench(name: str, help: str, func) -> argparse.ArgumentParser:
+        p = benches.add_parser(name, help=help)
+        p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+        p.set_defaults(func=func)
+        return p
+
+    p = bench("chair", "CHAIR of image captions", cmd_score_chair)
+    p.add_argument("--captions", required=True, help="json list or jsonl of {image_id, caption}")
+    gt = p.add_mutually_exclusive_group(required=True)
+    gt.add_argument("--gt-objects", help="json(.gz) map image id -> object names (bare or under imid_to_objects)")
+    gt.add_argument("--coco-annotations", help="folder with instances_*.json and captions_*.json")
+    p.add_argument("--variant", default="singularize", choices=["singularize", "wordnet"],
+                   help="tokenisation: singularize (original CHAIR, POVID) or wordnet (OPERA); default singularize")
+    p.add_argument("--image-id-key", default="image_id")
+    p.add_argument("--caption-key", default="caption")
+    p.add_argument("--save-details", metavar="FILE", help="write per-caption mentions and hallucinations (jsonl)")
+
+    p = bench("pope", "POPE from LLaVA-layout answers", cmd_score_pope)
+    p.add_argument("--answers", required=True, help="jsonl of {question_id, text}")
+    p.add_argument("--questions", required=True, help="jsonl of {question_id, text, category}")
+    p.add_argument("--labels-dir", required=True, help="folder with coco_pope_<split>.json label files")
+    p.add_argument("--parser", default="llava", choices=["llava", "strict"], help="answer parser (default llava)")
+
+    p = bench("mme", "MME from LLaVA-layout answers or an eval_tool results folder", cmd_score_mme)
+    p.add_argument("--answers", help="jsonl of {question_id: '<subtask>/<image>', text, prompt}")
+    p.add_argument("--questions", help="jsonl of the questions, same order as the answers (when answers lack prompt)")
+    p.add_argument("--ground-truth-dir", help="folder of <subtask>.txt: image<TAB>question<TAB>Yes|No")
+    p.add_argument("--results-dir", help="eval_tool results: <subtask>.txt with 4 tab-separated columns")
+
+    p = bench("mmhal", "MMHal-Bench from judge replies", cmd_score_mmhal)
+    p.add_argument("--responses", required=True, help="the 96-record template with model_answer filled (json)")
+    p.add_argument("--judge-replies", required=True, help='jsonl of {"index": i, "reply": "..."}, one per record')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PovidError as e:
+        print(f"povid-eval: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("povid-eval: interrupted", file=sys.stderr)
+        return 130
     return 0

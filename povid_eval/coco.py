@@ -1,0 +1,115 @@
+"""COCO-format annotations: ground-truth objects per image for CHAIR (and, later, POPE and the world).
+
+The CHAIR ground truth of an image is the set of COCO categories that (a) are annotated as instances in it,
+or (b) are mentioned in any of its reference captions (same tokeniser and vocabulary as the captions being
+scored), as in Rohrbach et al. 2018. Annotations are read with pycocotools; the resulting map is cached on
+disk as JSON (never pickle), keyed by the variant, the vocabulary and the annotation files' size and mtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from povid_eval.benches import chair
+from povid_eval.errors import InputError
+from povid_eval.io import atomic_write_json, read_json, require_dir
+
+
+def cache_dir() -> Path:
+    """Where derived data is cached: $POVID_EVAL_CACHE, else $XDG_CACHE_HOME/povid-eval, else ~/.cache/povid-eval."""
+    if os.environ.get("POVID_EVAL_CACHE"):
+        return Path(os.environ["POVID_EVAL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "povid-eval"
+
+
+def load_gt_objects(path: str | Path) -> dict[str, frozenset[str]]:
+    """A ground-truth map file (json or json.gz): {image_id: [category, ...]}, bare or under 'imid_to_objects'."""
+    data = read_json(path)
+    if isinstance(data, dict) and "imid_to_objects" in data:
+        data = data["imid_to_objects"]
+    if not isinstance(data, dict):
+        raise InputError(path, "expected a JSON object mapping image ids to lists of object names")
+    gt = {}
+    for key, objects in data.items():
+        if not isinstance(objects, list) or not all(isinstance(o, str) for o in objects):
+            raise InputError(path, "expected a list of object names", field=f"image {key!r}")
+        gt[chair.normalize_image_id(key)] = frozenset(objects)
+    return gt
+
+
+def annotation_files(ann_dir: Path) -> tuple[list[Path], list[Path]]:
+    """instances_*.json and captions_*.json in a COCO annotations folder (e.g. instances_val2014.json)."""
+    instances = sorted(ann_dir.glob("instances_*.json"))
+    captions = sorted(ann_dir.glob("captions_*.json"))
+    if not instances:
+        raise InputError(ann_dir, "no instances_*.json file (COCO annotations folder expected, "
+                                  "e.g. with instances_val2014.json and captions_val2014.json)")
+    return instances, captions
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """pycocotools prints progress on stdout; keep stdout clean for --json."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _load_coco(path: Path):
+    from pycocotools.coco import COCO
+
+    try:
+        with _quiet_stdout():
+            return COCO(str(path))
+    except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as e:
+        raise InputError(path, f"not a COCO annotation file: {e}") from None
+
+
+def gt_objects_from_annotations(instances: list[Path], captions: list[Path], variant: str,
+                                vocab: chair.Vocabulary | None = None) -> dict[str, frozenset[str]]:
+    """Build the CHAIR ground truth from COCO instance and caption files (see module docstring)."""
+    vocab = vocab or chair.load_vocabulary()
+    gt: dict[str, set[str]] = {}
+    for path in instances:
+        coco = _load_coco(path)
+        names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+        for image_id in coco.getImgIds():
+            gt.setdefault(str(image_id), set())
+        for ann in coco.dataset.get("annotations", []):
+            name = names.get(ann["category_id"])
+            if name not in vocab.synonyms:
+                raise InputError(path, f"category {name!r} is not in the CHAIR vocabulary",
+                                 field=f"annotation {ann.get('id')}")
+            gt.setdefault(str(ann["image_id"]), set()).add(vocab.synonyms[name])
+    for path in captions:
+        coco = _load_coco(path)
+        for ann in coco.dataset.get("annotations", []):
+            key = str(ann["image_id"])
+            if key in gt:
+                gt[key].update(chair.caption_mentions(ann["caption"], variant, vocab).objects)
+    return {k: frozenset(v) for k, v in gt.items()}
+
+
+def _files_key(paths: list[Path], variant: str) -> str:
+    h = hashlib.sha256(f"chair-gt-v1|{variant}|".encode())
+    h.update(chair.VOCAB_FILE.read_bytes())
+    for p in paths:
+        st = p.stat()
+        h.update(f"|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def gt_objects_from_coco(ann_dir: str | Path, variant: str) -> dict[str, frozenset[str]]:
+    """CHAIR ground truth of a COCO annotations folder, cached as JSON in cache_dir()."""
+    ann_dir = require_dir(ann_dir, "COCO annotations folder")
+    instances, captions = annotation_files(ann_dir)
+    cache = cache_dir() / f"chair_gt_{_files_key(instances + captions, variant)}.json"
+    if cache.is_file():
+        return {k: frozenset(v) for k, v in json.loads(cache.read_text()).items()}
+    gt = gt_objects_from_annotations(instances, captions, variant)
+    atomic_write_json(cache, {k: sorted(v) for k, v in gt.items()})
+    return gt

@@ -1,0 +1,110 @@
+"""Reading user files with located errors, and writing files atomically (temp file, then rename)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from povid_eval.errors import InputError
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def require_file(path: str | Path, what: str = "file") -> Path:
+    """Return path as a Path if it is a readable file, else raise InputError."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, f"{what} not found" if not p.exists() else f"{what} expected, not a regular file")
+    return p
+
+
+def require_dir(path: str | Path, what: str = "folder") -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError(p, f"{what} not found" if not p.exists() else f"{what} expected, found a file")
+    return p
+
+
+def read_json(path: str | Path) -> Any:
+    """Load a .json or .json.gz file; a syntax error names the line."""
+    p = require_file(path)
+    try:
+        with _open_text(p) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise InputError(p, f"invalid JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
+    except (UnicodeDecodeError, OSError, EOFError) as e:
+        raise InputError(p, f"unreadable: {e}") from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, object) for each non-blank line of a jsonl file."""
+    p = require_file(path)
+    try:
+        with _open_text(p) as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(p, f"invalid JSON line: {e.msg} (column {e.colno})", line=lineno) from None
+    except UnicodeDecodeError as e:
+        raise InputError(p, f"not UTF-8 text: {e}") from None
+
+
+def read_records(path: str | Path) -> list[tuple[int | None, Any]]:
+    """Records of a JSON list file or a jsonl file, as (line number or None, record).
+
+    A file whose first non-blank character is '[' is one JSON list (records have no line numbers);
+    anything else is read as jsonl.
+    """
+    p = require_file(path)
+    with _open_text(p) as f:
+        head = f.read(4096).lstrip()
+    if head.startswith("["):
+        data = read_json(p)
+        return [(None, r) for r in data]
+    return list(iter_jsonl(p))
+
+
+def require_fields(path: Path, record: Any, fields: tuple[str, ...], *, line: int | None = None,
+                   label: str | None = None) -> None:
+    """Raise InputError unless record is an object with every field."""
+    where = label or "record"
+    if not isinstance(record, dict):
+        raise InputError(path, f"expected a JSON object, got {type(record).__name__}", line=line,
+                         field=None if line else where)
+    for name in fields:
+        if name not in record:
+            raise InputError(path, f"missing field '{name}'", line=line, field=None if line else where)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write text to path via a temp file in the same folder and an atomic rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def atomic_write_jsonl(path: str | Path, rows) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
