@@ -77,15 +77,13 @@ def read_records(path: str | Path) -> list[tuple[int | None, Any]]:
 
 
 def require_fields(path: Path, record: Any, fields: tuple[str, ...], *, line: int | None = None,
-                   label: str | None = None) -> None:
-    """Raise InputError unless record is an object with every field."""
-    where = label or "record"
+                   field: str | None = None) -> None:
+    """Raise InputError unless record is an object with every field; located by line or by field (a record)."""
     if not isinstance(record, dict):
-        raise InputError(path, f"expected a JSON object, got {type(record).__name__}", line=line,
-                         field=None if line else where)
+        raise InputError(path, f"expected a JSON object, got {type(record).__name__}", line=line, field=field)
     for name in fields:
         if name not in record:
-            raise InputError(path, f"missing field '{name}'", line=line, field=None if line else where)
+            raise InputError(path, f"missing field '{name}'", line=line, field=field)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -258,7 +258,7 @@ def load_mmhal_template(path: str | Path, *, need_answer: bool = True) -> list[d
         raise InputError(path, "expected a non-empty JSON list of MMHal-Bench records")
     fields = mmhal.RECORD_FIELDS + (("model_answer",) if need_answer else ())
     for i, rec in enumerate(records):
-        require_fields(Path(path), rec, fields, label=f"record {i}")
+        require_fields(Path(path), rec, fields, field=f"record {i}")
         if rec["question_type"] not in mmhal.TYPES:
             raise InputError(path, f"question_type {rec['question_type']!r} is not one of {', '.join(mmhal.TYPES)}",
                              field=f"record {i}")

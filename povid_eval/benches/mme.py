@@ -67,7 +67,7 @@ def score(subtasks: dict[str, list[Question]]) -> dict:
     ordered = {name: results[name] for name in SUBTASKS if name in results}
     ordered.update({name: r for name, r in results.items() if name not in ordered})
     return {
-        "perception": sum(r["score"] for n, r in ordered.items() if n in PERCEPTION),
-        "cognition": sum(r["score"] for n, r in ordered.items() if n in COGNITION),
+        "perception": sum((r["score"] for n, r in ordered.items() if n in PERCEPTION), 0.0),
+        "cognition": sum((r["score"] for n, r in ordered.items() if n in COGNITION), 0.0),
         "subtasks": ordered,
     }
