@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from povid_eval import __version__
 from povid_eval.errors import PovidError
@@ -94,6 +95,37 @@ def cmd_score_mmhal(args) -> None:
     _print_result(mmhal_from_files(args.responses, args.judge_replies), args.json)
 
 
+def cmd_run(args) -> None:
+    from povid_eval import cards, runner
+
+    names = cards.bench_names() if args.bench == "all" else [args.bench]
+    cards.load_model_card(args.model)  # unknown model: fail before any work
+    for name in names:
+        cards.load_bench_card(name)
+    for name in names:
+        result = runner.run(args.model, name, batch_size=args.batch_size, limit=args.limit, out=args.out)
+        if result is not None:
+            _print_result(result, args.json)
+            if not args.json:
+                print()
+
+
+def cmd_world_build(args) -> None:
+    import time
+
+    from povid_eval.world import build_world
+
+    start = time.time()
+    manifest = build_world(Path(args.out), seed=args.seed)
+    print(f"world built in {time.time() - start:.1f} s: {args.out} (hash {manifest.get('hash', '?')[:16]})")
+
+
+def cmd_pretrain(args) -> None:
+    from povid_eval.vlm.pretrain import pretrain
+
+    pretrain(Path(args.world), Path(args.out), seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="povid-eval", description="POVID-style preference tuning of VLMs and faithful hallucination benchmarks (CHAIR, POPE, MME, MMHal-Bench).")
     parser.add_argument("--version", action="version", version=f"povid-eval {__version__}")
@@ -134,6 +166,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench("mmhal", "MMHal-Bench from judge replies", cmd_score_mmhal)
     p.add_argument("--responses", required=True, help="the 96-record template with model_answer filled (json)")
     p.add_argument("--judge-replies", required=True, help='jsonl of {"index": i, "reply": "..."}, one per record')
+
+    p = commands.add_parser("run", help="generate (cached, resumable) and score benches for a model")
+    p.add_argument("--bench", required=True, help="a bench card name (benchmarks/<name>.toml) or 'all'")
+    p.add_argument("--model", default="base", help="a model card name (models/<name>.toml); default base")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, default=0, help="first N items (MME: N image pairs)")
+    p.add_argument("--out", default="results", help="results folder (default results)")
+    p.add_argument("--json", action="store_true", help="print each bench's metrics record as JSON")
+    p.set_defaults(func=cmd_run)
+
+    world = commands.add_parser("world", help="the embedded synthetic world").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = world.add_parser("build", help="build the synthetic COCO-format world (deterministic)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="data/world")
+    p.set_defaults(func=cmd_world_build)
+
+    p = commands.add_parser("pretrain", help="build and train the tiny base LLaVA on the synthetic world")
+    p.add_argument("--world", default="data/world")
+    p.add_argument("--out", default="models/base")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_pretrain)
     return parser
 
 

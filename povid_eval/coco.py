@@ -42,10 +42,12 @@ def load_gt_objects(path: str | Path) -> dict[str, frozenset[str]]:
     return gt
 
 
-def annotation_files(ann_dir: Path) -> tuple[list[Path], list[Path]]:
-    """instances_*.json and captions_*.json in a COCO annotations folder (e.g. instances_val2014.json)."""
-    instances = sorted(ann_dir.glob("instances_*.json"))
-    captions = sorted(ann_dir.glob("captions_*.json"))
+def annotation_files(ann_dir: Path, split: str | None = None) -> tuple[list[Path], list[Path]]:
+    """instances_*.json and captions_*.json in a COCO annotations folder (e.g. instances_val2014.json);
+    with ``split``, only instances_<split>.json and captions_<split>.json."""
+    pattern = split or "*"
+    instances = sorted(ann_dir.glob(f"instances_{pattern}.json"))
+    captions = sorted(ann_dir.glob(f"captions_{pattern}.json"))
     if not instances:
         raise InputError(ann_dir, "no instances_*.json file (COCO annotations folder expected, "
                                   "e.g. with instances_val2014.json and captions_val2014.json)")
@@ -103,10 +105,10 @@ def _files_key(paths: list[Path], variant: str) -> str:
     return h.hexdigest()[:16]
 
 
-def gt_objects_from_coco(ann_dir: str | Path, variant: str) -> dict[str, frozenset[str]]:
-    """CHAIR ground truth of a COCO annotations folder, cached as JSON in cache_dir()."""
+def gt_objects_from_coco(ann_dir: str | Path, variant: str, split: str | None = None) -> dict[str, frozenset[str]]:
+    """CHAIR ground truth of a COCO annotations folder (or one split of it), cached as JSON in cache_dir()."""
     ann_dir = require_dir(ann_dir, "COCO annotations folder")
-    instances, captions = annotation_files(ann_dir)
+    instances, captions = annotation_files(ann_dir, split)
     cache = cache_dir() / f"chair_gt_{_files_key(instances + captions, variant)}.json"
     if cache.is_file():
         return {k: frozenset(v) for k, v in json.loads(cache.read_text()).items()}

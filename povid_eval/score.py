@@ -19,6 +19,17 @@ def _result(bench: str, variant: str, n: int, metrics: dict) -> dict:
     return {"bench": bench, "variant": variant, "n": n, "metrics": metrics}
 
 
+def _records(source, *, listing: bool = False) -> list:
+    """(line, record) pairs from a file path, or a list of them as given (samples held in memory)."""
+    if isinstance(source, (str, Path)):
+        return read_records(source) if listing else list(iter_jsonl(source))
+    return list(source)
+
+
+def _name(source) -> str | Path:
+    return source if isinstance(source, (str, Path)) else "samples"
+
+
 def _where(line: int | None, index: int) -> dict:
     """Location kwargs for InputError: the line of a jsonl file, else the record index of a JSON list."""
     return {"line": line} if line is not None else {"field": f"record {index}"}
@@ -26,33 +37,34 @@ def _where(line: int | None, index: int) -> dict:
 
 # ------------------------------------------------------------------------------------------------ CHAIR
 
-def chair_from_files(captions: str | Path, *, gt_objects: str | Path | None = None,
+def chair_from_files(captions, *, gt_objects: str | Path | None = None,
                      coco_annotations: str | Path | None = None, variant: str = chair.DEFAULT_VARIANT,
                      image_id_key: str = "image_id", caption_key: str = "caption",
-                     save_details: str | Path | None = None) -> dict:
-    """CHAIR of a captions file (json list or jsonl) against a ground-truth map or COCO annotations."""
+                     save_details: str | Path | None = None, split: str | None = None) -> dict:
+    """CHAIR of a captions file (json list or jsonl; or (line, record) pairs) against a ground-truth map or
+    COCO annotations (all instances_*/captions_* files of the folder, or those of one split)."""
     if (gt_objects is None) == (coco_annotations is None):
         raise InputError(None, "give exactly one of --gt-objects FILE or --coco-annotations DIR")
     chair.check_variant(variant)
-    records = read_records(captions)
+    records = _records(captions, listing=True)
     if gt_objects is not None:
         gt, gt_source = coco.load_gt_objects(gt_objects), gt_objects
     else:
-        gt, gt_source = coco.gt_objects_from_coco(coco_annotations, variant), coco_annotations
+        gt, gt_source = coco.gt_objects_from_coco(coco_annotations, variant, split), coco_annotations
     scores, texts = [], []
     for i, (line, rec) in enumerate(records):
         where = _where(line, i)
-        require_fields(Path(captions), rec, (image_id_key, caption_key), **where)
+        require_fields(_name(captions), rec, (image_id_key, caption_key), **where)
         caption = rec[caption_key]
         if not isinstance(caption, str):
-            raise InputError(captions, f"'{caption_key}' must be a string, got {type(caption).__name__}", **where)
+            raise InputError(_name(captions), f"'{caption_key}' must be a string, got {type(caption).__name__}", **where)
         image_id = chair.normalize_image_id(rec[image_id_key])
         if image_id not in gt:
-            raise InputError(captions, f"image_id {rec[image_id_key]!r} has no ground truth in {gt_source}", **where)
+            raise InputError(_name(captions), f"image_id {rec[image_id_key]!r} has no ground truth in {gt_source}", **where)
         scores.append(chair.score_caption(image_id, caption, gt[image_id], variant))
         texts.append(caption)
     if not scores:
-        raise InputError(captions, "no captions")
+        raise InputError(_name(captions), "no captions")
     if save_details is not None:
         atomic_write_jsonl(save_details, [s.as_dict(t) for s, t in zip(scores, texts)])
     return _result("chair", variant, len(scores), chair.aggregate(scores))
@@ -88,7 +100,7 @@ def _load_pope_labels(labels_dir: Path, split: str) -> list[tuple[int, dict]]:
     return labels
 
 
-def pope_from_files(answers: str | Path, questions: str | Path, labels_dir: str | Path,
+def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
                     parser: str = pope.DEFAULT_PARSER) -> dict:
     """POPE in LLaVA's layout: answers jsonl + questions jsonl (with category) + coco_pope_<split>.json labels.
 
@@ -102,19 +114,19 @@ def pope_from_files(answers: str | Path, questions: str | Path, labels_dir: str 
     labels: dict[str, list] = {}
     by_split: dict[str, list[tuple[int, str, str]]] = {}
     seen = set()
-    for line, rec in iter_jsonl(answers):
-        require_fields(Path(answers), rec, ("question_id", "text"), line=line)
+    for line, rec in _records(answers):
+        require_fields(_name(answers), rec, ("question_id", "text"), line=line)
         qid = rec["question_id"]
         if qid not in qs:
-            raise InputError(answers, f"question_id {qid!r} has no question in {questions}, so no label", line=line)
+            raise InputError(_name(answers), f"question_id {qid!r} has no question in {questions}, so no label", line=line)
         if qid in seen:
-            raise InputError(answers, f"duplicate answer for question_id {qid!r}", line=line)
+            raise InputError(_name(answers), f"duplicate answer for question_id {qid!r}", line=line)
         seen.add(qid)
         split, index, text = qs[qid]
         if split not in labels:
             labels[split] = _load_pope_labels(labels_dir, split)
         if index >= len(labels[split]):
-            raise InputError(answers, f"question_id {qid!r} has no label: coco_pope_{split}.json has only "
+            raise InputError(_name(answers), f"question_id {qid!r} has no label: coco_pope_{split}.json has only "
                                       f"{len(labels[split])} lines", line=line)
         label_line, label = labels[split][index]
         if "text" in label and not str(text).startswith(label["text"]):
@@ -122,7 +134,7 @@ def pope_from_files(answers: str | Path, questions: str | Path, labels_dir: str 
                              f"{qid!r} of {questions} ({label['text']!r} vs {text!r})", line=label_line)
         by_split.setdefault(split, []).append((index, str(rec["text"]), label["label"]))
     if not by_split:
-        raise InputError(answers, "no answers")
+        raise InputError(_name(answers), "no answers")
     ordered = [s for s in pope.SPLITS if s in by_split] + sorted(s for s in by_split if s not in pope.SPLITS)
     pairs = {s: [(t, lab) for _, t, lab in sorted(by_split[s])] for s in ordered}
     return _result("pope", parser, len(seen), pope.score(pairs, parser))
@@ -194,7 +206,7 @@ def gt_question_candidates(prompt: str) -> list[str]:
     return [f"{question} {YES_NO}", f"{question}  {YES_NO}"]
 
 
-def mme_from_llava(answers: str | Path, ground_truth_dir: str | Path, questions: str | Path | None = None) -> dict:
+def mme_from_llava(answers, ground_truth_dir: str | Path, questions: str | Path | None = None) -> dict:
     """MME in LLaVA's layout: answers jsonl (question_id "<subtask>/<image>", text, prompt) joined with the
     ground-truth folder (<subtask>.txt, `image<TAB>question<TAB>answer`, pairs on consecutive lines).
 
@@ -206,42 +218,42 @@ def mme_from_llava(answers: str | Path, ground_truth_dir: str | Path, questions:
     index = {(name, parts[0], parts[1]): pos for name, rows in gt_rows.items() for pos, (_, parts) in enumerate(rows)}
     question_list = list(iter_jsonl(questions)) if questions is not None else None
     answered: dict[str, dict[int, str]] = {}
-    for i, (line, rec) in enumerate(iter_jsonl(answers)):
-        require_fields(Path(answers), rec, ("question_id", "text"), line=line)
+    for i, (line, rec) in enumerate(_records(answers)):
+        require_fields(_name(answers), rec, ("question_id", "text"), line=line)
         qid = str(rec["question_id"])
         prompt = rec.get("prompt")
         if question_list is not None:
             if i >= len(question_list):
-                raise InputError(answers, f"more answers than questions in {questions}", line=line)
+                raise InputError(_name(answers), f"more answers than questions in {questions}", line=line)
             q_line, q = question_list[i]
             require_fields(Path(questions), q, ("question_id", "text"), line=q_line)
             if str(q["question_id"]) != qid:
-                raise InputError(answers, f"question_id {qid!r} but line {q_line} of {questions} has "
+                raise InputError(_name(answers), f"question_id {qid!r} but line {q_line} of {questions} has "
                                           f"{q['question_id']!r} (answers must follow the questions' order)", line=line)
             prompt = q["text"]
         if prompt is None:
-            raise InputError(answers, "answer has no 'prompt'; pass the questions file (--questions)", line=line)
+            raise InputError(_name(answers), "answer has no 'prompt'; pass the questions file (--questions)", line=line)
         subtask, image = qid.split("/")[0], qid.split("/")[-1]
         if subtask not in gt_rows:
-            raise InputError(answers, f"subtask {subtask!r} of question_id {qid!r} has no {subtask}.txt in {gt_dir}",
+            raise InputError(_name(answers), f"subtask {subtask!r} of question_id {qid!r} has no {subtask}.txt in {gt_dir}",
                              line=line)
         pos = next((index[(subtask, image, c)] for c in gt_question_candidates(prompt)
                     if (subtask, image, c) in index), None)
         if pos is None:
-            raise InputError(answers, f"no ground truth in {gt_dir / (subtask + '.txt')} for image {image!r} and "
+            raise InputError(_name(answers), f"no ground truth in {gt_dir / (subtask + '.txt')} for image {image!r} and "
                                       f"question {prompt!r}", line=line)
         if pos in answered.setdefault(subtask, {}):
-            raise InputError(answers, f"second answer for the same question of {qid!r}", line=line)
+            raise InputError(_name(answers), f"second answer for the same question of {qid!r}", line=line)
         answered[subtask][pos] = str(rec["text"])
     if not answered:
-        raise InputError(answers, "no answers")
+        raise InputError(_name(answers), "no answers")
     subtasks = {}
     for name in [s for s in mme.SUBTASKS if s in answered]:
         rows, got = gt_rows[name], answered[name]
         for first in range(0, len(rows) - 1, 2):
             if (first in got) != (first + 1 in got):
                 image = rows[first][1][0]
-                raise InputError(answers, f"only one of the two questions of {name}/{image} is answered; "
+                raise InputError(_name(answers), f"only one of the two questions of {name}/{image} is answered; "
                                           "MME scores image pairs")
         kept = [(rows[p][0], mme.Question(rows[p][1][0], rows[p][1][1], rows[p][1][2].strip().lower(), got[p]))
                 for p in sorted(got)]

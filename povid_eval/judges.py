@@ -1,0 +1,80 @@
+"""MMHal-Bench judges. A judge maps a filled template record to a reply text that holds "Rating: N";
+the bench's original parser (benches.mmhal.parse_rating) reads it, so every judge goes through one path.
+
+``rule``: a deterministic judge for the synthetic world ONLY, valid where ``image_content`` lists every
+object in the image (and its colour): it is not a substitute for an LLM judge on real images.
+
+    objects(t)     = COCO categories mentioned in text t (CHAIR's vocabulary and singularize tokeniser)
+    hallucinated   = objects(answer) - objects(image_content), plus any colour, number or yes/no word of
+                     the answer that contradicts the gt_answer (same kind of word, none of the gt's)
+    coverage       = share of the gt_answer's key terms (objects, colours, numbers, positions, yes/no)
+                     found in the answer
+    rating         = no hallucination: 6 full coverage and extra grounded objects, 5 full, 4 partial, 3 none;
+                     hallucination:    2 full coverage, 1 partial, 0 none     (the MMHal 0-6 rubric)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from povid_eval.benches import chair
+from povid_eval.errors import InputError
+
+Judge = Callable[[dict], str]
+
+COLOURS = {"red", "green", "blue", "yellow", "orange", "purple", "pink", "brown", "black", "white", "gray", "grey"}
+NUMBERS = {"zero": 0, "no": 0, "one": 1, "a": 1, "an": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+           **{str(i): i for i in range(10)}}
+POSITIONS = {"left", "right", "top", "bottom", "center", "middle", "above", "below"}
+YES_NO = {"yes", "no"}
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _key_terms(text: str) -> tuple[set[str], dict[str, set[str]]]:
+    """Objects and the colour / count / position / yes-no words of a text."""
+    words = _words(text)
+    objects = set(chair.caption_mentions(text).objects)
+    kinds = {
+        "colour": {w for w in words if w in COLOURS},
+        "count": {str(NUMBERS[w]) for w in words if w in NUMBERS and w not in ("a", "an", "no")},
+        "position": {w for w in words if w in POSITIONS},
+        "answer": {w for w in words[:1] if w in YES_NO},
+    }
+    return objects, kinds
+
+
+def rule_judge(record: dict) -> str:
+    """Rate one answer on the 0-6 scale (see module docstring); returns an explanation and 'Rating: N'."""
+    content = record["image_content"]
+    truth = set(chair.caption_mentions(" ".join(content) if isinstance(content, list) else str(content)).objects)
+    answer = record.get("model_answer") or ""
+    said_objects, said = _key_terms(answer)
+    gt_objects, gt = _key_terms(record["gt_answer"])
+    wrong = sorted(said_objects - truth)
+    for kind, terms in gt.items():
+        if terms and said[kind] and not (said[kind] & terms):
+            wrong += sorted(said[kind])
+    wanted = [("object", o) for o in gt_objects] + [(k, t) for k, terms in gt.items() for t in terms]
+    found = [(k, t) for k, t in wanted if (t in said_objects if k == "object" else t in said[k])]
+    coverage = len(found) / len(wanted) if wanted else (1.0 if answer.strip() else 0.0)
+    extra = (said_objects & truth) - gt_objects
+    if wrong:
+        rating = 2 if coverage == 1 else (1 if coverage > 0 else 0)
+    else:
+        rating = (6 if extra else 5) if coverage == 1 else (4 if coverage > 0 else 3)
+    explanation = (f"Key terms covered: {len(found)}/{len(wanted)}. "
+                   f"Not in the image or contradicting the answer: {', '.join(wrong) or 'none'}.")
+    return f"{explanation}\nRating: {rating}"
+
+
+JUDGES: dict[str, Judge] = {"rule": rule_judge}
+
+
+def get(name: str) -> Judge:
+    if name not in JUDGES:
+        raise InputError(None, f"unknown MMHal judge '{name}' (known: {', '.join(JUDGES)})")
+    return JUDGES[name]
