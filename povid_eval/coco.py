@@ -115,3 +115,62 @@ def gt_objects_from_coco(ann_dir: str | Path, variant: str, split: str | None = 
     gt = gt_objects_from_annotations(instances, captions, variant)
     atomic_write_json(cache, {k: sorted(v) for k, v in gt.items()})
     return gt
+
+
+# ------------------------------------------------------------------ object statistics (POPE, the world)
+
+def load_instances(source: str | Path | dict) -> dict:
+    """A COCO instances dict, given as the dict itself or as a .json / .json.gz file."""
+    if isinstance(source, dict):
+        return source
+    data = read_json(source)
+    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
+        raise InputError(source, "not a COCO instances file (images, annotations and categories expected)")
+    return data
+
+
+def image_objects(instances: str | Path | dict, key: str = "file_name") -> dict[str, list[str]]:
+    """{image (its ``key`` field, e.g. file_name): [category name, ...]}: each image's distinct categories in
+    annotation order (images without annotations included, with an empty list)."""
+    data = load_instances(instances)
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    by_id = {im["id"]: str(im[key]) for im in data["images"]}
+    out: dict[str, list[str]] = {by_id[i]: [] for i in by_id}
+    for ann in data["annotations"]:
+        objs = out[by_id[ann["image_id"]]]
+        name = names[ann["category_id"]]
+        if name not in objs:
+            objs.append(name)
+    return out
+
+
+def frequency_from_objects(objects: dict[str, list[str]]) -> dict[str, int]:
+    """Number of images that contain each category."""
+    freq: dict[str, int] = {}
+    for objs in objects.values():
+        for name in set(objs):
+            freq[name] = freq.get(name, 0) + 1
+    return dict(sorted(freq.items()))
+
+
+def cooccurrence_from_objects(objects: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """cooc[a][b] = number of images that contain both a and b (a != b); symmetric."""
+    cooc: dict[str, dict[str, int]] = {}
+    for objs in objects.values():
+        present = sorted(set(objs))
+        for a in present:
+            row = cooc.setdefault(a, {})
+            for b in present:
+                if a != b:
+                    row[b] = row.get(b, 0) + 1
+    return {a: dict(sorted(row.items())) for a, row in sorted(cooc.items())}
+
+
+def category_frequency(instances: str | Path | dict) -> dict[str, int]:
+    """Images containing each category, from a COCO instances dict or file."""
+    return frequency_from_objects(image_objects(instances))
+
+
+def cooccurrence(instances: str | Path | dict) -> dict[str, dict[str, int]]:
+    """Category co-occurrence (images containing both), from a COCO instances dict or file."""
+    return cooccurrence_from_objects(image_objects(instances))

@@ -7,8 +7,8 @@ object in the image (and its colour): it is not a substitute for an LLM judge on
     objects(t)     = COCO categories mentioned in text t (CHAIR's vocabulary and singularize tokeniser)
     hallucinated   = objects(answer) - objects(image_content), plus any colour, number or yes/no word of
                      the answer that contradicts the gt_answer (same kind of word, none of the gt's)
-    coverage       = share of the gt_answer's key terms (objects, colours, numbers, positions, yes/no)
-                     found in the answer
+    coverage       = share of the gt_answer's key terms (objects in the image, colours, numbers,
+                     positions, yes/no) found in the answer
     rating         = no hallucination: 6 full coverage and extra grounded objects, 5 full, 4 partial, 3 none;
                      hallucination:    2 full coverage, 1 partial, 0 none     (the MMHal 0-6 rubric)
 """
@@ -54,6 +54,7 @@ def rule_judge(record: dict) -> str:
     answer = record.get("model_answer") or ""
     said_objects, said = _key_terms(answer)
     gt_objects, gt = _key_terms(record["gt_answer"])
+    gt_objects &= truth  # "No, there is no dog": the dog is not a term to cover
     wrong = sorted(said_objects - truth)
     for kind, terms in gt.items():
         if terms and said[kind] and not (said[kind] & terms):

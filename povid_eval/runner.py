@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 from povid_eval import __version__, cards, score
-from povid_eval.benches import mmhal
+from povid_eval.report.stats import bootstrap_intervals
 from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_json, iter_jsonl, read_json, require_file
+from povid_eval.io import atomic_write_json, iter_jsonl, read_json
 
 Generate = Callable[[list, list[str], cards.Decoding], list[str]]
 
@@ -97,24 +97,25 @@ def bench_items(card: cards.BenchCard, limit: int = 0) -> list[Item]:
 
 # ----------------------------------------------------------------------------------- scoring samples
 
-def score_samples(card: cards.BenchCard, samples: list[tuple[int, dict]], judge=None) -> dict:
-    """Score (line, sample) pairs with the bench's reference scorer; returns {bench, variant, n, metrics}."""
+def score_samples(card: cards.BenchCard, samples: list[tuple[int, dict]], judge=None,
+                  with_units: bool = False) -> dict:
+    """Score (line, sample) pairs with the bench's reference scorer; returns {bench, variant, n, metrics}
+    (plus "units" for bootstrap intervals when asked)."""
     if card.bench == "chair":
         return score.chair_from_files(samples, coco_annotations=card.data_path("annotations"), variant=card.variant,
-                                      caption_key="text", split=card.files.get("split"))
+                                      caption_key="text", split=card.files.get("split"), with_units=with_units)
     if card.bench == "pope":
-        return score.pope_from_files(samples, card.data_path("questions"), card.data_path("labels"), card.variant)
+        return score.pope_from_files(samples, card.data_path("questions"), card.data_path("labels"), card.variant,
+                                     with_units=with_units)
     if card.bench == "mme":
-        return score.mme_from_llava(samples, card.data_path("ground_truth"))
+        return score.mme_from_llava(samples, card.data_path("ground_truth"), with_units=with_units)
+    from povid_eval import judges
+
     records = score.load_mmhal_template(card.data_path("template"), need_answer=False)
     by_index = {int(s["question_id"]): s["text"] for _, s in samples}
     kept = [records[i] | {"model_answer": by_index[i]} for i in sorted(by_index)]
-    from povid_eval import judges
-
     judge = judge or judges.get(card.judge)
-    replies = [judge(r) for r in kept]
-    metrics = mmhal.score([r["question_type"] for r in kept], replies)
-    return {"bench": "mmhal", "variant": card.variant, "n": metrics["n"], "metrics": metrics}
+    return score.mmhal_result(kept, [judge(r) for r in kept], card.variant, with_units)
 
 
 # ----------------------------------------------------------------------------------- samples file
@@ -260,6 +261,9 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
                              line=line)
     todo = [it for i, it in enumerate(items) if it.key not in done and i % world == rank]
     target = samples_path if world == 1 else folder / f"samples.rank{rank}.jsonl"
+    for it in todo:  # fail before any work, not half-way
+        if not it.image.is_file():
+            raise InputError(it.image, f"image not found (item {it.key} of bench {bench.name})")
     if todo:
         generate = generate or default_generate(model)
         template = model.template
@@ -294,9 +298,11 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     if missing:
         raise InputError(samples_path, f"{len(missing)} samples missing after generation (e.g. {missing[0]!r})")
     kept = sorted((done[k] for k in keys), key=lambda p: p[0])
-    result = score_samples(bench, kept)
+    result = score_samples(bench, kept, with_units=True)
+    matrix, from_sums = result.pop("units")
     record = {
         **result,
+        "intervals": bootstrap_intervals(matrix, from_sums, seed=bench.decoding.seed),
         "bench_card": bench.name,
         "protocol": bench.protocol(),
         "protocol_hash": protocol,
@@ -309,6 +315,3 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     atomic_write_json(folder / "metrics.json", record)
     return record
 
-
-def require_results(folder: Path) -> dict:
-    return read_json(require_file(folder / "metrics.json", "metrics.json"))

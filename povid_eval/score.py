@@ -26,6 +26,11 @@ def _records(source, *, listing: bool = False) -> list:
     return list(source)
 
 
+def _with_units(result: dict, units) -> dict:
+    """Attach (unit matrix, from_sums) for bootstrap intervals (report.stats); not part of the JSON output."""
+    return {**result, "units": units}
+
+
 def _name(source) -> str | Path:
     return source if isinstance(source, (str, Path)) else "samples"
 
@@ -40,7 +45,8 @@ def _where(line: int | None, index: int) -> dict:
 def chair_from_files(captions, *, gt_objects: str | Path | None = None,
                      coco_annotations: str | Path | None = None, variant: str = chair.DEFAULT_VARIANT,
                      image_id_key: str = "image_id", caption_key: str = "caption",
-                     save_details: str | Path | None = None, split: str | None = None) -> dict:
+                     save_details: str | Path | None = None, split: str | None = None,
+                     with_units: bool = False) -> dict:
     """CHAIR of a captions file (json list or jsonl; or (line, record) pairs) against a ground-truth map or
     COCO annotations (all instances_*/captions_* files of the folder, or those of one split)."""
     if (gt_objects is None) == (coco_annotations is None):
@@ -67,13 +73,14 @@ def chair_from_files(captions, *, gt_objects: str | Path | None = None,
         raise InputError(_name(captions), "no captions")
     if save_details is not None:
         atomic_write_jsonl(save_details, [s.as_dict(t) for s, t in zip(scores, texts)])
-    return _result("chair", variant, len(scores), chair.aggregate(scores))
+    result = _result("chair", variant, len(scores), chair.aggregate(scores))
+    return _with_units(result, (chair.unit_matrix(scores), chair.from_sums)) if with_units else result
 
 
 # ------------------------------------------------------------------------------------------------- POPE
 
 def _load_pope_questions(path: str | Path) -> dict:
-    """question_id -> (category, index within its category, text)."""
+    """question_id -> (category, index within its category, text, image)."""
     questions, per_category = {}, {}
     for line, rec in iter_jsonl(path):
         require_fields(Path(path), rec, ("question_id", "category", "text"), line=line)
@@ -82,7 +89,7 @@ def _load_pope_questions(path: str | Path) -> dict:
             raise InputError(path, f"duplicate question_id {qid!r}", line=line)
         index = per_category.get(category, 0)
         per_category[category] = index + 1
-        questions[qid] = (category, index, rec["text"])
+        questions[qid] = (category, index, rec["text"], str(rec.get("image", qid)))
     if not questions:
         raise InputError(path, "no questions")
     return questions
@@ -101,7 +108,7 @@ def _load_pope_labels(labels_dir: Path, split: str) -> list[tuple[int, dict]]:
 
 
 def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
-                    parser: str = pope.DEFAULT_PARSER) -> dict:
+                    parser: str = pope.DEFAULT_PARSER, with_units: bool = False) -> dict:
     """POPE in LLaVA's layout: answers jsonl + questions jsonl (with category) + coco_pope_<split>.json labels.
 
     As in LLaVA's eval_pope.py, the k-th question of a category is labelled by line k of that split's label
@@ -122,7 +129,7 @@ def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
         if qid in seen:
             raise InputError(_name(answers), f"duplicate answer for question_id {qid!r}", line=line)
         seen.add(qid)
-        split, index, text = qs[qid]
+        split, index, text, image = qs[qid]
         if split not in labels:
             labels[split] = _load_pope_labels(labels_dir, split)
         if index >= len(labels[split]):
@@ -132,12 +139,16 @@ def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
         if "text" in label and not str(text).startswith(label["text"]):
             raise InputError(labels_dir / f"coco_pope_{split}.json", f"label line does not match question "
                              f"{qid!r} of {questions} ({label['text']!r} vs {text!r})", line=label_line)
-        by_split.setdefault(split, []).append((index, str(rec["text"]), label["label"]))
+        by_split.setdefault(split, []).append((index, str(rec["text"]), label["label"], image))
     if not by_split:
         raise InputError(_name(answers), "no answers")
     ordered = [s for s in pope.SPLITS if s in by_split] + sorted(s for s in by_split if s not in pope.SPLITS)
-    pairs = {s: [(t, lab) for _, t, lab in sorted(by_split[s])] for s in ordered}
-    return _result("pope", parser, len(seen), pope.score(pairs, parser))
+    pairs = {s: [(t, lab) for _, t, lab, _ in sorted(by_split[s])] for s in ordered}
+    result = _result("pope", parser, len(seen), pope.score(pairs, parser))
+    if not with_units:
+        return result
+    rows = [(s, image, pope.PARSE[parser](t), lab) for s in ordered for _, t, lab, image in by_split[s]]
+    return _with_units(result, pope.units(rows, ordered))
 
 
 # -------------------------------------------------------------------------------------------------- MME
@@ -180,14 +191,19 @@ def _subtask_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def mme_from_results_dir(results_dir: str | Path) -> dict:
+def _mme_result(subtasks: dict, with_units: bool) -> dict:
+    result = _result("mme", "eval_tool", sum(len(q) for q in subtasks.values()), mme.score(subtasks))
+    return _with_units(result, mme.units(subtasks)) if with_units else result
+
+
+def mme_from_results_dir(results_dir: str | Path, with_units: bool = False) -> dict:
     """MME from an eval_tool results folder: <subtask>.txt, lines `image<TAB>question<TAB>gt<TAB>prediction`."""
     folder = require_dir(results_dir, "MME results folder")
     subtasks = {}
     for name, path in _subtask_files(folder).items():
         rows = [(ln, mme.Question(p[0], p[1], p[2].strip().lower(), p[3])) for ln, p in _read_tsv(path, 4)]
         subtasks[name] = _check_pairs(path, rows)
-    return _result("mme", "eval_tool", sum(len(q) for q in subtasks.values()), mme.score(subtasks))
+    return _mme_result(subtasks, with_units)
 
 
 LLAVA_SUFFIX = "\nAnswer the question using a single word or phrase."
@@ -206,7 +222,8 @@ def gt_question_candidates(prompt: str) -> list[str]:
     return [f"{question} {YES_NO}", f"{question}  {YES_NO}"]
 
 
-def mme_from_llava(answers, ground_truth_dir: str | Path, questions: str | Path | None = None) -> dict:
+def mme_from_llava(answers, ground_truth_dir: str | Path, questions: str | Path | None = None,
+                   with_units: bool = False) -> dict:
     """MME in LLaVA's layout: answers jsonl (question_id "<subtask>/<image>", text, prompt) joined with the
     ground-truth folder (<subtask>.txt, `image<TAB>question<TAB>answer`, pairs on consecutive lines).
 
@@ -258,7 +275,7 @@ def mme_from_llava(answers, ground_truth_dir: str | Path, questions: str | Path 
         kept = [(rows[p][0], mme.Question(rows[p][1][0], rows[p][1][1], rows[p][1][2].strip().lower(), got[p]))
                 for p in sorted(got)]
         subtasks[name] = _check_pairs(gt_dir / f"{name}.txt", kept)
-    return _result("mme", "eval_tool", sum(len(q) for q in subtasks.values()), mme.score(subtasks))
+    return _mme_result(subtasks, with_units)
 
 
 # ------------------------------------------------------------------------------------------------ MMHal
@@ -297,9 +314,13 @@ def load_judge_replies(path: str | Path, n: int) -> list[str]:
     return [replies[i] for i in range(n)]
 
 
+def mmhal_result(records: list[dict], replies: list[str], variant: str, with_units: bool = False) -> dict:
+    metrics = mmhal.score([r["question_type"] for r in records], replies)
+    result = _result("mmhal", variant, metrics["n"], metrics)
+    return _with_units(result, mmhal.units(replies)) if with_units else result
+
+
 def mmhal_from_files(responses: str | Path, judge_replies: str | Path) -> dict:
     """MMHal-Bench from the filled template and judge replies obtained elsewhere (original parse rule)."""
     records = load_mmhal_template(responses)
-    replies = load_judge_replies(judge_replies, len(records))
-    metrics = mmhal.score([r["question_type"] for r in records], replies)
-    return _result("mmhal", "judge-replies", metrics["n"], metrics)
+    return mmhal_result(records, load_judge_replies(judge_replies, len(records)), "judge-replies")

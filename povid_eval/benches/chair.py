@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
+
+from povid_eval.benches.common import as_floats, ratio
 from povid_eval.errors import MissingAssetError
 
 VARIANTS = ("singularize", "wordnet")
@@ -277,20 +280,38 @@ def score_caption(image_id: str, caption: str, gt_objects: Iterable[str], varian
                         n_words=len(caption.split()))
 
 
+#: per-caption statistics whose sums give every CHAIR metric (see from_sums)
+UNIT_COLUMNS = ("hallucinated_captions", "hallucinated", "mentions", "recalled", "gt_objects", "tokens", "words",
+                "captions")
+
+
+def unit_row(s: CaptionScore) -> list[int]:
+    return [int(bool(s.hallucinated)), len(s.hallucinated), len(s.mentions.objects), len(s.correct_objects),
+            len(s.gt_objects), len(s.mentions.tokens), s.n_words, 1]
+
+
+def from_sums(sums) -> dict:
+    """The metrics of the module docstring from summed unit rows (shape (..., 8)); works on bootstrap batches."""
+    s = np.asarray(sums, dtype=float)
+    col = {name: s[..., i] for i, name in enumerate(UNIT_COLUMNS)}
+    return {
+        "CHAIRs": ratio(col["hallucinated_captions"], col["captions"]),
+        "CHAIRi": ratio(col["hallucinated"], col["mentions"]),
+        "Recall": ratio(col["recalled"], col["gt_objects"]),
+        "Len": ratio(0.01 * col["tokens"], col["captions"]),
+        "mean_words": ratio(col["words"], col["captions"]),
+    }
+
+
+def unit_matrix(scores: list[CaptionScore]) -> np.ndarray:
+    return np.array([unit_row(s) for s in scores], dtype=float).reshape(-1, len(UNIT_COLUMNS))
+
+
 def aggregate(scores: list[CaptionScore]) -> dict[str, float]:
     """CHAIRs, CHAIRi, Recall, Len, mean_words over scored captions (formulas in the module docstring)."""
-    n = len(scores)
-    if n == 0:
+    if not scores:
         raise ValueError("no captions to score")
-    mentions = sum(len(s.mentions.objects) for s in scores)
-    gt_total = sum(len(s.gt_objects) for s in scores)
-    return {
-        "CHAIRs": sum(bool(s.hallucinated) for s in scores) / n,
-        "CHAIRi": sum(len(s.hallucinated) for s in scores) / mentions if mentions else 0.0,
-        "Recall": sum(len(s.correct_objects) for s in scores) / gt_total if gt_total else 0.0,
-        "Len": 0.01 * sum(len(s.mentions.tokens) for s in scores) / n,
-        "mean_words": sum(s.n_words for s in scores) / n,
-    }
+    return as_floats(from_sums(unit_matrix(scores).sum(axis=0)))
 
 
 def normalize_image_id(image_id) -> str:

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from povid_eval.benches.common import ratio
+
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
               "artwork", "OCR")
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
@@ -71,3 +75,32 @@ def score(subtasks: dict[str, list[Question]]) -> dict:
         "cognition": sum((r["score"] for n, r in ordered.items() if n in COGNITION), 0.0),
         "subtasks": ordered,
     }
+
+
+def units(subtasks: dict[str, list[Question]]):
+    """Per image-pair unit rows for the bootstrap: (matrix, from_sums).
+
+    Columns per subtask: correct questions, pairs with both right, questions, pairs; from_sums gives each
+    subtask's score and the perception / cognition totals (as in score(), in points).
+    """
+    names = list(subtasks)
+    matrix = np.zeros((sum(len(q) // 2 for q in subtasks.values()), 4 * len(names)))
+    row = 0
+    for j, name in enumerate(names):
+        qs = subtasks[name]
+        for a, b in zip(qs[::2], qs[1::2]):
+            right = [parse_prediction(q.prediction) == q.answer.lower() for q in (a, b)]
+            matrix[row, 4 * j:4 * j + 4] = [sum(right), all(right), 2, 1]
+            row += 1
+
+    def from_sums(sums) -> dict:
+        s = np.asarray(sums, dtype=float)
+        out = {}
+        for j, name in enumerate(names):
+            correct, both, questions, pairs = (s[..., 4 * j + i] for i in range(4))
+            out[f"subtasks.{name}.score"] = ratio(correct, questions) * 100 + ratio(both, pairs) * 100
+        for group, members in (("perception", PERCEPTION), ("cognition", COGNITION)):
+            out[group] = sum((out[f"subtasks.{n}.score"] for n in names if n in members), np.zeros(s.shape[:-1]))
+        return out
+
+    return matrix, from_sums

@@ -16,6 +16,10 @@ are counted in ``parse_failures`` instead of passing silently.
 
 from __future__ import annotations
 
+import numpy as np
+
+from povid_eval.benches.common import ratio
+
 TYPES = ("attribute", "adversarial", "comparison", "counting", "relation", "environment", "holistic", "other")
 RECORD_FIELDS = ("question_type", "question_topic", "image_id", "image_content", "question", "gt_answer")
 
@@ -46,3 +50,15 @@ def score(question_types: list[str], replies: list[str]) -> dict:
         "parse_failures": sum(p is None for p in parsed),
         "n": len(ratings),
     }
+
+
+def units(replies: list[str]):
+    """Per-question unit rows for the bootstrap: (matrix, from_sums) giving score and hallucination_rate."""
+    ratings = [parse_rating(r) or 0 for r in replies]
+    matrix = np.array([[r, r < 3, 1] for r in ratings], dtype=float).reshape(-1, 3)
+
+    def from_sums(sums) -> dict:
+        s = np.asarray(sums, dtype=float)
+        return {"score": ratio(s[..., 0], s[..., 2]), "hallucination_rate": ratio(s[..., 1], s[..., 2])}
+
+    return matrix, from_sums

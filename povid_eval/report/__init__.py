@@ -1,0 +1,1 @@
+"""Statistics, tables and plots over result files (never the model)."""

@@ -1,0 +1,29 @@
+"""The rule judge (synthetic world only): ratings on the MMHal 0-6 rubric, read by the original parser."""
+
+import pytest
+
+from povid_eval import judges
+from povid_eval.benches import mmhal
+
+RECORD = {"question_type": "attribute", "image_content": ["red dog", "blue car", "green bench"],
+          "question": "What color is the dog?", "gt_answer": "The dog is red."}
+
+
+@pytest.mark.parametrize("answer, rating", [
+    ("The dog is red.", 5),                              # covers dog + red, nothing false
+    ("The dog is red and stands next to a car.", 6),     # plus a true extra object
+    ("It is a dog.", 4),                                 # partial
+    ("I cannot tell.", 3),                               # nothing, nothing false
+    ("The dog is red and there is a cat.", 2),           # full coverage, an absent object
+    ("The dog is blue.", 1),                             # wrong colour
+    ("There is a cat.", 0),                              # absent object only
+])
+def test_rule_judge_ratings(answer, rating):
+    reply = judges.rule_judge(RECORD | {"model_answer": answer})
+    assert mmhal.parse_rating(reply) == rating
+
+
+def test_yes_no_contradiction():
+    rec = {"image_content": ["cat"], "gt_answer": "No, there is no dog.", "question": "Is there a dog?"}
+    assert mmhal.parse_rating(judges.rule_judge(rec | {"model_answer": "No."})) == 5
+    assert mmhal.parse_rating(judges.rule_judge(rec | {"model_answer": "Yes, there is a dog."})) == 0
