@@ -126,6 +126,19 @@ def cmd_pretrain(args) -> None:
     pretrain(Path(args.world), Path(args.out), seed=args.seed)
 
 
+def cmd_perf(args) -> None:
+    from povid_eval import perf
+
+    results = perf.main(Path(args.captions) if args.captions else None,
+                        Path(args.gt_objects) if args.gt_objects else None)
+    if args.json:
+        print(json.dumps(results))
+        return
+    for group, values in results.items():
+        print(f"{group}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in values.items()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="povid-eval", description="POVID-style preference tuning of VLMs and faithful hallucination benchmarks (CHAIR, POPE, MME, MMHal-Bench).")
     parser.add_argument("--version", action="version", version=f"povid-eval {__version__}")
@@ -182,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="data/world")
     p.set_defaults(func=cmd_world_build)
+
+    p = commands.add_parser("perf", help="speed benchmarks (CHAIR scoring, bootstrap)")
+    p.add_argument("--captions", help="CHAIR captions file (default: ../shared/fixtures, when present)")
+    p.add_argument("--gt-objects", help="CHAIR ground-truth map for those captions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_perf)
 
     p = commands.add_parser("pretrain", help="build and train the tiny base LLaVA on the synthetic world")
     p.add_argument("--world", default="data/world")
