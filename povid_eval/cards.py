@@ -66,6 +66,7 @@ class BenchCard:
     strip: str = ""
     judge: str = ""
     limit: int = 0
+    world: bool = False                          # data is the embedded synthetic world, built on demand
     decoding: Decoding = field(default_factory=Decoding)
     files: dict = field(default_factory=dict)   # bench-specific data paths, relative to data
 

@@ -113,11 +113,12 @@ def cmd_run(args) -> None:
 def cmd_world_build(args) -> None:
     import time
 
-    from povid_eval.world import build_world
+    from povid_eval.world import SUMMARY_FILE, build_world
 
     start = time.time()
-    manifest = build_world(Path(args.out), seed=args.seed)
-    print(f"world built in {time.time() - start:.1f} s: {args.out} (hash {manifest.get('hash', '?')[:16]})")
+    manifest = build_world(Path(args.out), seed=args.seed, summary_path=SUMMARY_FILE if args.write_summary else None)
+    print(f"world built in {time.time() - start:.1f} s: {args.out} (sha256 {manifest['sha256'][:16]}, "
+          f"{manifest['counts']})")
 
 
 def cmd_pretrain(args) -> None:
@@ -194,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = world.add_parser("build", help="build the synthetic COCO-format world (deterministic)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="data/world")
+    p.add_argument("--write-summary", action="store_true",
+                   help="also write benchmarks/world_manifest.json (the committed seed, counts and hash)")
     p.set_defaults(func=cmd_world_build)
 
     p = commands.add_parser("perf", help="speed benchmarks (CHAIR scoring, bootstrap)")

@@ -5,10 +5,10 @@ the bench's original parser (benches.mmhal.parse_rating) reads it, so every judg
 object in the image (and its colour): it is not a substitute for an LLM judge on real images.
 
     objects(t)     = COCO categories mentioned in text t (CHAIR's vocabulary and singularize tokeniser)
-    hallucinated   = objects(answer) - objects(image_content), plus any colour, number or yes/no word of
+    hallucinated   = objects(answer) - objects(image_content), plus any colour, number, position, yes/no or scene word of
                      the answer that contradicts the gt_answer (same kind of word, none of the gt's)
     coverage       = share of the gt_answer's key terms (objects in the image, colours, numbers,
-                     positions, yes/no) found in the answer
+                     positions, yes/no, scene) found in the answer
     rating         = no hallucination: 6 full coverage and extra grounded objects, 5 full, 4 partial, 3 none;
                      hallucination:    2 full coverage, 1 partial, 0 none     (the MMHal 0-6 rubric)
 """
@@ -28,6 +28,7 @@ NUMBERS = {"zero": 0, "no": 0, "one": 1, "a": 1, "an": 1, "two": 2, "three": 3, 
            **{str(i): i for i in range(10)}}
 POSITIONS = {"left", "right", "top", "bottom", "center", "middle", "above", "below"}
 YES_NO = {"yes", "no"}
+SCENES = ("kitchen", "street", "office", "living room", "park", "bedroom", "bathroom", "beach", "airport", "field")
 
 
 def _words(text: str) -> list[str]:
@@ -43,6 +44,7 @@ def _key_terms(text: str) -> tuple[set[str], dict[str, set[str]]]:
         "count": {str(NUMBERS[w]) for w in words if w in NUMBERS and w not in ("a", "an", "no")},
         "position": {w for w in words if w in POSITIONS},
         "answer": {w for w in words[:1] if w in YES_NO},
+        "scene": {p for p in SCENES if re.search(rf"\b{p}\b", text.lower())},
     }
     return objects, kinds
 

@@ -1,13 +1,15 @@
 """run(model, bench): items -> prompts -> generations (cached per sample) -> scores -> metrics.json.
 
 results/<model>/<bench>/samples.jsonl is append-only: one line per finished sample, written and fsynced per
-batch, keyed by the item's ``key``. A rerun skips the keys already there, so a killed run resumes exactly
-(a torn last line from a kill is cut off before appending). Each line is in LLaVA's answer layout
+batch, keyed by the item's ``key``. A rerun skips the batches already there, so a killed run resumes exactly
+(a torn last line from a kill is cut off before appending; a half-written batch is regenerated whole and
+only its missing lines are added). Each line is in LLaVA's answer layout
 (question_id / prompt / text), so ``povid-eval score`` reads it as it is, and scoring never needs the model.
 
-Under ``torchrun`` (RANK / WORLD_SIZE set; gloo backend) items are sharded by rank; each rank appends to its
-own samples.rank<r>.jsonl, then rank 0 merges the new lines into samples.jsonl and scores. Greedy decoding
-is batch-invariant, so the metrics equal a single-process run.
+Under ``torchrun`` (RANK / WORLD_SIZE set; gloo backend) batches are sharded by rank; each rank appends to
+its own samples.rank<r>.jsonl, then rank 0 merges the new lines into samples.jsonl and scores. Batches are
+fixed chunks of the item list, so every sample is generated in the same batch as in a one-process run
+(with the same --batch-size), and the metrics are the same.
 """
 
 from __future__ import annotations
@@ -209,6 +211,23 @@ def versions() -> dict:
     return out
 
 
+def ensure_world(bench: cards.BenchCard) -> None:
+    """Build the embedded synthetic world where a bench card uses it and it is missing (under a minute),
+    with the seed of the committed summary, and warn if its hash differs from the committed one."""
+    root = bench.data_path()
+    if not bench.world or (root / "manifest.json").is_file():
+        return
+    from povid_eval.world import SUMMARY_FILE, build_world
+
+    committed = read_json(SUMMARY_FILE) if SUMMARY_FILE.is_file() else {}
+    print(f"povid-eval: building the synthetic world in {root} (once, under a minute)", file=sys.stderr)
+    manifest = build_world(root, seed=committed.get("seed", 0))
+    if committed and manifest["sha256"] != committed.get("sha256"):
+        print(f"povid-eval: warning: the world built here differs from {SUMMARY_FILE.name} (sha256 "
+              f"{manifest['sha256'][:12]} != {committed['sha256'][:12]}); package versions may render differently",
+              file=sys.stderr)
+
+
 def _load_image(item: Item):
     from PIL import Image, UnidentifiedImageError
 
@@ -239,11 +258,14 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     """Generate what is missing, then score; returns the metrics record (None on ranks other than 0)."""
     model = cards.load_model_card(model_name)
     bench = cards.load_bench_card(bench_name)
+    rank, world = dist_info()
+    if rank == 0:
+        ensure_world(bench)
+    _barrier(world)
     items = bench_items(bench, limit)
     folder = Path(out) / model.name / bench.name
     folder.mkdir(parents=True, exist_ok=True)
     samples_path = folder / "samples.jsonl"
-    rank, world = dist_info()
     protocol = bench.protocol_hash()
     start = time.time()
 
@@ -259,25 +281,28 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
             raise InputError(samples_path, f"sample {key!r} was made with protocol {rec.get('protocol')}, not "
                                            f"{protocol}: the bench card changed; use another --out or delete it",
                              line=line)
-    todo = [it for i, it in enumerate(items) if it.key not in done and i % world == rank]
+    # Batches are fixed chunks of the item list, so a batch always holds the same items whatever was done
+    # before a kill and whichever rank runs it: outputs do not depend on resuming or on the process count.
+    batches = [items[b:b + batch_size] for b in range(0, len(items), batch_size)]
+    pending = [batch for batch in batches if any(it.key not in done for it in batch)]
+    mine = pending[rank::world]
     target = samples_path if world == 1 else folder / f"samples.rank{rank}.jsonl"
-    for it in todo:  # fail before any work, not half-way
+    for it in (it for batch in mine for it in batch):  # fail before any work, not half-way
         if not it.image.is_file():
             raise InputError(it.image, f"image not found (item {it.key} of bench {bench.name})")
-    if todo:
+    if mine:
         generate = generate or default_generate(model)
-        template = model.template
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc=f"{model.name}/{bench.name}" + (f" rank {rank}" if world > 1 else ""),
-                   disable=not progress, file=sys.stderr, unit="sample")
-        for b in range(0, len(todo), batch_size):
-            batch = todo[b:b + batch_size]
+        bar = tqdm(total=sum(len(b) for b in mine), unit="sample", file=sys.stderr, disable=not progress,
+                   desc=f"{model.name}/{bench.name}" + (f" rank {rank}" if world > 1 else ""))
+        for batch in mine:
             images = [_load_image(it) for it in batch]
-            prompts = [template.replace("{prompt}", it.prompt) for it in batch]
+            prompts = [model.template.replace("{prompt}", it.prompt) for it in batch]
             answers = generate(images, prompts, bench.decoding)
             _append(target, [it.record | {"key": it.key, "prompt": it.prompt, "text": a, "protocol": protocol,
-                                          "model": model.name} for it, a in zip(batch, answers)])
+                                          "model": model.name}
+                             for it, a in zip(batch, answers) if it.key not in done])
             bar.update(len(batch))
         bar.close()
     _barrier(world)

@@ -27,3 +27,10 @@ def test_yes_no_contradiction():
     rec = {"image_content": ["cat"], "gt_answer": "No, there is no dog.", "question": "Is there a dog?"}
     assert mmhal.parse_rating(judges.rule_judge(rec | {"model_answer": "No."})) == 5
     assert mmhal.parse_rating(judges.rule_judge(rec | {"model_answer": "Yes, there is a dog."})) == 0
+
+
+def test_scene_question():
+    rec = {"image_content": ["a gray bench", "a brown dog"], "gt_answer": "The picture was taken in a park.",
+           "question": "Where was this picture taken?"}
+    assert mmhal.parse_rating(judges.rule_judge(rec | {"model_answer": "In a park."})) == 5
+    assert mmhal.parse_rating(judges.rule_judge(rec | {"model_answer": "In a living room."})) == 0
