@@ -5,7 +5,8 @@ the bench's original parser (benches.mmhal.parse_rating) reads it, so every judg
 object in the image (and its colour): it is not a substitute for an LLM judge on real images.
 
     objects(t)     = COCO categories mentioned in text t (CHAIR's vocabulary and singularize tokeniser)
-    hallucinated   = objects(answer) - objects(image_content), plus any colour, number, position, yes/no or scene word of
+    hallucinated   = objects(answer) - objects(image_content) (a negated mention, "there is no kite", claims
+                     nothing), plus any colour, number, position, yes/no or scene word of
                      the answer that contradicts the gt_answer (same kind of word, none of the gt's)
     coverage       = share of the gt_answer's key terms (objects in the image, colours, numbers,
                      positions, yes/no, scene) found in the answer
@@ -35,10 +36,22 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
+NEGATIONS = {"no", "not", "without", "nor", "n't"}
+
+
+def affirmed_objects(text: str) -> set[str]:
+    """COCO categories a text says are there: mentions with no negation among the 3 tokens before them
+    ("there is no kite" does not claim a kite)."""
+    tokens = chair.tokens_singularize(text)
+    mentions = chair.find_mentions(tokens, chair.load_vocabulary())
+    return {obj for obj, pos in zip(mentions.objects, mentions.positions)
+            if not NEGATIONS & set(tokens[max(0, pos - 3):pos])}
+
+
 def _key_terms(text: str) -> tuple[set[str], dict[str, set[str]]]:
-    """Objects and the colour / count / position / yes-no words of a text."""
+    """Affirmed objects and the colour / count / position / yes-no / scene words of a text."""
     words = _words(text)
-    objects = set(chair.caption_mentions(text).objects)
+    objects = affirmed_objects(text)
     kinds = {
         "colour": {w for w in words if w in COLOURS},
         "count": {str(NUMBERS[w]) for w in words if w in NUMBERS and w not in ("a", "an", "no")},

@@ -34,3 +34,10 @@ def test_scene_question():
            "question": "Where was this picture taken?"}
     assert mmhal.parse_rating(judges.rule_judge(rec | {"model_answer": "In a park."})) == 5
     assert mmhal.parse_rating(judges.rule_judge(rec | {"model_answer": "In a living room."})) == 0
+
+
+def test_negated_mention_is_not_a_hallucination():
+    rec = {"image_content": ["a red car"], "gt_answer": "No, there is no such object in the image.",
+           "question": "What color is the kite in the image?"}
+    assert mmhal.parse_rating(judges.rule_judge(rec | {"model_answer": "No, there is no kite."})) == 5
+    assert mmhal.parse_rating(judges.rule_judge(rec | {"model_answer": "The kite is red."})) == 0

@@ -1,0 +1,144 @@
+"""One world image from its seed: layout -> pixels -> per-instance visibility -> objects -> reference captions.
+
+Visibility of an instance (from the render's visible fraction f and the sampling flags), first match wins:
+
+    hidden     drawn practically invisible (tiny, alpha 0.1), or f < 0.3
+    occluded   f < 0.8 (partly covered by a later instance)
+    faint      low contrast
+    small      drawn at ~60% size
+    clear      otherwise
+
+An object (a category in an image) is ``clear`` when one of its instances is, ``weak`` when none is clear but
+one is not hidden, ``hidden`` otherwise. Captions never name hidden objects: the first caption names every
+other object (largest first), the four others name each clear object with probability 0.85 and each weak one
+with 0.5 (at least one object). An object is called by a CHAIR synonym (one per object and image) 25% of the
+time.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from povid_eval.world import text
+from povid_eval.world.catalog import SCENE_BY_NAME, Scene
+from povid_eval.world.render import png_bytes, render
+from povid_eval.world.sampling import Instance, sample_layout
+
+
+@dataclass(frozen=True)
+class WorldObject:
+    """A category in one image: its instances' shared colour, count, position word, salience, total area."""
+
+    category: str
+    colour: str
+    count: int
+    position: str
+    salience: str                  # clear | weak | hidden
+    area: int
+    center: tuple[float, float]    # mean of the instance box centres
+    box: tuple[int, int, int, int]  # union of the instance boxes (x, y, w, h)
+
+    def mention(self, synonym: tuple[str, str] | None = None) -> text.Mention:
+        return text.mention(self.category, self.count, self.colour, self.position, synonym)
+
+
+@dataclass(frozen=True)
+class WorldImage:
+    image_id: int
+    scene: str
+    missing: tuple[str, ...]
+    instances: tuple[Instance, ...]      # annotation order (a shuffle of the drawing order)
+    visibility: tuple[str, ...]          # per instance, same order
+    visible_fraction: tuple[float, ...]
+    objects: tuple[WorldObject, ...]     # per category, in order of first annotation
+    pixels: Image.Image = field(compare=False, repr=False)
+
+    @property
+    def png(self) -> bytes:
+        return png_bytes(self.pixels)
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.image_id:012d}.png"
+
+    def object(self, category: str) -> WorldObject | None:
+        return next((o for o in self.objects if o.category == category), None)
+
+
+SYNONYM_RATE = 0.25
+
+
+def image_rng(seed: int, stream: str, image_id: int) -> random.Random:
+    """The random source of one image: a pure function of (seed, stream, image id)."""
+    return random.Random(f"povid-world:{seed}:{stream}:{image_id}")
+
+
+def visibility(inst: Instance, fraction: float) -> str:
+    if inst.hidden or fraction < 0.3:
+        return "hidden"
+    if fraction < 0.8:
+        return "occluded"
+    if inst.faint:
+        return "faint"
+    return "small" if inst.small else "clear"
+
+
+def _objects(instances, labels) -> tuple[WorldObject, ...]:
+    out = []
+    for name in dict.fromkeys(i.category for i in instances):
+        group = [(i, v) for i, v in zip(instances, labels) if i.category == name]
+        boxes = [i.bbox for i, _ in group]
+        cx = sum(b[0] + b[2] / 2 for b in boxes) / len(boxes)
+        cy = sum(b[1] + b[3] / 2 for b in boxes) / len(boxes)
+        x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+        labels_ = [v for _, v in group]
+        salience = "clear" if "clear" in labels_ else "hidden" if set(labels_) == {"hidden"} else "weak"
+        out.append(WorldObject(name, group[0][0].colour, len(group), text.position_of(cx, cy), salience,
+                               sum(b[2] * b[3] for b in boxes), (cx, cy), (x0, y0, x1 - x0, y1 - y0)))
+    return tuple(out)
+
+
+def make_image(seed: int, stream: str, image_id: int, scene: Scene | str | None = None,
+               drop: tuple[str, ...] = (), include: tuple[str, ...] = ()) -> WorldImage:
+    """Sample, render and describe one image (see module docstring); ``drop`` / ``include`` force core
+    categories out / extras in."""
+    if isinstance(scene, str):
+        scene = SCENE_BY_NAME[scene]
+    rng = image_rng(seed, stream, image_id)
+    layout = sample_layout(rng, scene, drop, include)
+    img, fractions = render(layout, rng)
+    labels = [visibility(i, f) for i, f in zip(layout.instances, fractions)]
+    order = list(range(len(layout.instances)))
+    rng.shuffle(order)
+    instances = tuple(layout.instances[k] for k in order)
+    labels = tuple(labels[k] for k in order)
+    return WorldImage(image_id=image_id, scene=layout.scene, missing=layout.missing, instances=instances,
+                      visibility=labels, visible_fraction=tuple(round(fractions[k], 3) for k in order),
+                      objects=_objects(instances, labels), pixels=img)
+
+
+def captions(image: WorldImage, seed: int, n: int = 5) -> list[str]:
+    """n reference captions of an image (see module docstring), from their own random stream."""
+    rng = image_rng(seed, "captions", image.image_id)
+    seen = [o for o in image.objects if o.salience != "hidden"]
+    scene = SCENE_BY_NAME[image.scene].phrase
+    templates = rng.sample(text.CAPTION_TEMPLATES, n)
+    synonyms = {o.category: rng.choice(text.SYNONYMS[o.category]) for o in seen if o.category in text.SYNONYMS}
+    out = []
+    for k, template in enumerate(templates):
+        if not seen:
+            out.append(text.capitalize(f"an image of {text.scene_a(scene)}."))
+            continue
+        if k == 0:
+            chosen = sorted(seen, key=lambda o: -o.area)
+        else:
+            chosen = [o for o in seen if rng.random() < (0.85 if o.salience == "clear" else 0.5)]
+            chosen = chosen or [max(seen, key=lambda o: o.area)]
+            rng.shuffle(chosen)
+        mentions = [o.mention(synonyms.get(o.category) if rng.random() < SYNONYM_RATE else None) for o in chosen]
+        out.append(text.caption(scene, mentions, rng, template))
+    return out
