@@ -27,7 +27,7 @@ from typing import Callable
 from povid_eval import __version__, cards, score
 from povid_eval.report.stats import bootstrap_intervals
 from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_json, iter_jsonl, read_json
+from povid_eval.io import atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
 
 Generate = Callable[[list, list[str], cards.Decoding], list[str]]
 
@@ -100,12 +100,14 @@ def bench_items(card: cards.BenchCard, limit: int = 0) -> list[Item]:
 # ----------------------------------------------------------------------------------- scoring samples
 
 def score_samples(card: cards.BenchCard, samples: list[tuple[int, dict]], judge=None,
-                  with_units: bool = False) -> dict:
+                  with_units: bool = False, details: Path | None = None) -> dict:
     """Score (line, sample) pairs with the bench's reference scorer; returns {bench, variant, n, metrics}
-    (plus "units" for bootstrap intervals when asked)."""
+    (plus "units" for bootstrap intervals when asked). ``details``: CHAIR's per-caption mentions, or
+    MMHal's judge replies, are written there (jsonl)."""
     if card.bench == "chair":
         return score.chair_from_files(samples, coco_annotations=card.data_path("annotations"), variant=card.variant,
-                                      caption_key="text", split=card.files.get("split"), with_units=with_units)
+                                      caption_key="text", split=card.files.get("split"), with_units=with_units,
+                                      save_details=details)
     if card.bench == "pope":
         return score.pope_from_files(samples, card.data_path("questions"), card.data_path("labels"), card.variant,
                                      with_units=with_units)
@@ -117,7 +119,10 @@ def score_samples(card: cards.BenchCard, samples: list[tuple[int, dict]], judge=
     by_index = {int(s["question_id"]): s["text"] for _, s in samples}
     kept = [records[i] | {"model_answer": by_index[i]} for i in sorted(by_index)]
     judge = judge or judges.get(card.judge)
-    return score.mmhal_result(kept, [judge(r) for r in kept], card.variant, with_units)
+    replies = [judge(r) for r in kept]
+    if details is not None:
+        atomic_write_jsonl(details, [{"index": i, "reply": reply} for i, reply in zip(sorted(by_index), replies)])
+    return score.mmhal_result(kept, replies, card.variant, with_units)
 
 
 # ----------------------------------------------------------------------------------- samples file
@@ -323,7 +328,8 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     if missing:
         raise InputError(samples_path, f"{len(missing)} samples missing after generation (e.g. {missing[0]!r})")
     kept = sorted((done[k] for k in keys), key=lambda p: p[0])
-    result = score_samples(bench, kept, with_units=True)
+    details = {"chair": folder / "details.jsonl", "mmhal": folder / "judge_replies.jsonl"}.get(bench.bench)
+    result = score_samples(bench, kept, with_units=True, details=details)
     matrix, from_sums = result.pop("units")
     record = {
         **result,
