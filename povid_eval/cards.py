@@ -123,34 +123,32 @@ def _names(folder: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.toml"))
 
 
-def load_model_card(name_or_path: str, folder: Path | None = None) -> ModelCard:
-    folder = folder or models_dir()
+def _read_card(name_or_path: str, folder: Path, kind: str, cls, required: tuple[str, ...]) -> tuple[Path, dict]:
+    """The checked table of a card given by name (folder/<name>.toml) or by path."""
     path = Path(name_or_path) if name_or_path.endswith(".toml") else folder / f"{name_or_path}.toml"
     if not path.is_file():
-        raise InputError(path, f"unknown model '{name_or_path}' (known: {', '.join(_names(folder)) or 'none'})")
+        raise InputError(path, f"unknown {kind} '{name_or_path}' (known: {', '.join(_names(folder)) or 'none'})")
     data = _read_toml(path)
     data.setdefault("name", path.stem)
-    _check_keys(path, data, ModelCard, ("path",))
+    _check_keys(path, data, cls, required)
+    return path, data
+
+
+def load_model_card(name_or_path: str, folder: Path | None = None) -> ModelCard:
+    path, data = _read_card(name_or_path, folder or models_dir(), "model", ModelCard, ("path",))
     if data.get("dtype", "fp32") not in DTYPES:
         raise InputError(path, f"dtype must be one of {', '.join(DTYPES)}, got {data['dtype']!r}")
-    if "<image>" not in data.get("template", DEFAULT_TEMPLATE) or "{prompt}" not in data.get("template", DEFAULT_TEMPLATE):
+    template = data.get("template", DEFAULT_TEMPLATE)
+    if "<image>" not in template or "{prompt}" not in template:
         raise InputError(path, "template must contain '<image>' and '{prompt}'")
-    generation = _decoding(path, data.pop("generation", {}))
-    return ModelCard(generation=generation, **data)
+    return ModelCard(generation=_decoding(path, data.pop("generation", {})), **data)
 
 
 def load_bench_card(name_or_path: str, folder: Path | None = None) -> BenchCard:
-    folder = folder or benchmarks_dir()
-    path = Path(name_or_path) if name_or_path.endswith(".toml") else folder / f"{name_or_path}.toml"
-    if not path.is_file():
-        raise InputError(path, f"unknown bench '{name_or_path}' (known: {', '.join(_names(folder)) or 'none'})")
-    data = _read_toml(path)
-    data.setdefault("name", path.stem)
-    _check_keys(path, data, BenchCard, ("bench", "variant", "data"))
+    path, data = _read_card(name_or_path, folder or benchmarks_dir(), "bench", BenchCard, ("bench", "variant", "data"))
     if data["bench"] not in BENCHES:
         raise InputError(path, f"bench must be one of {', '.join(BENCHES)}, got {data['bench']!r}")
-    decoding = _decoding(path, data.pop("decoding", {}))
-    return BenchCard(decoding=decoding, **data)
+    return BenchCard(decoding=_decoding(path, data.pop("decoding", {})), **data)
 
 
 def bench_names() -> list[str]:

@@ -343,6 +343,10 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
         "versions": versions(),
         "wall_time_s": round(time.time() - start, 3),
     }
+    if bench.bench == "chair" and bench.world:
+        from povid_eval.report.hallucination import prior_share
+
+        record["hallucination_sources"] = prior_share(details, bench.data_path("instances"))
     atomic_write_json(folder / "metrics.json", record)
     return record
 
