@@ -286,29 +286,35 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
             raise InputError(samples_path, f"sample {key!r} was made with protocol {rec.get('protocol')}, not "
                                            f"{protocol}: the bench card changed; use another --out or delete it",
                              line=line)
-    # Batches are fixed chunks of the item list, so a batch always holds the same items whatever was done
-    # before a kill and whichever rank runs it: outputs do not depend on resuming or on the process count.
-    batches = [items[b:b + batch_size] for b in range(0, len(items), batch_size)]
-    pending = [batch for batch in batches if any(it.key not in done for it in batch)]
+    # One generation per distinct (image, prompt): POPE asks each image's positive questions in all three
+    # splits. Batches are fixed chunks of that list, so a batch always holds the same prompts whatever was
+    # done before a kill and whichever rank runs it: outputs do not depend on resuming or the process count.
+    groups: dict[tuple[Path, str], list[Item]] = {}
+    for it in items:
+        groups.setdefault((it.image, it.prompt), []).append(it)
+    prompts_in_order = list(groups)
+    batches = [prompts_in_order[b:b + batch_size] for b in range(0, len(prompts_in_order), batch_size)]
+    pending = [batch for batch in batches if any(it.key not in done for pair in batch for it in groups[pair])]
     mine = pending[rank::world]
     target = samples_path if world == 1 else folder / f"samples.rank{rank}.jsonl"
-    for it in (it for batch in mine for it in batch):  # fail before any work, not half-way
-        if not it.image.is_file():
-            raise InputError(it.image, f"image not found (item {it.key} of bench {bench.name})")
+    for image, _ in (pair for batch in mine for pair in batch):  # fail before any work, not half-way
+        if not image.is_file():
+            raise InputError(image, f"image not found (listed by bench {bench.name})")
     if mine:
         generate = generate or default_generate(model)
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(len(b) for b in mine), unit="sample", file=sys.stderr, disable=not progress,
-                   desc=f"{model.name}/{bench.name}" + (f" rank {rank}" if world > 1 else ""))
+        bar = tqdm(total=sum(len(groups[p]) for batch in mine for p in batch), unit="sample", file=sys.stderr,
+                   disable=not progress, desc=f"{model.name}/{bench.name}" + (f" rank {rank}" if world > 1 else ""))
         for batch in mine:
-            images = [_load_image(it) for it in batch]
-            prompts = [model.template.replace("{prompt}", it.prompt) for it in batch]
+            images = [_load_image(groups[pair][0]) for pair in batch]
+            prompts = [model.template.replace("{prompt}", prompt) for _, prompt in batch]
             answers = generate(images, prompts, bench.decoding)
-            _append(target, [it.record | {"key": it.key, "prompt": it.prompt, "text": a, "protocol": protocol,
-                                          "model": model.name}
-                             for it, a in zip(batch, answers) if it.key not in done])
-            bar.update(len(batch))
+            rows = [it.record | {"key": it.key, "prompt": it.prompt, "text": answer, "protocol": protocol,
+                                 "model": model.name}
+                    for pair, answer in zip(batch, answers) for it in groups[pair] if it.key not in done]
+            _append(target, rows)
+            bar.update(sum(len(groups[pair]) for pair in batch))
         bar.close()
     _barrier(world)
     if rank != 0:
