@@ -44,6 +44,7 @@ class ModelCard:
     adapter: str = ""
     dtype: str = "fp32"
     device: str = "cpu"
+    threads: int = 0                             # CPU threads for torch; 0 = torch's default
     template: str = DEFAULT_TEMPLATE
     generation: Decoding = field(default_factory=Decoding)
     info: dict = field(default_factory=dict)   # provenance: training command, world hash, seed, ...

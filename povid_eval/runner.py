@@ -245,8 +245,26 @@ def _load_image(item: Item):
         raise InputError(item.image, f"unreadable image (item {item.key}): {e}") from None
 
 
+_LOADED: dict[tuple, Generate] = {}
+
+
 def default_generate(model: cards.ModelCard) -> Generate:
+    """Generation with the card's model, loaded once per process (``run --bench all`` shares it)."""
+    key = (model.name, model.path, model.adapter, model.dtype, model.device)
+    if key not in _LOADED:
+        _LOADED[key] = _load_generate(model)
+    return _LOADED[key]
+
+
+def _load_generate(model: cards.ModelCard) -> Generate:
+    import torch
+    from transformers.utils import logging as hf_logging
+
     from povid_eval.vlm import load_vlm
+
+    hf_logging.disable_progress_bar()  # the runner shows its own progress
+    if model.threads:
+        torch.set_num_threads(model.threads)
 
     vlm = load_vlm(model.resolve(model.path), adapter=model.resolve(model.adapter) if model.adapter else None,
                    dtype=model.dtype, device=model.device)
