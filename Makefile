@@ -22,7 +22,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	$(BIN)/python -m povid_eval.demo
+	$(BIN)/povid-eval run --bench all --model base
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,224 @@
+"""Load a LLaVA checkpoint (optionally with a PEFT adapter) and run it: batched generation, response log-probs.
+
+Works the same for the embedded tiny base (models/base/) and for real checkpoints saved in the HF format
+(llava-hf/llava-1.5-7b-hf, a local folder or an already-cached hub id); never downloads.
+
+Prompts are formatted strings that contain ``<image>`` once, e.g. ``USER: <image>\\nDescribe this image.
+ASSISTANT:``; the processor expands it to the vision tower's number of image tokens. Generation pads on
+the left so that every row's next token sits in the last column; with the attention mask and the position
+ids derived from it, greedy outputs do not depend on the batch composition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from povid_eval.errors import MissingAssetError
+from povid_eval.vlm.logprobs import response_logprobs
+from povid_eval.vlm.tokenizer import capitalize_sentences
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def _check_model_dir(path: Path) -> None:
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / f).is_file() for f in _WEIGHT_FILES):
+        missing.append("weights (model.safetensors)")
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        missing.append("tokenizer (tokenizer.json)")
+    if not any((path / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")):
+        missing.append("image processor (processor_config.json or preprocessor_config.json)")
+    if missing:
+        raise MissingAssetError(f"{path}: not a complete LLaVA checkpoint, missing {', '.join(missing)}")
+
+
+def _check_adapter_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise MissingAssetError(f"{path}: adapter folder not found")
+    missing = [] if (path / "adapter_config.json").is_file() else ["adapter_config.json"]
+    if not any((path / f).is_file() for f in _ADAPTER_WEIGHTS):
+        missing.append("adapter_model.safetensors")
+    if missing:
+        raise MissingAssetError(f"{path}: not a PEFT adapter folder, missing {', '.join(missing)}")
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MissingAssetError(f"device {device!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def load_vlm(path: str | Path, adapter: str | Path | None = None, dtype: str = "fp32", device: str = "cpu") -> "VLM":
+    """Load model + processor from a local folder (or an already-cached hub id), never from the network.
+
+    ``adapter``: a PEFT adapter folder put on top (PeftModel.from_pretrained); ``dtype``: fp32, bf16 or fp16;
+    ``device``: cpu, cuda, cuda:N or auto. A missing folder or file raises MissingAssetError naming it.
+    """
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    device = _resolve_device(device)
+    local = Path(path)
+    if local.is_dir():
+        _check_model_dir(local)
+    elif local.exists() or str(path).startswith((".", "/", "~")) or str(path).count("/") != 1:
+        raise MissingAssetError(f"{path}: model folder not found (models/base/ ships with the project; "
+                                "real checkpoints must be downloaded beforehand)")
+    if adapter is not None:
+        _check_adapter_dir(Path(adapter))
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(
+            str(path), dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=False)
+        processor = AutoProcessor.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except OSError as e:
+        raise MissingAssetError(f"{path}: cannot load the model offline ({e.__class__.__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else 'missing files'})") from None
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+    model.to(device).eval()
+    return VLM(model=model, processor=processor, path=str(path), adapter=None if adapter is None else str(adapter),
+               device=device, dtype=dtype)
+
+
+@dataclass
+class VLM:
+    """A loaded LLaVA: ``model`` (maybe a PeftModel) and its ``processor``; see the module docstring."""
+
+    model: Any
+    processor: Any
+    path: str = ""
+    adapter: str | None = None
+    device: str = "cpu"
+    dtype: str = "fp32"
+    _lowercases: bool | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.processor.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def image_token_id(self) -> int:
+        config = self.model.config
+        return getattr(config, "image_token_id", None) or getattr(config, "image_token_index")
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(self, images: Sequence, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Processor output for a batch (left-padded ``input_ids``, ``attention_mask``, ``pixel_values``) on device."""
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        token = getattr(self.processor, "image_token", "<image>")
+        for i, p in enumerate(prompts):
+            if p.count(token) != 1:
+                raise ValueError(f"prompt {i} must contain {token} exactly once: {p!r}")
+        images = [im.convert("RGB") for im in images]
+        batch = self.processor(images=images, text=list(prompts), return_tensors="pt", padding=True)
+        out = {k: v.to(self.device) for k, v in batch.items()}
+        out["pixel_values"] = out["pixel_values"].to(DTYPES[self.dtype])
+        return out
+
+    def response_token_ids(self, responses: Sequence[str], add_eos: bool = True) -> list[list[int]]:
+        """Token ids of responses exactly as appended after a prompt ending in 'ASSISTANT:' (a space, the
+        text, then the end-of-sequence token), the way the tiny base was trained."""
+        ids = self.tokenizer([" " + r.strip() for r in responses], add_special_tokens=False)["input_ids"]
+        eos = [self.tokenizer.eos_token_id] if add_eos else []
+        return [list(x) + eos for x in ids]
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate_ids(self, images: Sequence, prompts: Sequence[str], *, max_new_tokens: int = 64,
+                     do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                     logits_processor=None) -> list[list[int]]:
+        """New token ids per prompt, up to and including the first end-of-sequence token (no padding).
+
+        Greedy unless ``do_sample``; sampling uses temperature and nucleus top_p only (top_k off), seeded by
+        ``seed`` without touching the global RNG state. The image token (and padding and <s>, when distinct
+        from </s>) can never be generated: a response must be scorable after its prompt.
+        """
+        from transformers import LogitsProcessorList
+
+        if not prompts:
+            return []
+        batch = self.encode(images, prompts)
+        tok = self.tokenizer
+        banned = {self.image_token_id, tok.pad_token_id, tok.bos_token_id} - {None, tok.eos_token_id}
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id, suppress_tokens=sorted(banned))
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if logits_processor is not None:
+            kwargs["logits_processor"] = LogitsProcessorList(list(logits_processor))
+        devices = [torch.device(self.device)] if torch.device(self.device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = self.model.generate(**batch, **kwargs)
+        new = out[:, batch["input_ids"].shape[1]:].tolist()
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        result = []
+        for row in new:
+            if eos in row:
+                row = row[:row.index(eos) + 1]
+            result.append([t for t in row if t != pad or pad == eos])
+        return result
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Readable text of generated ids (stops at end-of-sequence, no special tokens)."""
+        ids = list(ids)
+        eos = self.tokenizer.eos_token_id
+        if eos in ids:
+            ids = ids[:ids.index(eos)]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False).strip()
+        if self._lowercases is None:  # a lower-casing tokenizer (the tiny base) loses capitals: restore them
+            probe = self.tokenizer.decode(self.tokenizer("A", add_special_tokens=False)["input_ids"]).strip()
+            self._lowercases = probe == "a"
+        return capitalize_sentences(" ".join(text.split())) if self._lowercases else text
+
+    def generate(self, images: Sequence, prompts: Sequence[str], *, max_new_tokens: int = 64, do_sample: bool = False,
+                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, logits_processor=None) -> list[str]:
+        """Decoded answers (without the prompt) for one batch of (image, formatted prompt)."""
+        ids = self.generate_ids(images, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                temperature=temperature, top_p=top_p, seed=seed, logits_processor=logits_processor)
+        return [self.decode(x) for x in ids]
+
+    # ------------------------------------------------------------------ scoring
+
+    def prompt_token_ids(self, images: Sequence, prompts: Sequence[str]) -> tuple[torch.Tensor, list[list[int]]]:
+        """(pixel_values, unpadded prompt ids with the image tokens expanded)."""
+        batch = self.encode(images, prompts)
+        ids = [row[mask.bool()].tolist() for row, mask in zip(batch["input_ids"].cpu(), batch["attention_mask"].cpu())]
+        return batch["pixel_values"], ids
+
+    def response_ids_logprobs(self, images: Sequence, prompts: Sequence[str],
+                              response_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """log pi(response | image, prompt) [batch] for response token ids (e.g. from generate_ids)."""
+        pixel_values, prompt_ids = self.prompt_token_ids(images, prompts)
+        return response_logprobs(self.model, pixel_values, prompt_ids, response_ids, self.tokenizer.pad_token_id)
+
+    def sequence_logprobs(self, images: Sequence, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        """Summed log-probs [batch] of the response tokens only (prompt masked), each response tokenized as
+        ``response_token_ids`` appends it. Differentiable: wrap in torch.no_grad() when no gradient is wanted."""
+        return self.response_ids_logprobs(images, prompts, self.response_token_ids(responses))

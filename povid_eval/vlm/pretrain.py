@@ -1,0 +1,520 @@
+"""Train the embedded tiny base (models/base/) from the synthetic world, the way LLaVA-1.5 is made.
+
+    stage 0  vision   the CLIP tower learns to see (stands in for CLIP's own pretraining): each patch
+                      feature of layer -2 (the one LLaVA reads) predicts which categories overlap the patch,
+                      multi-label BCE through a throw-away linear head.
+    stage 1  text     the Llama model alone on captions of many freshly sampled scenes
+                      (``sampled_scene_captions``), after the chat template with the image left out (loss on
+                      the caption; ``text_format="plain"``: "<s> caption</s>"). This is where the object
+                      co-occurrence prior comes from, as a real LLM brings it from web text.
+    stage 2  align    projector only (tower and LLM frozen), image-caption pairs, "Describe this image."
+                      (the image's longest reference caption, ``longest_caption`` of the time, else a random
+                      one; also in stage 3: a deterministic target makes the captioner look at the image)
+    stage 3  tune     projector + LLM (tower frozen) on a mixture of the train split: captions, "Is there a
+                      {object} in the image?" -> Yes/No (balanced, random negatives) and short answers
+                      (count, colour, place), half of the short questions with LLaVA-1.5's "Answer the
+                      question using a single word or phrase."
+
+Every image-grounded training sequence is ``format_prompt(question)`` + `` {answer}</s>`` with the loss on the
+answer tokens only. The tower is frozen after stage 0, so its features are computed once per image. AdamW,
+linear warm-up then cosine decay to 10%, per stage. Deterministic given the seed and the thread count.
+About 13-14 minutes on one CPU thread (threads=1: on a shared 2-core machine two threads ran 10x slower).
+Run: ``python -m povid_eval.vlm.pretrain --world data/world --out models/base``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from povid_eval.errors import MissingAssetError
+from povid_eval.io import atomic_write_json, read_json
+from povid_eval.vlm.build import DEFAULT_SIZES, build_tiny_llava
+from povid_eval.vlm.tokenizer import CAPTION_QUESTION, format_prompt, vocab_from_texts
+
+EXISTENCE_QUESTION = "Is there a {object} in the image?"
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    steps: int
+    lr: float
+    batch_size: int
+    warmup: int = 30
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that decides the weights (recorded in train_info.json)."""
+
+    seed: int = 0
+    text_scenes: int = 30000             # captions of freshly sampled scenes for stage 1
+    vision: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=2e-3, batch_size=64))
+    text: StageConfig = field(default_factory=lambda: StageConfig(steps=400, lr=3e-3, batch_size=64))
+    align: StageConfig = field(default_factory=lambda: StageConfig(steps=150, lr=2e-3, batch_size=32))
+    tune: StageConfig = field(default_factory=lambda: StageConfig(steps=1250, lr=1e-3, batch_size=32))
+    mix: tuple[float, ...] = (0.5, 0.25, 0.1, 0.15)   # tune: captions, yes/no, short answers, MME-style yes/no
+    longest_caption: float = 1.0         # align/tune: share of caption targets that are the image's longest caption
+    text_format: str = "chat"            # stage 1 text: "chat" (template without image, loss on the caption) | "plain"
+    sizes: dict = field(default_factory=dict)               # build_tiny_llava sizes
+    threads: int = 1    # on a shared 2-core machine, 2 intra-op threads ran 10x slower than 1 (oversubscription)
+
+
+# ---------------------------------------------------------------- the world's train split
+
+@dataclass
+class ImageRecord:
+    image_id: int
+    path: Path
+    width: int
+    height: int
+    counts: dict[str, int]                     # category -> number of instances
+    boxes: list[tuple[str, tuple[float, ...]]]  # (category, COCO bbox x, y, w, h)
+    captions: list[str]
+    scene: str = ""
+    colours: dict[str, str] = field(default_factory=dict)   # category -> colour (when annotated)
+    seen: set[str] = field(default_factory=set)              # categories with an instance not 'hidden'
+
+
+def load_split(world_dir: str | Path, split: str = "train") -> tuple[list[ImageRecord], list[str]]:
+    """Images of a split with their instances and captions (COCO format), and all category names."""
+    world = Path(world_dir)
+    inst_path = world / "annotations" / f"instances_{split}.json"
+    cap_path = world / "annotations" / f"captions_{split}.json"
+    for p in (inst_path, cap_path):
+        if not p.is_file():
+            raise MissingAssetError(f"{p}: not found (build the world first: povid_eval.world.build_world)")
+    inst, caps = read_json(inst_path), read_json(cap_path)
+    names = {c["id"]: c["name"] for c in inst["categories"]}
+    records = {im["id"]: ImageRecord(im["id"], world / "images" / split / im["file_name"], im["width"], im["height"],
+                                     {}, [], [], im.get("scene", "")) for im in inst["images"]}
+    for a in inst["annotations"]:
+        r, name = records[a["image_id"]], names[a["category_id"]]
+        r.counts[name] = r.counts.get(name, 0) + 1
+        r.boxes.append((name, tuple(a["bbox"])))
+        if "colour" in a:
+            r.colours[name] = a["colour"]
+        if a.get("visibility") != "hidden":
+            r.seen.add(name)
+    for a in caps["annotations"]:
+        records[a["image_id"]].captions.append(a["caption"].strip())
+    return [records[k] for k in sorted(records)], [names[k] for k in sorted(names)]
+
+
+def world_hash(world_dir: str | Path) -> str:
+    """The world's identity: its manifest's own hash field if it has one, else sha256 of manifest.json."""
+    manifest = Path(world_dir) / "manifest.json"
+    if not manifest.is_file():
+        raise MissingAssetError(f"{manifest}: not found (build the world first: povid_eval.world.build_world)")
+    data = json.loads(manifest.read_text())
+    for key in ("hash", "world_hash", "sha256"):
+        if isinstance(data, dict) and isinstance(data.get(key), str):
+            return data[key]
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+
+
+def sampled_scene_captions(n: int, seed: int) -> list[str]:
+    """One caption for each of ``n`` freshly sampled scenes of the world, text only (nothing is rendered).
+
+    Scenes come from the world's own sampler (same co-occurrence, counts and colours as its images, from a
+    random stream of their own); captions use the world's templates and synonyms. Unlike reference captions,
+    which only name what stays visible, these name what the scene holds: the way people write about kitchens
+    in general, not about one picture.
+    """
+    from povid_eval.world import text
+    from povid_eval.world.catalog import SCENES
+    from povid_eval.world.generate import SYNONYM_RATE
+    from povid_eval.world.sampling import sample_categories, sample_colour, sample_counts
+
+    rng = random.Random(f"povid-pretrain-text:{seed}")
+    out = []
+    for _ in range(n):
+        scene = rng.choice(SCENES)
+        names, _ = sample_categories(rng, scene)
+        counts = sample_counts(rng, names)
+        if rng.random() < 0.5:
+            rng.shuffle(names)
+            names = [c for c in names if rng.random() < 0.85] or names[:1]
+        mentions = []
+        for name in names:
+            synonym = None
+            if name in text.SYNONYMS and rng.random() < SYNONYM_RATE:
+                synonym = rng.choice(text.SYNONYMS[name])
+            mentions.append(text.mention(name, counts[name], sample_colour(rng, name),
+                                         rng.choice(sorted(text.POSITIONS)), synonym))
+        out.append(text.caption(scene.phrase, mentions, rng, rng.choice(text.CAPTION_TEMPLATES)))
+    return out
+
+
+# ---------------------------------------------------------------- tensors
+
+def pixel_tensor(processor, records: Sequence[ImageRecord]) -> torch.Tensor:
+    """[N, 3, H, W] pixel values exactly as the processor makes them at inference."""
+    from PIL import Image
+
+    out = []
+    for i in range(0, len(records), 256):
+        images = [Image.open(r.path).convert("RGB") for r in records[i:i + 256]]
+        out.append(processor.image_processor(images, return_tensors="pt")["pixel_values"])
+    return torch.cat(out)
+
+
+def patch_targets(records: Sequence[ImageRecord], categories: list[str], grid: int) -> torch.Tensor:
+    """[N, grid*grid, C] float: 1 where a category's box overlaps the patch (row-major, as CLIP orders patches)."""
+    index = {c: i for i, c in enumerate(categories)}
+    target = torch.zeros(len(records), grid, grid, len(categories))
+    for n, r in enumerate(records):
+        sx, sy = grid / r.width, grid / r.height
+        for name, (x, y, w, h) in r.boxes:
+            x0, y0 = int(x * sx), int(y * sy)
+            x1, y1 = max(x0 + 1, math.ceil((x + w) * sx)), max(y0 + 1, math.ceil((y + h) * sy))
+            target[n, y0:y1, x0:x1, index[name]] = 1.0
+    return target.reshape(len(records), grid * grid, len(categories))
+
+
+def vision_features(model, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The tower's layer-``vision_feature_layer`` patch features without CLS, [N, patches, vision_hidden]."""
+    layer = model.config.vision_feature_layer
+    tower = model.model.vision_tower
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(pixel_values), batch_size):
+            hs = tower(pixel_values[i:i + batch_size], output_hidden_states=True).hidden_states[layer]
+            out.append(hs[:, 1:])
+    return torch.cat(out)
+
+
+def lm_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              image_features: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits of the Llava model with the tower's features given (cached) instead of pixels: same maths as
+    LlavaForConditionalGeneration.forward (projector output replaces the <image> token embeddings)."""
+    embeds = model.model.get_input_embeddings()(input_ids)
+    if image_features is not None:
+        projected = model.model.multi_modal_projector(image_features).to(embeds.dtype)
+        mask = (input_ids == model.config.image_token_id).unsqueeze(-1)
+        embeds = embeds.masked_scatter(mask, projected)
+    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+    return model.lm_head(hidden)
+
+
+def pack(rows: Sequence[tuple[list[int], list[int]]], pad_id: int):
+    """Right-padded input_ids, attention_mask and labels (-100 outside the response) from (prompt, response) ids."""
+    width = max(len(p) + len(r) for p, r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (p, r) in enumerate(rows):
+        ids[i, :len(p) + len(r)] = torch.tensor(p + r)
+        labels[i, len(p):len(p) + len(r)] = torch.tensor(r)
+        mask[i, :len(p) + len(r)] = 1
+    return ids, mask, labels
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the labelled tokens (labels[t] predicted from position t - 1)."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+# ---------------------------------------------------------------- the loop
+
+def _lr_at(step: int, cfg: StageConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def run_stage(name: str, params: list[torch.nn.Parameter], cfg: StageConfig, loss_fn: Callable[[int], torch.Tensor],
+              log: Callable[[str], None] = print) -> dict:
+    """AdamW on ``params`` for cfg.steps steps of ``loss_fn(step)``; returns steps, wall time, losses."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    losses, t0, every = [], time.time(), max(1, cfg.steps // 20)
+    running = None
+    for step in range(cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        loss = loss_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % every == 0 or step == cfg.steps - 1:
+            losses.append([step, round(running, 4)])
+            log(f"[{name}] step {step}/{cfg.steps} loss {running:.4f} ({time.time() - t0:.0f}s)")
+    return {"steps": cfg.steps, "lr": cfg.lr, "batch_size": cfg.batch_size, "wall_s": round(time.time() - t0, 1),
+            "losses": losses}
+
+
+def _set_trainable(model, parts: Sequence[str]) -> list[torch.nn.Parameter]:
+    modules = {"vision": model.model.vision_tower, "projector": model.model.multi_modal_projector,
+               "llm": torch.nn.ModuleList([model.model.language_model, model.lm_head])}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = []
+    for part in parts:
+        for p in modules[part].parameters():
+            p.requires_grad_(True)
+            params.append(p)
+    return params
+
+
+def _plural(name: str) -> str:
+    from povid_eval.world.text import plural
+
+    return plural(name)
+
+
+def short_suffix() -> str:
+    """LLaVA-1.5's short-answer instruction (also the one of the world's POPE and MME questions)."""
+    from povid_eval.world.text import LLAVA_SUFFIX
+
+    return LLAVA_SUFFIX
+
+
+def yes_no_example(record: ImageRecord, categories: list[str], rng: random.Random) -> tuple[str, str]:
+    """'Is there a {object} in the image?' about a visible category (Yes) or a random absent one (No), 50/50;
+    half the time with the short-answer instruction."""
+    present = sorted(record.seen)
+    absent = [c for c in categories if c not in record.counts]
+    if present and (rng.random() < 0.5 or not absent):
+        question, answer = EXISTENCE_QUESTION.format(object=rng.choice(present)), "Yes"
+    else:
+        question, answer = EXISTENCE_QUESTION.format(object=rng.choice(absent)), "No"
+    return (question + short_suffix(), answer) if rng.random() < 0.5 else (question, f"{answer}.")
+
+
+def short_answer_example(record: ImageRecord, rng: random.Random) -> tuple[str, str] | None:
+    """A count, colour or place question with a one-word answer (with the instruction) or a sentence."""
+    from povid_eval.world.text import NUMBERS, capitalize, scene_a
+
+    present = sorted(record.seen)
+    if not present:
+        return None
+    name = rng.choice(present)
+    kind = rng.choice(("count", "colour", "scene"))
+    if kind == "count" and record.counts[name] in NUMBERS:
+        n = NUMBERS[record.counts[name]]
+        plural = _plural(name)
+        question = f"How many {plural} are there in the image?"
+        be, noun = ("is", name) if n == "one" else ("are", plural)
+        return (question + short_suffix(), capitalize(n)) if rng.random() < 0.5 else \
+            (question, f"There {be} {n} {noun} in the image.")
+    if kind == "colour" and name in record.colours and name != "person":
+        question = f"What color is the {name} in the image?"
+        colour = record.colours[name]
+        return (question + short_suffix(), capitalize(colour)) if rng.random() < 0.5 else \
+            (question, f"The {name} is {colour}.")
+    if record.scene:
+        return "Where was this picture taken?", f"The picture was taken in {scene_a(record.scene)}."
+    return None
+
+
+def _relation(a: tuple[float, ...], b: tuple[float, ...]) -> str | None:
+    """How box a stands to box b when they are apart along an axis: left / right / above / below."""
+    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
+    if ax + aw < bx:
+        return "left"
+    if bx + bw < ax:
+        return "right"
+    if ay + ah < by:
+        return "above"
+    if by + bh < ay:
+        return "below"
+    return None
+
+
+def mme_style_example(record: ImageRecord, categories: list[str], rng: random.Random) -> tuple[str, str] | None:
+    """A yes/no question in MME's phrasings (existence "in this image", count, position, colour), true or
+    false 50/50, ending with MME's "Please answer yes or no." or LLaVA's short-answer instruction."""
+    from povid_eval.world.text import MME_SUFFIX, MME_TEMPLATES, NUMBERS, RELATIONS, article, plural
+
+    seen = sorted(record.seen)
+    if not seen:
+        return None
+    truth = rng.random() < 0.5
+    kind = rng.choice(("existence", "count", "position", "color"))
+    name = rng.choice(seen)
+    if kind == "existence":
+        absent = [c for c in categories if c not in record.counts]
+        obj = name if truth or not absent else rng.choice(absent)
+        truth = obj == name
+        question = MME_TEMPLATES["existence"][0].format(a_object=f"{article(obj)} {obj}")
+    elif kind == "count":
+        n = record.counts[name] if truth else rng.choice([k for k in NUMBERS if k != record.counts[name]])
+        one, many = MME_TEMPLATES["count"]
+        question = one.format(object=name) if n == 1 else many.format(number=NUMBERS[n], objects=plural(name))
+    elif kind == "position":
+        single = {c: box for c, box in record.boxes if record.counts[c] == 1 and c in record.seen}
+        pairs = [(a, b, r) for a in single for b in single if a != b and (r := _relation(single[a], single[b]))]
+        if not pairs:
+            return None
+        a, b, r = rng.choice(pairs)
+        if not truth:
+            r = {"left": "right", "right": "left", "above": "below", "below": "above"}[r]
+        question = MME_TEMPLATES["position"][0].format(object=a, other=b, relation=RELATIONS[r])
+    else:
+        if name not in record.colours or name == "person":
+            return None
+        colour = record.colours[name] if truth else rng.choice(
+            [c for c in ("red", "green", "blue", "yellow", "white", "black", "brown", "gray", "pink", "purple")
+             if c != record.colours[name]])
+        question = MME_TEMPLATES["color"][0].format(a_colour_object=f"{article(colour)} {colour} {name}")
+    suffix = short_suffix() if rng.random() < 0.5 else MME_SUFFIX
+    return question + suffix, "Yes" if truth else "No"
+
+
+def pretrain(world_dir: str | Path, out_dir: str | Path, seed: int = 0, *, config: PretrainConfig | None = None,
+             command: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """Build and train the tiny base on ``world_dir`` (train split only); save model, processor and
+    train_info.json to ``out_dir``; return the train info."""
+    cfg = config or PretrainConfig(seed=seed)
+    cfg.seed = seed
+    t_start = time.time()
+    torch.set_num_threads(cfg.threads)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    world = Path(world_dir)
+    w_hash = world_hash(world)
+    records, categories = load_split(world, "train")
+    scene_texts = sampled_scene_captions(cfg.text_scenes, seed)
+    captions = [c for r in records for c in r.captions]
+    questions = [EXISTENCE_QUESTION.format(object=c) for c in categories]
+    vocab_texts = captions + scene_texts + questions + ["Yes", "No", CAPTION_QUESTION]
+    vocab_texts += [short_suffix(), "Where was this picture taken?", "What color is the", "How many are there"]
+    world_vocab = world / "vocab.txt"
+    if world_vocab.is_file():  # every word of the world's texts (benchmark questions included)
+        vocab_texts += world_vocab.read_text().split()
+    model, processor = build_tiny_llava(vocab_from_texts(vocab_texts), seed=seed, **cfg.sizes)
+    tok = processor.tokenizer
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"{len(records)} train images, {len(categories)} categories, vocab {len(tok)}, {n_params:,} parameters")
+
+    def ids(text: str, special: bool = False) -> list[int]:
+        return tok(text, add_special_tokens=special)["input_ids"]
+
+    def response(answer: str) -> list[int]:  # as VLM.response_token_ids: " answer" then </s>
+        return ids(" " + answer.strip()) + [tok.eos_token_id]
+
+    prompt_cache: dict[str, list[int]] = {}
+
+    def prompt(question: str) -> list[int]:
+        if question not in prompt_cache:
+            n_image = model.config.image_seq_length
+            text = format_prompt(question).replace("<image>", "<image>" * n_image)
+            prompt_cache[question] = ids(text, special=True)
+        return prompt_cache[question]
+
+    info_stages = {}
+    # stage 0: vision tower
+    pixels = pixel_tensor(processor, records)
+    grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
+    targets = patch_targets(records, categories, grid)
+    head = torch.nn.Linear(model.config.vision_config.hidden_size, len(categories))
+    params = _set_trainable(model, ["vision"]) + list(head.parameters())
+    layer = model.config.vision_feature_layer
+    g = torch.Generator().manual_seed(seed)
+
+    def vision_loss(step):
+        idx = torch.randint(len(records), (cfg.vision.batch_size,), generator=g)
+        hs = model.model.vision_tower(pixels[idx], output_hidden_states=True).hidden_states[layer][:, 1:]
+        return F.binary_cross_entropy_with_logits(head(hs), targets[idx])
+
+    info_stages["vision"] = run_stage("vision", params, cfg.vision, vision_loss, log)
+    model.model.vision_tower.requires_grad_(False)
+    feats = vision_features(model, pixels)
+    del pixels, targets
+
+    # stage 1: language model alone on scene captions: after the chat template without the image, or plain
+    if cfg.text_format == "chat":
+        text_prompt = ids(format_prompt(CAPTION_QUESTION).replace("<image>", ""), special=True)
+    else:
+        text_prompt = [tok.bos_token_id]
+    text_rows = [(text_prompt, response(t)) for t in scene_texts]
+    params = _set_trainable(model, ["llm"])
+
+    def text_loss(step):
+        rows = [text_rows[rng.randrange(len(text_rows))] for _ in range(cfg.text.batch_size)]
+        input_ids, mask, labels = pack(rows, tok.pad_token_id)
+        return next_token_loss(lm_logits(model, input_ids, mask), labels)
+
+    info_stages["text"] = run_stage("text", params, cfg.text, text_loss, log)
+
+    # stages 2 and 3: image-grounded
+    def batch_loss(batch: list[tuple[int, str, str]]) -> torch.Tensor:
+        rows = [(prompt(q), response(a)) for _, q, a in batch]
+        input_ids, mask, labels = pack(rows, tok.pad_token_id)
+        image_idx = torch.tensor([i for i, _, _ in batch])
+        return next_token_loss(lm_logits(model, input_ids, mask, feats[image_idx]), labels)
+
+    def caption_item():
+        i = rng.randrange(len(records))
+        caps = records[i].captions
+        if cfg.longest_caption and rng.random() < cfg.longest_caption:
+            return i, CAPTION_QUESTION, max(caps, key=lambda c: len(c.split()))
+        return i, CAPTION_QUESTION, rng.choice(caps)
+
+    params = _set_trainable(model, ["projector"])
+    info_stages["align"] = run_stage(
+        "align", params, cfg.align, lambda s: batch_loss([caption_item() for _ in range(cfg.align.batch_size)]), log)
+
+    def tune_item():
+        kind = rng.choices(range(len(cfg.mix)), weights=cfg.mix)[0]
+        i = rng.randrange(len(records))
+        qa = yes_no_example(records[i], categories, rng) if kind == 1 else \
+            short_answer_example(records[i], rng) if kind == 2 else \
+            mme_style_example(records[i], categories, rng) if kind == 3 else None
+        return (i, *qa) if qa else caption_item()
+
+    params = _set_trainable(model, ["projector", "llm"])
+    info_stages["tune"] = run_stage(
+        "tune", params, cfg.tune, lambda s: batch_loss([tune_item() for _ in range(cfg.tune.batch_size)]), log)
+
+    model.requires_grad_(True)
+    model.eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    info = {
+        "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "world": str(world), "world_hash": w_hash, "seed": seed,
+        "config": {"text_scenes": cfg.text_scenes, "mix": list(cfg.mix), "longest_caption": cfg.longest_caption,
+                   "text_format": cfg.text_format,
+                   "sizes": {**DEFAULT_SIZES, **cfg.sizes}, "threads": cfg.threads},
+        "parameters": n_params, "vocab_size": len(tok), "train_images": len(records),
+        "stages": info_stages, "wall_s": round(time.time() - t_start, 1),
+        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
+    }
+    atomic_write_json(out / "train_info.json", info)
+    log(f"saved {out} in {info['wall_s']:.0f}s")
+    return info
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m povid_eval.vlm.pretrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--world", default="data/world", help="synthetic world folder (default: data/world)")
+    parser.add_argument("--out", default="models/base", help="output folder (default: models/base)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
+    args = parser.parse_args(argv)
+    pretrain(args.world, args.out, args.seed, config=PretrainConfig(seed=args.seed, threads=args.threads),
+             command=" ".join(["python -m povid_eval.vlm.pretrain", *(argv if argv is not None else sys.argv[1:])]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
