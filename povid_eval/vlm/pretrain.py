@@ -321,24 +321,11 @@ def short_answer_example(record: ImageRecord, rng: random.Random) -> tuple[str, 
     return None
 
 
-def _relation(a: tuple[float, ...], b: tuple[float, ...]) -> str | None:
-    """How box a stands to box b when they are apart along an axis: left / right / above / below."""
-    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
-    if ax + aw < bx:
-        return "left"
-    if bx + bw < ax:
-        return "right"
-    if ay + ah < by:
-        return "above"
-    if by + bh < ay:
-        return "below"
-    return None
-
-
 def mme_style_example(record: ImageRecord, categories: list[str], rng: random.Random) -> tuple[str, str] | None:
     """A yes/no question in MME's phrasings (existence "in this image", count, position, colour), true or
     false 50/50, ending with MME's "Please answer yes or no." or LLaVA's short-answer instruction."""
-    from povid_eval.world.text import MME_SUFFIX, MME_TEMPLATES, NUMBERS, RELATIONS, article, plural
+    from povid_eval.world.benchsets import OPPOSITE, box_relation
+    from povid_eval.world.text import MME_SUFFIX, MME_TEMPLATES, NUMBERS, PALETTE, RELATIONS, article, plural
 
     seen = sorted(record.seen)
     if not seen:
@@ -357,19 +344,17 @@ def mme_style_example(record: ImageRecord, categories: list[str], rng: random.Ra
         question = one.format(object=name) if n == 1 else many.format(number=NUMBERS[n], objects=plural(name))
     elif kind == "position":
         single = {c: box for c, box in record.boxes if record.counts[c] == 1 and c in record.seen}
-        pairs = [(a, b, r) for a in single for b in single if a != b and (r := _relation(single[a], single[b]))]
+        pairs = [(a, b, r) for a in single for b in single if a != b and (r := box_relation(single[a], single[b]))]
         if not pairs:
             return None
         a, b, r = rng.choice(pairs)
         if not truth:
-            r = {"left": "right", "right": "left", "above": "below", "below": "above"}[r]
+            r = OPPOSITE[r]
         question = MME_TEMPLATES["position"][0].format(object=a, other=b, relation=RELATIONS[r])
     else:
         if name not in record.colours or name == "person":
             return None
-        colour = record.colours[name] if truth else rng.choice(
-            [c for c in ("red", "green", "blue", "yellow", "white", "black", "brown", "gray", "pink", "purple")
-             if c != record.colours[name]])
+        colour = record.colours[name] if truth else rng.choice([c for c in PALETTE if c != record.colours[name]])
         question = MME_TEMPLATES["color"][0].format(a_colour_object=f"{article(colour)} {colour} {name}")
     suffix = short_suffix() if rng.random() < 0.5 else MME_SUFFIX
     return question + suffix, "Yes" if truth else "No"

@@ -53,9 +53,10 @@ def _cooccurring_absent(image: WorldImage, pool=ALL_CATEGORIES) -> list[str]:
     return [c for c in dict.fromkeys(usual) if c in _absent(image, pool)]
 
 
-def _relation(a: WorldObject, b: WorldObject) -> str | None:
-    """How a stands to b when their boxes are disjoint along an axis with a gap: left/right/above/below."""
-    (ax, ay, aw, ah), (bx, by, bw, bh) = a.box, b.box
+def box_relation(a: tuple[float, ...], b: tuple[float, ...]) -> str | None:
+    """How box a (x, y, w, h) stands to box b when they are apart along an axis with a gap:
+    left / right / above / below, else None."""
+    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
     if ax + aw < bx:
         return "left"
     if bx + bw < ax:
@@ -65,6 +66,10 @@ def _relation(a: WorldObject, b: WorldObject) -> str | None:
     if by + bh < ay:
         return "below"
     return None
+
+
+def _relation(a: WorldObject, b: WorldObject) -> str | None:
+    return box_relation(a.box, b.box)
 
 
 OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
