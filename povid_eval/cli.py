@@ -141,7 +141,8 @@ def cmd_perf(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="povid-eval", description="POVID-style preference tuning of VLMs and faithful hallucination benchmarks (CHAIR, POPE, MME, MMHal-Bench).")
+    parser = argparse.ArgumentParser(prog="povid-eval", description="POVID-style preference tuning of VLMs and "
+                                     "faithful hallucination benchmarks (CHAIR, POPE, MME, MMHal-Bench).")
     parser.add_argument("--version", action="version", version=f"povid-eval {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
