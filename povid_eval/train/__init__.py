@@ -1,0 +1,1 @@
+"""POVID training: preference data (preferences.py) and the DPO losses (dpo.py)."""
