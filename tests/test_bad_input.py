@@ -31,19 +31,15 @@ def test_missing_file(cli, tmp_path, gt):
     assert not (tmp_path / "d.jsonl").exists()
 
 
-def test_malformed_json_line(cli, tmp_path, gt):
+@pytest.mark.parametrize("content, line, fragment", [
+    ('{"image_id": 226988, "caption": "A dog."}\n{"image_id": 1, "caption": \n', 2, "invalid JSON"),
+    ('{"image_id": 226988, "caption": "A dog."}\n\n{"caption": "A cat."}\n', 3, "missing field 'image_id'"),
+])
+def test_bad_caption_line(cli, tmp_path, gt, content, line, fragment):
     caps = tmp_path / "caps.jsonl"
-    caps.write_text('{"image_id": 226988, "caption": "A dog."}\n{"image_id": 1, "caption": \n')
+    caps.write_text(content)
     proc = chair_cli(cli, caps, gt, tmp_path / "d.jsonl")
-    assert_clean_error(proc, f"{caps}:2:", "invalid JSON")
-    assert not (tmp_path / "d.jsonl").exists()
-
-
-def test_caption_without_image_id(cli, tmp_path, gt):
-    caps = tmp_path / "caps.jsonl"
-    caps.write_text('{"image_id": 226988, "caption": "A dog."}\n\n{"caption": "A cat."}\n')
-    proc = chair_cli(cli, caps, gt, tmp_path / "d.jsonl")
-    assert_clean_error(proc, f"{caps}:3:", "missing field 'image_id'")
+    assert_clean_error(proc, f"{caps}:{line}:", fragment)
     assert not (tmp_path / "d.jsonl").exists()
 
 
