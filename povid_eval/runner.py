@@ -177,6 +177,19 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+def _merge_shards(folder: Path, samples_path: Path, items: list[Item]) -> None:
+    """Append the ranks' new lines to samples.jsonl in item order (keys already there are skipped), then
+    remove the shard files."""
+    seen = set(read_samples(samples_path))
+    order = {it.key: i for i, it in enumerate(items)}
+    for shard in sorted(folder.glob("samples.rank*.jsonl")):
+        new = [rec for key, (_, rec) in read_samples(shard).items() if key not in seen]
+        new.sort(key=lambda r: order.get(r["key"], len(order)))
+        _append(samples_path, new)
+        seen.update(r["key"] for r in new)
+        shard.unlink()
+
+
 # ----------------------------------------------------------------------------------- the run
 
 def _file_hash(paths: list[Path]) -> str:
@@ -338,14 +351,7 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     if rank != 0:
         return None
     if world > 1:
-        merged = read_samples(samples_path)
-        for shard in sorted(folder.glob("samples.rank*.jsonl")):
-            new = [rec for k, (_, rec) in read_samples(shard).items() if k not in merged]
-            order = {it.key: i for i, it in enumerate(items)}
-            new.sort(key=lambda r: order.get(r["key"], len(order)))
-            _append(samples_path, new)
-            merged.update({r["key"]: (0, r) for r in new})
-            shard.unlink()
+        _merge_shards(folder, samples_path, items)
     done = read_samples(samples_path)
     keys = {it.key for it in items}
     missing = [k for k in keys if k not in done]
