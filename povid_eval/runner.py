@@ -71,7 +71,7 @@ def _mme_items(card: cards.BenchCard) -> list[Item]:
         path = gt_dir / f"{name}.txt"
         if not path.is_file():
             continue
-        for k, (_, (image, question, _answer)) in enumerate(score._read_tsv(path, 3)):
+        for k, (_, (image, question, _answer)) in enumerate(score.read_mme_tsv(path, 3)):
             prompt = (question.replace(card.strip, "") if card.strip else question).strip() + card.suffix
             out.append(Item(f"{name}/{image}/{k % 2}", images / name / image, prompt,
                             {"question_id": f"{name}/{image}"}))

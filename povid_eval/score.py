@@ -153,10 +153,6 @@ def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
 
 # -------------------------------------------------------------------------------------------------- MME
 
-def _strip_eol(line: str) -> str:
-    return line.rstrip("\r\n")
-
-
 def _check_pairs(path: Path, rows: list[tuple[int, mme.Question]]) -> list[mme.Question]:
     """Rows come in image pairs (consecutive lines of the same image)."""
     if len(rows) % 2:
@@ -168,11 +164,13 @@ def _check_pairs(path: Path, rows: list[tuple[int, mme.Question]]) -> list[mme.Q
     return [q for _, q in rows]
 
 
-def _read_tsv(path: Path, columns: int) -> list[tuple[int, list[str]]]:
+def read_mme_tsv(path: Path, columns: int) -> list[tuple[int, list[str]]]:
+    """(line, columns) of an MME file: `image<TAB>question<TAB>Yes|No` (+ `<TAB>prediction` when columns == 4);
+    the third column is checked to be a yes/no ground truth."""
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, raw in enumerate(f, 1):
-            line = _strip_eol(raw)
+            line = raw.rstrip("\r\n")
             if not line.strip():
                 continue
             parts = line.split("\t", columns - 1)
@@ -201,7 +199,7 @@ def mme_from_results_dir(results_dir: str | Path, with_units: bool = False) -> d
     folder = require_dir(results_dir, "MME results folder")
     subtasks = {}
     for name, path in _subtask_files(folder).items():
-        rows = [(ln, mme.Question(p[0], p[1], p[2].strip().lower(), p[3])) for ln, p in _read_tsv(path, 4)]
+        rows = [(ln, mme.Question(p[0], p[1], p[2].strip().lower(), p[3])) for ln, p in read_mme_tsv(path, 4)]
         subtasks[name] = _check_pairs(path, rows)
     return _mme_result(subtasks, with_units)
 
@@ -231,7 +229,7 @@ def mme_from_llava(answers, ground_truth_dir: str | Path, questions: str | Path 
     Scores keep the ground-truth file's order, so acc+ pairs are the release's pairs.
     """
     gt_dir = require_dir(ground_truth_dir, "MME ground-truth folder")
-    gt_rows = {name: _read_tsv(path, 3) for name, path in _subtask_files(gt_dir).items()}
+    gt_rows = {name: read_mme_tsv(path, 3) for name, path in _subtask_files(gt_dir).items()}
     index = {(name, parts[0], parts[1]): pos for name, rows in gt_rows.items() for pos, (_, parts) in enumerate(rows)}
     question_list = list(iter_jsonl(questions)) if questions is not None else None
     answered: dict[str, dict[int, str]] = {}
