@@ -110,6 +110,26 @@ def cmd_run(args) -> None:
                 print()
 
 
+def _floats(text: str) -> list[float]:
+    """'0,1,2.5' -> [0.0, 1.0, 2.5] (an argparse type)."""
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def cmd_frontier(args) -> None:
+    from povid_eval.frontier import frontier
+
+    result = frontier(args.model, args.bench, biases=args.biases, out=args.out, batch_size=args.batch_size,
+                      limit=args.limit)
+    if result is not None:
+        rows = {f"{p['bias']:g}": {"CHAIRs": p["CHAIRs"], "CHAIRi": p["CHAIRi"], "Recall": p["Recall"],
+                                   "words": p["mean_words"]} for p in sorted(result["points"], key=lambda p: p["bias"])}
+        head = f"frontier of {result['model']} on {result['bench']} (n = {result['points'][0]['n']})"
+        print("\n".join([head, "=" * len(head)] + _grid("bias", rows, 4)))
+
+
 def cmd_world_build(args) -> None:
     import time
 
@@ -127,11 +147,29 @@ def cmd_pretrain(args) -> None:
     pretrain(Path(args.world), Path(args.out), seed=args.seed)
 
 
+def cmd_train(args) -> None:
+    from povid_eval.train import povid
+
+    stages = tuple(int(s) for s in args.stages.split(",") if s.strip())
+    injector = None
+    if args.injector == "llm":
+        injector = povid.llm_injector(args.llm_base_url, args.llm_model, args.llm_key_env, world=args.world,
+                                      seed=args.seed or 0)
+    config = povid.load_recipe_config(args.config) if args.config else povid.RecipeConfig()
+    if args.seed is not None:
+        config.seed = args.seed
+    if args.images:
+        config.images = args.images
+    povid.run_recipe(args.base, args.out, recipe=args.recipe, stages=stages, config=config,
+                     preferences=args.preferences, image_root=args.image_root, world=args.world,
+                     results=args.results, merge=args.merge, injector=injector)
+
+
 def cmd_perf(args) -> None:
     from povid_eval import perf
 
     results = perf.main(Path(args.captions) if args.captions else None,
-                        Path(args.gt_objects) if args.gt_objects else None)
+                        Path(args.gt_objects) if args.gt_objects else None, train=args.train)
     if args.json:
         print(json.dumps(results))
         return
@@ -191,6 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print each bench's metrics record as JSON")
     p.set_defaults(func=cmd_run)
 
+    p = commands.add_parser("frontier", help="the model's CHAIR_i-vs-recall curve under a sweep of stop biases")
+    p.add_argument("--model", default="base", help="a model card name (models/<name>.toml); default base")
+    p.add_argument("--bench", default="chair", help="a CHAIR bench card name (default chair)")
+    p.add_argument("--biases", type=_floats, default=None,
+                   help="comma-separated logit biases (default: povid_eval.frontier.DEFAULT_BIASES)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, default=0, help="first N images")
+    p.add_argument("--out", default="results", help="results folder (default results)")
+    p.set_defaults(func=cmd_frontier)
+
     world = commands.add_parser("world", help="the embedded synthetic world").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     p = world.add_parser("build", help="build the synthetic COCO-format world (deterministic)")
@@ -203,8 +251,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("perf", help="speed benchmarks (CHAIR scoring, bootstrap)")
     p.add_argument("--captions", help="CHAIR captions file (default: ../shared/fixtures, when present)")
     p.add_argument("--gt-objects", help="CHAIR ground-truth map for those captions")
+    p.add_argument("--train", action="store_true", help="instead: one optimizer step of our DPO, our POVID and "
+                   "TRL's DPOTrainer on the base model (16 records, median of 5)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perf)
+
+    p = commands.add_parser("train", help="POVID / DPO preference tuning of a base card -> LoRA adapter + card")
+    p.add_argument("--base", default="base", help="model card to start from (default base)")
+    p.add_argument("--out", default="povid", help="name of the trained model: models/<out>.toml (default povid)")
+    p.add_argument("--recipe", default="povid", choices=["povid", "dpo", "noise-only"],
+                   help="povid: stage 1 DPO on injected text, stage 2 + the noisy-image term; dpo: text pairs "
+                        "only; noise-only: the noisy-image term only (the paper's ablation)")
+    p.add_argument("--stages", default="1,2", help="POVID stages to run, e.g. 1 or 1,2 (default 1,2)")
+    p.add_argument("--injector", default="cooccurrence", choices=["cooccurrence", "llm"],
+                   help="how y_l^t is made (default cooccurrence: offline, COCO co-occurrence statistics)")
+    p.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for --injector llm (e.g. http://host:8000/v1)")
+    p.add_argument("--llm-model", help="model name for --injector llm")
+    p.add_argument("--llm-key-env", help="environment variable holding the API key (never written anywhere)")
+    p.add_argument("--preferences", help="preference jsonl (or the POVID release json) instead of the world's")
+    p.add_argument("--image-root", help="folder the preference records' image paths are relative to")
+    p.add_argument("--images", type=int, default=0, help="training images of the world (default: the recipe's)")
+    p.add_argument("--merge", action="store_true", help="also write the merged model and point the card at it")
+    p.add_argument("--config", help="recipe TOML: RecipeConfig keys, [stage1] / [stage2] TrainConfig keys")
+    p.add_argument("--world", default="data/world", help="the synthetic world (default data/world)")
+    p.add_argument("--results", default="results", help="results folder; training goes to <results>/train/<out>")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: the recipe's, 0)")
+    p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("pretrain", help="build and train the tiny base LLaVA on the synthetic world")
     p.add_argument("--world", default="data/world")

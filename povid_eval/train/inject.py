@@ -1,0 +1,223 @@
+"""The offline hallucination injector for POVID's text-dispreferred answers y_l^t (Zhou et al., "Aligning
+Modalities in Vision Large Language Models via Preference Fine-tuning", 2024, section 3.1).
+
+POVID asks GPT-4V to rewrite a correct answer with plausible hallucinations: objects that co-occur with the
+ones in the image, wrong attributes, wrong relations. This injector does the same from COCO-format
+annotations alone (no network), one edit of the correct caption y_w per call:
+
+    swap       a correctly named object -> an ABSENT object that co-occurs with the image's objects
+               (same number, article fixed): y_l^t has y_w's length, so DPO cannot win by preferring
+               shorter answers; it must prefer the object that is in the image
+    add        an absent co-occurring object inserted into the caption's list ("a, b and c" -> "a, b, X and c")
+    attribute  a colour, a count or a position/relation word changed (red -> blue, two -> three, left -> right)
+
+Absent candidates are the categories not annotated in the image, drawn with probability proportional to
+
+    w(c) = sum_{p in present} cooc[p][c] / freq[p]        (how often c is seen with each present object)
+
+so a kitchen without a refrigerator most likely gets one. Every draw comes from ``random.Random(f"{seed}:{key}")``:
+the same record always gets the same edit, whatever the order of the data.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from povid_eval.benches.chair import Vocabulary, load_vocabulary
+
+OPS = ("swap", "add", "attribute")
+DEFAULT_WEIGHTS = {"swap": 0.6, "add": 0.2, "attribute": 0.2}
+
+COLOURS = ("red", "blue", "green", "yellow", "brown", "gray", "white", "black", "pink", "purple")
+COUNTS = ("two", "three", "four")
+OPPOSITES = {"left": "right", "right": "left", "top": "bottom", "bottom": "top", "above": "below",
+             "below": "above", "front": "back", "behind": "in front of", "under": "on top of"}
+IRREGULAR_PLURALS = {"person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
+                     "knife": "knives", "sheep": "sheep", "skis": "skis", "scissors": "scissors"}
+
+
+def pluralize(noun: str) -> str:
+    """Plural of a (possibly two-word) noun: irregular table, then textblob (pattern's rules)."""
+    head, _, last = noun.rpartition(" ")
+    if last in IRREGULAR_PLURALS:
+        plural = IRREGULAR_PLURALS[last]
+    else:
+        from textblob import Word
+
+        plural = str(Word(last).pluralize())
+    return f"{head} {plural}" if head else plural
+
+
+def article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+@dataclass(frozen=True)
+class Injection:
+    """An edited caption and what was done (op, and e.g. ``dog -> cat``)."""
+
+    text: str
+    op: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Mention:
+    start: int
+    end: int
+    category: str
+    plural: bool
+
+
+_FORMS: dict[int, tuple[re.Pattern, dict[str, tuple[str, bool]]]] = {}
+
+
+def _surface_forms(vocab: Vocabulary) -> tuple[re.Pattern, dict[str, tuple[str, bool]]]:
+    """A regex for every object word of the vocabulary (singular and plural), and form -> (category, plural);
+    built once per vocabulary object."""
+    if id(vocab) in _FORMS:
+        return _FORMS[id(vocab)]
+    forms: dict[str, tuple[str, bool]] = {}
+    for word, category in vocab.synonyms.items():
+        forms.setdefault(word, (category, False))
+        forms.setdefault(pluralize(word), (category, True))
+    alternation = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+    _FORMS[id(vocab)] = re.compile(rf"\b({alternation})\b", re.IGNORECASE), forms
+    return _FORMS[id(vocab)]
+
+
+def find_mentions(caption: str, vocab: Vocabulary | None = None) -> list[Mention]:
+    """Object mentions in a caption: character spans, their COCO category, and whether the form is plural."""
+    pattern, forms = _surface_forms(vocab or load_vocabulary())
+    out = []
+    for m in pattern.finditer(caption):
+        category, plural = forms[m.group(1).lower()]
+        out.append(Mention(m.start(), m.end(), category, plural))
+    return out
+
+
+def _replace_noun(text: str, mention: Mention, new: str) -> str:
+    """Put ``new`` (a category name, pluralised like the mention) in the mention's place; fix a/an before it."""
+    word = pluralize(new) if mention.plural else new
+    before, after = text[:mention.start], text[mention.end:]
+    m = re.search(r"\b(a|an|A|An)\s+$", before) if not mention.plural else None
+    if m is not None:
+        art = article(word)
+        art = art.capitalize() if m.group(1)[0].isupper() else art
+        before = before[:m.start()] + art + before[m.start() + len(m.group(1)):]
+    if mention.start == 0 or before.endswith((". ", ".")):
+        word = word[:1].upper() + word[1:] if text[mention.start].isupper() else word
+    return before + word + after
+
+
+class CooccurrenceInjector:
+    """Rule-based y_l^t from co-occurrence statistics (module docstring). Call it as
+    ``injector(caption, present_categories, key)``; returns an Injection, or None when no edit applies."""
+
+    def __init__(self, cooc: dict[str, dict[str, int]], freq: dict[str, int], *, weights: dict | None = None,
+                 seed: int = 0, vocab: Vocabulary | None = None):
+        self.cooc, self.freq, self.seed = cooc, freq, seed
+        self.weights = dict(weights or DEFAULT_WEIGHTS)
+        unknown = set(self.weights) - set(OPS)
+        if unknown:
+            raise ValueError(f"unknown injection op(s) {sorted(unknown)} (known: {', '.join(OPS)})")
+        self.vocab = vocab or load_vocabulary()
+        self.categories = sorted(freq)
+
+    @classmethod
+    def from_instances(cls, instances, **kwargs) -> "CooccurrenceInjector":
+        """Statistics from a COCO instances file or dict (e.g. instances_train2014.json, the world's train split)."""
+        from povid_eval import coco
+
+        objects = coco.image_objects(instances)
+        return cls(coco.cooccurrence_from_objects(objects), coco.frequency_from_objects(objects), **kwargs)
+
+    def candidate_weights(self, present: Iterable[str]) -> dict[str, float]:
+        """w(c) of the module docstring for every known category absent from ``present``."""
+        present = set(present)
+        weights = {}
+        for c in self.categories:
+            if c in present:
+                continue
+            w = sum(self.cooc.get(p, {}).get(c, 0) / self.freq[p] for p in present if self.freq.get(p))
+            if w > 0:
+                weights[c] = w
+        return weights
+
+    def _draw_absent(self, present: Iterable[str], rng: random.Random) -> str | None:
+        weights = self.candidate_weights(present)
+        if not weights:
+            return None
+        names = sorted(weights)
+        return rng.choices(names, weights=[weights[n] for n in names])[0]
+
+    # -------------------------------------------------------------- the edits
+
+    def swap(self, caption: str, present: set[str], rng: random.Random) -> Injection | None:
+        correct = [m for m in find_mentions(caption, self.vocab) if m.category in present]
+        new = self._draw_absent(present, rng)
+        if not correct or new is None:
+            return None
+        mention = rng.choice(correct)
+        return Injection(_replace_noun(caption, mention, new), "swap", f"{mention.category} -> {new}")
+
+    def add(self, caption: str, present: set[str], rng: random.Random) -> Injection | None:
+        new = self._draw_absent(present, rng)
+        mentions = find_mentions(caption, self.vocab)
+        if new is None or not mentions:
+            return None
+        phrase = f"{article(new)} {new}"
+        last_and = caption.rfind(" and ")
+        if last_and > mentions[0].start:
+            text = caption[:last_and] + f", {phrase}" + caption[last_and:]
+        else:
+            end = mentions[0].end
+            text = caption[:end] + f" and {phrase}" + caption[end:]
+        return Injection(text, "add", f"+ {new}")
+
+    def attribute(self, caption: str, present: set[str], rng: random.Random) -> Injection | None:
+        words = list(re.finditer(r"\b[a-z]+\b", caption))
+        options = []
+        for m in words:
+            w = m.group(0)
+            if w in COLOURS:
+                options.append((m, rng.choice([c for c in COLOURS if c != w])))
+            elif w in COUNTS:
+                options.append((m, rng.choice([c for c in COUNTS if c != w])))
+            elif w in OPPOSITES:
+                options.append((m, OPPOSITES[w]))
+        if not options:
+            return None
+        m, new = rng.choice(options)
+        return Injection(caption[:m.start()] + new + caption[m.end():], "attribute", f"{m.group(0)} -> {new}")
+
+    def __call__(self, caption: str, present: Iterable[str], key: str) -> Injection | None:
+        """One edit, the op drawn by weight; an op that does not apply falls back to the others in OPS order."""
+        rng = random.Random(f"{self.seed}:{key}")
+        present = set(present)
+        ops = [op for op in OPS if self.weights.get(op, 0) > 0]
+        if not ops:
+            return None
+        first = rng.choices(ops, weights=[self.weights[o] for o in ops])[0]
+        for op in [first] + [o for o in ops if o != first]:
+            result = getattr(self, op)(caption, present, rng)
+            if result is not None and result.text != caption:
+                return result
+        return None
+
+
+class LLMInjection:
+    """The ``llm`` injector (train/llm_inject.py) behind CooccurrenceInjector's interface: the LLM gets the
+    ``n_candidates`` absent categories with the highest w(c) as its candidate objects."""
+
+    def __init__(self, llm, stats: CooccurrenceInjector, n_candidates: int = 5):
+        self.llm, self.stats, self.n_candidates = llm, stats, n_candidates
+
+    def __call__(self, caption: str, present: Iterable[str], key: str) -> Injection | None:
+        present = sorted(set(present))
+        weights = self.stats.candidate_weights(present)
+        candidates = sorted(weights, key=lambda c: (-weights[c], c))[:self.n_candidates]
+        return Injection(self.llm(caption, present, candidates), "llm", ", ".join(candidates))

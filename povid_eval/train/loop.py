@@ -1,0 +1,455 @@
+"""The PEFT DPO loop: LoRA on the language model, adapter-disabled reference, checkpoints that resume.
+
+One optimizer step (``train``), for a batch of preference records (train/preferences.py):
+
+ 1. images: the clean image of every record, and for POVID's noisy term the diffusion-noised copy
+    (train/noise.py, seeded per record); the vision tower and projector run ONCE per distinct image per
+    step, without gradient (they are frozen: LoRA is on the language model only), and their features are
+    spliced in place of the ``<image>`` tokens for every response that shares the image.
+ 2. responses, right-padded after their prompts: y_w and y_l^t under the clean image; y_l^n under the noisy
+    image (the paper's pi(y_l^n | x^n), ``noisy_form="paper"``) or under the clean one (the release's,
+    ``noisy_form="release"``). y_l^n is scored from its generated token ids when the record has them.
+ 3. log pi = summed log-probs of the response tokens (prompt masked; vlm/logprobs.py), once with the adapter
+    (policy, with gradient) and once with the adapter disabled (reference, no gradient): the reference is
+    the same network, not a second copy in memory. ``precompute_reference`` computes all reference log-probs
+    once before training instead (they never change).
+ 4. the loss (train/dpo.py): ``dpo`` (y_w vs y_l^t), ``noise`` (y_w vs y_l^n: the noise-only ablation) or
+    ``povid`` (0.5 / 0.5 of both); optional ``sft_weight`` * mean token NLL of y_w (an anchor on the chosen
+    answer as in RPO, Pang et al. 2024; not part of POVID, 0 by default).
+ 5. gradient accumulation over ``grad_accum`` micro-batches, clipping, AdamW, linear warm-up then cosine.
+
+Determinism: batch k is a fixed function of (seed, k) (a seeded permutation per epoch), so a run resumed
+from a checkpoint takes exactly the steps an uninterrupted run takes. Checkpoints are PEFT adapter folders
+(adapter_model.safetensors) plus the optimizer state in safetensors and a json state, written to a temp
+folder and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from povid_eval.errors import InputError
+from povid_eval.io import atomic_write_json
+from povid_eval.train.dpo import PreferenceStats, dpo_loss, ipo_loss
+from povid_eval.train.noise import noisy_image
+from povid_eval.train.preferences import Preference
+from povid_eval.vlm.logprobs import pack_right, token_logprobs
+
+LOSSES = ("dpo", "ipo", "noise", "povid")
+NOISY_FORMS = ("paper", "release")
+# The language model's linear layers in LLaVA-family checkpoints (HF layout): LoRA goes here and nowhere else.
+LM_PREFIXES = ("language_model.", "model.language_model.")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides the adapter (recorded in train_info.json and every checkpoint)."""
+
+    loss: str = "dpo"
+    beta: float = 0.1
+    noisy_weight: float = 0.5          # POVID: L = (1 - w) DPO(y_w, y_l^t) + w DPO(y_w, y_l^n)
+    noisy_form: str = "paper"
+    sft_weight: float = 0.0
+    steps: int = 100
+    batch_size: int = 16               # preference records per optimizer step
+    grad_accum: int = 1                # micro-batches per step (batch_size must divide evenly)
+    lr: float = 5e-5
+    warmup: int = 10
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    precompute_reference: bool = False
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.noisy_form not in NOISY_FORMS:
+            raise ValueError(f"noisy_form must be one of {', '.join(NOISY_FORMS)}, got {self.noisy_form!r}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}")
+
+
+# ---------------------------------------------------------------------------------------------- LoRA
+
+def language_model_linear_names(model) -> list[str]:
+    """Qualified names of every nn.Linear inside the language model (not the vision tower, projector, lm_head)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return [name for name, module in base.named_modules()
+            if isinstance(module, torch.nn.Linear) and name.startswith(LM_PREFIXES)]
+
+
+def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0):
+    """Wrap a LLaVA model in a fresh PEFT LoRA adapter on the language model's linear layers only."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = language_model_linear_names(model)
+    if not targets:
+        raise ValueError("no linear layer under 'language_model' found: is this a LLaVA-family model?")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    return get_peft_model(model, config)
+
+
+def parameter_breakdown(model) -> dict[str, dict[str, int]]:
+    """{submodule: {trainable, total}} for vision_tower, multi_modal_projector, language_model, lm_head."""
+    out: dict[str, dict[str, int]] = {}
+    for name, p in model.named_parameters():
+        part = next((k for k in ("vision_tower", "multi_modal_projector", "language_model", "lm_head") if k in name),
+                    "other")
+        row = out.setdefault(part, {"trainable": 0, "total": 0})
+        row["total"] += p.numel()
+        row["trainable"] += p.numel() if p.requires_grad else 0
+    return out
+
+
+def format_breakdown(breakdown: dict[str, dict[str, int]]) -> str:
+    lines = [f"{'submodule':<22} {'trainable':>11} {'total':>11}"]
+    for part, row in breakdown.items():
+        lines.append(f"{part:<22} {row['trainable']:>11,} {row['total']:>11,}")
+    total = sum(r["total"] for r in breakdown.values())
+    trainable = sum(r["trainable"] for r in breakdown.values())
+    lines.append(f"{'all':<22} {trainable:>11,} {total:>11,}  ({100 * trainable / max(total, 1):.2f}% trainable)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+@dataclass(frozen=True)
+class Row:
+    """One response to score: which image (key into the step's features), prompt ids, response ids."""
+
+    image: tuple
+    prompt_ids: tuple[int, ...]
+    response_ids: tuple[int, ...]
+
+
+def _open(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+        raise InputError(path, f"cannot read image: {e.__class__.__name__}") from None
+
+
+def image_key(pref: Preference, noisy: bool, default_step: int = 500) -> tuple:
+    if not noisy:
+        return (pref.image,)
+    return (pref.image, pref.noise_step if pref.noise_step is not None else default_step,
+            pref.noise_seed if pref.noise_seed is not None else 0)
+
+
+def load_image(key: tuple):
+    image = _open(key[0])
+    return image if len(key) == 1 else noisy_image(image, step=key[1], seed=key[2])
+
+
+class Scorer:
+    """Turns preference records into rows and rows into summed response log-probs, with the image features
+    of each distinct image computed once per call (see the module docstring)."""
+
+    def __init__(self, vlm, template: str):
+        self.vlm = vlm
+        self.template = template
+        self._prompt_ids: dict[str, tuple[int, ...]] = {}
+        self._response_ids: dict[str, tuple[int, ...]] = {}
+
+    def prompt_ids(self, prompt: str, image) -> tuple[int, ...]:
+        if prompt not in self._prompt_ids:  # the image-token expansion does not depend on the image itself
+            _, ids = self.vlm.prompt_token_ids([image], [self.template.replace("{prompt}", prompt)])
+            self._prompt_ids[prompt] = tuple(ids[0])
+        return self._prompt_ids[prompt]
+
+    def response_ids(self, text: str) -> tuple[int, ...]:
+        if text not in self._response_ids:
+            self._response_ids[text] = tuple(self.vlm.response_token_ids([text])[0])
+        return self._response_ids[text]
+
+    def rows(self, prefs: Sequence[Preference], kinds: Sequence[str], noisy_form: str = "paper",
+             images: dict | None = None) -> list[Row]:
+        """Rows grouped by kind: all 'chosen' rows, then all 'rejected_text', then all 'rejected_noisy'."""
+        images = {} if images is None else images
+        out = []
+        for kind in kinds:
+            for p in prefs:
+                noisy = kind == "rejected_noisy" and noisy_form == "paper"
+                key = image_key(p, noisy)
+                if key not in images:
+                    images[key] = load_image(key)
+                if kind == "rejected_noisy":
+                    if p.rejected_noisy_ids is None and p.rejected_noisy is None:
+                        raise InputError(None, f"record {p.id!r} has no rejected_noisy answer (needed by this loss)")
+                    ids = p.rejected_noisy_ids or self.response_ids(p.rejected_noisy)
+                else:
+                    ids = self.response_ids(getattr(p, kind))
+                out.append(Row(key, self.prompt_ids(p.prompt, images[key]), tuple(ids)))
+        return out
+
+    @torch.no_grad()
+    def image_features(self, keys: Sequence[tuple], images: dict) -> dict[tuple, torch.Tensor]:
+        """Projected image features [n_image_tokens, hidden] per distinct image key (tower + projector, once)."""
+        model = self.vlm.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = base.config
+        pixels = self.vlm.processor.image_processor([images[k] for k in keys], return_tensors="pt")["pixel_values"]
+        from povid_eval.vlm.model import DTYPES
+
+        pixels = pixels.to(self.vlm.device, DTYPES[self.vlm.dtype])
+        feats = base.get_image_features(pixel_values=pixels, vision_feature_layer=config.vision_feature_layer,
+                                        vision_feature_select_strategy=config.vision_feature_select_strategy)
+        feats = getattr(feats, "pooler_output", feats)
+        return {k: f for k, f in zip(keys, feats)}
+
+    def logprobs(self, rows: Sequence[Row], features: dict[tuple, torch.Tensor], *,
+                 with_token_counts: bool = False):
+        """Summed response log-probs [len(rows)] under the model as it is now (adapter on or off)."""
+        model = self.vlm.model
+        pad = self.vlm.tokenizer.pad_token_id
+        input_ids, attention_mask, response_mask = pack_right([r.prompt_ids for r in rows],
+                                                               [r.response_ids for r in rows], pad)
+        device = self.vlm.device
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        embeds = model.get_input_embeddings()(input_ids)
+        image_mask = input_ids == self.vlm.image_token_id
+        image_embeds = torch.cat([features[r.image] for r in rows]).to(embeds.dtype)
+        embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_embeds)
+        out = model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
+        logps = token_logprobs(out.logits, input_ids, response_mask.to(device))
+        if with_token_counts:
+            return logps, response_mask[:, 1:].sum(-1).to(device)
+        return logps
+
+
+def kinds_for(loss: str) -> tuple[str, ...]:
+    return {"dpo": ("chosen", "rejected_text"), "ipo": ("chosen", "rejected_text"),
+            "noise": ("chosen", "rejected_noisy"), "povid": ("chosen", "rejected_text", "rejected_noisy")}[loss]
+
+
+def preference_loss(cfg: TrainConfig, policy: torch.Tensor, reference: torch.Tensor, n: int) -> dict:
+    """The configured loss on log-probs laid out as rows() lays them out (blocks of n per kind)."""
+    blocks = [policy[i * n:(i + 1) * n] for i in range(len(policy) // n)]
+    refs = [reference[i * n:(i + 1) * n] for i in range(len(reference) // n)]
+    parts: dict[str, PreferenceStats] = {}
+    if cfg.loss in ("dpo", "noise"):
+        parts[cfg.loss] = dpo_loss(blocks[0], blocks[1], refs[0], refs[1], cfg.beta)
+        total = parts[cfg.loss].loss
+    elif cfg.loss == "ipo":
+        parts["ipo"] = ipo_loss(blocks[0], blocks[1], refs[0], refs[1], cfg.beta)
+        total = parts["ipo"].loss
+    else:
+        parts["text"] = dpo_loss(blocks[0], blocks[1], refs[0], refs[1], cfg.beta)
+        parts["noise"] = dpo_loss(blocks[0], blocks[2], refs[0], refs[2], cfg.beta)
+        total = (1 - cfg.noisy_weight) * parts["text"].loss + cfg.noisy_weight * parts["noise"].loss
+    return {"loss": total, "parts": parts}
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Records of optimizer step ``step``: consecutive slices of a seeded permutation per epoch."""
+    per_epoch = max(1, n // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    order = list(range(n))
+    random.Random(f"povid-train:{seed}:{epoch}").shuffle(order)
+    return order[k * batch_size:(k + 1) * batch_size]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+def _save_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = opt.state_dict()
+    tensors = {f"{idx}.{name}": value.detach().cpu().contiguous() for idx, s in state["state"].items()
+               for name, value in s.items() if torch.is_tensor(value)}
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    atomic_write_json(folder / "optimizer_groups.json", state["param_groups"])
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    groups = json.loads((folder / "optimizer_groups.json").read_text())
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(model, opt, folder: Path, state: dict) -> None:
+    """adapter + optimizer + state.json into ``folder`` (via a temp folder renamed at the end)."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    _save_optimizer(opt, tmp)
+    atomic_write_json(tmp / "state.json", state)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    done = [p for p in folder.glob("step-*") if p.is_dir() and (p / "state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def load_checkpoint(model, opt, folder: Path) -> dict:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+    _load_optimizer(opt, folder)
+    return json.loads((folder / "state.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+@torch.no_grad()
+def reference_logprobs(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig,
+                       batch_size: int = 32) -> dict[str, list[float]]:
+    """log ref(y | x) of every record and kind, adapter disabled: {record id: [one value per kind]}."""
+    kinds = kinds_for(cfg.loss)
+    out: dict[str, list[float]] = {}
+    with scorer.vlm.model.disable_adapter():
+        for i in range(0, len(prefs), batch_size):
+            chunk = prefs[i:i + batch_size]
+            images: dict = {}
+            rows = scorer.rows(chunk, kinds, cfg.noisy_form, images)
+            feats = scorer.image_features(list(dict.fromkeys(r.image for r in rows)), images)
+            values = scorer.logprobs(rows, feats).tolist()
+            for j, p in enumerate(chunk):
+                out[p.id] = [values[k * len(chunk) + j] for k in range(len(kinds))]
+    return out
+
+
+def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Path, *, template: str,
+          log: Callable[[str], None] = print, stop_after: int | None = None) -> dict:
+    """Train a LoRA adapter on ``vlm`` (a loaded base; it is wrapped in place) and write ``out_dir``:
+    adapter/ (final PEFT adapter), checkpoints/step-N/, train_log.jsonl, train_info.json. Resumes from the
+    last complete checkpoint in out_dir. ``stop_after``: stop (as if killed) after that many steps."""
+    cfg.check()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    if not hasattr(vlm.model, "disable_adapter"):
+        vlm.model = add_lora(vlm.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    model = vlm.model
+    breakdown = parameter_breakdown(model)
+    log(format_breakdown(breakdown))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scorer = Scorer(vlm, template)
+    kinds = kinds_for(cfg.loss)
+    ckpt_dir = out / "checkpoints"
+    log_path = out / "train_log.jsonl"
+    start = 0
+    last = latest_checkpoint(ckpt_dir)
+    if last is not None:
+        state = load_checkpoint(model, opt, last)
+        if state.get("config") != asdict(cfg):
+            raise InputError(last / "state.json", "checkpoint was made with another training config; "
+                             "use another --out or delete the checkpoints")
+        start = state["step"]
+        log(f"resuming from {last} (step {start})")
+        if log_path.is_file():  # keep the log lines of the steps the checkpoint holds, drop later ones
+            kept = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] < start]
+            log_path.write_text("".join(ln + "\n" for ln in kept))
+    elif log_path.is_file():
+        log_path.unlink()
+    reference = reference_logprobs(scorer, prefs, cfg) if cfg.precompute_reference else None
+    micro = cfg.batch_size // cfg.grad_accum
+    t0 = time.time()
+    model.train()
+    for step in range(start, cfg.steps):
+        if stop_after is not None and step - start >= stop_after:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        batch = [prefs[i] for i in batch_indices(len(prefs), cfg.batch_size, step, cfg.seed)]
+        opt.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for m in range(cfg.grad_accum):
+            chunk = batch[m * micro:(m + 1) * micro]
+            images: dict = {}
+            rows = scorer.rows(chunk, kinds, cfg.noisy_form, images)
+            feats = scorer.image_features(list(dict.fromkeys(r.image for r in rows)), images)
+            policy, counts = scorer.logprobs(rows, feats, with_token_counts=True)
+            if reference is not None:
+                ref = torch.tensor([reference[p.id][k] for k in range(len(kinds)) for p in chunk],
+                                   dtype=policy.dtype, device=policy.device)
+            else:
+                with torch.no_grad(), model.disable_adapter():
+                    ref = scorer.logprobs(rows, feats)
+            result = preference_loss(cfg, policy, ref, len(chunk))
+            loss = result["loss"]
+            if cfg.sft_weight:
+                n = len(chunk)
+                nll = -(policy[:n].sum() / counts[:n].sum())
+                loss = loss + cfg.sft_weight * nll
+                sums["sft_nll"] = sums.get("sft_nll", 0.0) + nll.item() / cfg.grad_accum
+            (loss / cfg.grad_accum).backward()
+            sums["loss"] = sums.get("loss", 0.0) + loss.item() / cfg.grad_accum
+            for name, stats in result["parts"].items():
+                prefix = "" if len(result["parts"]) == 1 else f"{name}/"
+                for f in ("reward_chosen", "reward_rejected", "margin", "accuracy"):
+                    key = prefix + f
+                    sums[key] = sums.get(key, 0.0) + getattr(stats, f).item() / cfg.grad_accum
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        record = {"step": step, "lr": lr_at(step, cfg), **{k: round(v, 6) for k, v in sums.items()}}
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        done = step + 1
+        if done % max(1, cfg.steps // 20) == 0 or done == cfg.steps:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "lr"))
+            log(f"[{cfg.loss}] step {done}/{cfg.steps} {shown} ({time.time() - t0:.0f}s)")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            save_checkpoint(model, opt, ckpt_dir / f"step-{done}", {"step": done, "config": asdict(cfg)})
+            for old in ckpt_dir.glob("step-*"):
+                if old.name != f"step-{done}":
+                    shutil.rmtree(old, ignore_errors=True)
+    model.eval()
+    finished = latest_checkpoint(ckpt_dir)
+    complete = finished is not None and int(finished.name.split("-")[1]) == cfg.steps
+    if complete:
+        model.save_pretrained(str(out / "adapter.tmp"), safe_serialization=True)
+        shutil.rmtree(out / "adapter", ignore_errors=True)
+        (out / "adapter.tmp").rename(out / "adapter")
+    info = {"config": asdict(cfg), "records": len(prefs), "parameters": breakdown, "complete": complete,
+            "wall_s": round(time.time() - t0, 1)}
+    atomic_write_json(out / "train_info.json", info)
+    return info
+
+
+def merge_adapter(vlm, out_dir: str | Path) -> Path:
+    """Merge the LoRA weights into the base and save a full HF model folder (+ processor) to ``out_dir``."""
+    out = Path(out_dir)
+    merged = vlm.model.merge_and_unload()
+    merged.save_pretrained(str(out), safe_serialization=True)
+    vlm.processor.save_pretrained(str(out))
+    print(f"merged model written to {out}", file=sys.stderr)
+    return out

@@ -1,0 +1,240 @@
+"""The POVID recipe (Zhou et al., "Aligning Modalities in Vision Large Language Models via Preference
+Fine-tuning", 2024) as a plain script of small steps:
+
+    data      for each training image-question: y_w = the ground-truth answer; y_l^t = y_w with an injected
+              hallucination (train/inject.py offline, or an LLM); y_l^n = the base's own greedy answer under
+              the diffusion-noised image (t = 500), kept as the generated token ids
+    stage 1   DPO on (y_w, y_l^t)                                            (loss "dpo")
+    stage 2   0.5 DPO(y_w, y_l^n) + 0.5 DPO(y_w, y_l^t), continuing the same adapter   (loss "povid")
+
+Recipes (``--recipe``): ``povid`` (both stages), ``dpo`` (text pairs only: stage 1 for all steps),
+``noise-only`` (the paper's ablation: DPO on (y_w, y_l^n) only). The result is a PEFT adapter on the base and
+a model card (models/<out>.toml) so that ``povid-eval run --model <out>`` evaluates it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from povid_eval import cards
+from povid_eval.errors import InputError
+from povid_eval.io import atomic_write_json, read_json
+from povid_eval.train.loop import TrainConfig, train
+from povid_eval.train.preferences import Preference, read_preferences, write_preferences
+
+RECIPES = ("povid", "dpo", "noise-only")
+CAPTION_PROMPT = "Describe this image."
+
+
+@dataclass
+class RecipeConfig:
+    """The embedded default's recipe; every field is recorded in the adapter's train_info.json."""
+
+    images: int = 2000                 # training images of the world's train split (first N by a seeded shuffle)
+    noise_step: int = 500
+    max_new_tokens: int = 64
+    gen_batch_size: int = 32
+    seed: int = 0
+    stage1: TrainConfig = field(default_factory=lambda: TrainConfig(loss="dpo", steps=60, batch_size=32, lr=2e-4,
+                                                                      warmup=5, lora_r=16, lora_alpha=32))
+    stage2: TrainConfig = field(default_factory=lambda: TrainConfig(loss="povid", steps=60, batch_size=32, lr=2e-4,
+                                                                      warmup=5, lora_r=16, lora_alpha=32))
+
+
+def load_recipe_config(path: str | Path) -> RecipeConfig:
+    """A RecipeConfig from TOML: RecipeConfig's scalar keys at the top, TrainConfig keys under [stage1] and
+    [stage2]; anything not given keeps its default. Unknown keys are errors naming the file and the key."""
+    import dataclasses
+    import tomllib
+
+    from povid_eval.io import require_file
+
+    path = require_file(path, "recipe config")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(path, f"invalid TOML: {e}") from None
+    cfg = RecipeConfig()
+    known = {f.name for f in dataclasses.fields(RecipeConfig)}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in data.items():
+        if key not in known:
+            raise InputError(path, f"unknown key '{key}' (known: {', '.join(sorted(known))})")
+        if key in ("stage1", "stage2"):
+            if not isinstance(value, dict) or set(value) - train_keys:
+                bad = sorted(set(value) - train_keys) if isinstance(value, dict) else [key]
+                raise InputError(path, f"unknown key '{key}.{bad[0]}' (known: {', '.join(sorted(train_keys))})")
+            setattr(cfg, key, replace(getattr(cfg, key), **value))
+        else:
+            setattr(cfg, key, value)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ data
+
+def world_caption_pairs(world_dir: Path, n_images: int, seed: int, injector=None) -> list[Preference]:
+    """(y_w, y_l^t) for ``n_images`` train images of the synthetic world: y_w = the image's longest
+    reference caption (the base's own caption style), y_l^t = one injected hallucination."""
+    from povid_eval.train.inject import CooccurrenceInjector
+    from povid_eval.vlm.pretrain import load_split
+
+    records, _ = load_split(world_dir, "train")
+    order = list(range(len(records)))
+    random.Random(f"povid-data:{seed}").shuffle(order)
+    injector = injector or CooccurrenceInjector.from_instances(world_dir / "annotations" / "instances_train.json",
+                                                               seed=seed)
+    out = []
+    for i in order:
+        r = records[i]
+        chosen = max(r.captions, key=lambda c: (len(c), c))
+        injected = injector(chosen, r.counts, str(r.image_id))
+        if injected is None:
+            continue
+        out.append(Preference(id=str(r.image_id), image=_project_path(r.path), prompt=CAPTION_PROMPT, chosen=chosen,
+                              rejected_text=injected.text))
+        if len(out) == n_images:
+            break
+    return out
+
+
+def add_noisy_rejections(vlm, prefs: Sequence[Preference], template: str, *, step: int = 500, seed: int = 0,
+                         batch_size: int = 32, max_new_tokens: int = 64,
+                         progress: bool = True) -> list[Preference]:
+    """y_l^n for each record: the model's greedy answer to the prompt under the noised image
+    (noise seed = seed + position in the list), with its generated token ids."""
+    from tqdm import tqdm
+
+    from povid_eval.train.loop import load_image
+
+    out = []
+    for b in tqdm(range(0, len(prefs), batch_size), desc="y_l^n (noisy-image answers)", disable=not progress,
+                  file=sys.stderr):
+        chunk = [replace(p, noise_step=step, noise_seed=seed + b + j) for j, p in enumerate(prefs[b:b + batch_size])]
+        images = [load_image((p.image, p.noise_step, p.noise_seed)) for p in chunk]
+        prompts = [template.replace("{prompt}", p.prompt) for p in chunk]
+        ids = vlm.generate_ids(images, prompts, max_new_tokens=max_new_tokens)
+        out += [replace(p, rejected_noisy=vlm.decode(x) or "<empty>", rejected_noisy_ids=tuple(x))
+                for p, x in zip(chunk, ids)]
+    return out
+
+
+def _project_path(path: Path) -> str:
+    """Relative to the project root when inside it (cards stay valid in a moved checkout), else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(cards.ROOT)) if path.is_relative_to(cards.ROOT) else str(path)
+
+
+def _base_path(card: cards.ModelCard) -> str:
+    local = card.resolve(card.path)
+    return _project_path(local) if local.exists() else card.path   # a hub id stays a hub id
+
+
+def load_preference_file(path: str, image_root: str | None) -> list[Preference]:
+    """A preference jsonl (our records), or the POVID release's json (LLaVA conversations)."""
+    from povid_eval.train.preferences import import_povid_release
+
+    if str(path).endswith(".json"):
+        if image_root is None:
+            raise InputError(path, "the POVID release json needs --image-root (the COCO train2014 image folder)")
+        return import_povid_release(path, image_root)
+    return read_preferences(path, image_root)
+
+
+def llm_injector(base_url: str | None, model: str | None, key_env: str | None, *, world: str = "data/world",
+                 seed: int = 0):
+    """The ``llm`` injector on an OpenAI-compatible endpoint (answers cached in $POVID_EVAL_CACHE/llm)."""
+    from povid_eval.coco import cache_dir
+    from povid_eval.openai_client import ChatClient
+    from povid_eval.train.inject import CooccurrenceInjector, LLMInjection
+    from povid_eval.train.llm_inject import LLMInjector
+
+    if not base_url or not model:
+        raise InputError(None, "--injector llm needs --llm-base-url and --llm-model")
+    client = ChatClient(base_url, model, api_key_env=key_env, cache_dir=cache_dir() / "llm")
+    stats = CooccurrenceInjector.from_instances(cards.ROOT / world / "annotations" / "instances_train.json", seed=seed)
+    return LLMInjection(LLMInjector(client), stats)
+
+
+# ------------------------------------------------------------------------------------------ the recipe
+
+def stages_for(recipe: str, cfg: RecipeConfig, stages: Sequence[int] = (1, 2)) -> list[tuple[str, TrainConfig]]:
+    if recipe not in RECIPES:
+        raise InputError(None, f"unknown recipe {recipe!r} (known: {', '.join(RECIPES)})")
+    if recipe == "dpo":
+        return [("stage1", replace(cfg.stage1, steps=cfg.stage1.steps + cfg.stage2.steps))]
+    if recipe == "noise-only":
+        return [("noise", replace(cfg.stage2, loss="noise", steps=cfg.stage1.steps + cfg.stage2.steps))]
+    chosen = [("stage1", cfg.stage1), ("stage2", cfg.stage2)]
+    return [chosen[s - 1] for s in stages]
+
+
+def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[int] = (1, 2),
+               config: RecipeConfig | None = None, preferences: str | None = None, image_root: str | None = None,
+               world: str | Path = "data/world", results: str | Path = "results", merge: bool = False,
+               injector=None, log: Callable[[str], None] = print) -> Path:
+    """Train ``out`` from the base card ``base`` into <results>/train/<out>/ (resumable: the preference data
+    and every stage's checkpoints are kept there); write models/<out>.toml; return the card's path."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from povid_eval.vlm import load_vlm
+
+    cfg = config or RecipeConfig()
+    base_card = cards.load_model_card(base)
+    if base_card.adapter:
+        raise InputError(cards.models_dir() / f"{base}.toml", "the base card already has an adapter; "
+                         "train from a card without one (or merge it first)")
+    if base_card.threads:
+        torch.set_num_threads(base_card.threads)
+    t0 = time.time()
+    run_dir = cards.ROOT / results / "train" / out
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = stages_for(recipe, cfg, stages)
+    needs_noisy = any(c.loss in ("povid", "noise") for _, c in plan)
+    data_path = run_dir / "preferences.jsonl"
+    if preferences:
+        prefs = load_preference_file(preferences, image_root)
+    elif data_path.is_file():
+        prefs = read_preferences(data_path, image_root=cards.ROOT)
+    else:
+        from povid_eval.runner import ensure_world
+
+        if Path(world) == Path("data/world"):
+            ensure_world(cards.load_bench_card("chair"))
+        prefs = world_caption_pairs(cards.ROOT / world, cfg.images, cfg.seed, injector)
+    hf_logging.disable_progress_bar()
+    vlm = load_vlm(base_card.resolve(base_card.path), dtype=base_card.dtype, device=base_card.device)
+    if needs_noisy and any(p.rejected_noisy_ids is None and p.rejected_noisy is None for p in prefs):
+        prefs = add_noisy_rejections(vlm, prefs, base_card.template, step=cfg.noise_step, seed=cfg.seed,
+                                     batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens)
+    if not preferences:
+        write_preferences(data_path, prefs)
+    log(f"{len(prefs)} preference records ({time.time() - t0:.0f}s)")
+    infos = {}
+    for name, stage_cfg in plan:
+        infos[name] = train(vlm, prefs, stage_cfg, run_dir / name, template=base_card.template, log=log)
+        if not infos[name]["complete"]:
+            raise InputError(run_dir / name, "training stopped before the last step")
+    adapter = run_dir / plan[-1][0] / "adapter"
+    info = {"recipe": recipe, "base": base, "stages": [n for n, _ in plan], "config": asdict(cfg),
+            "train": infos, "wall_s": round(time.time() - t0, 1)}
+    atomic_write_json(run_dir / "train_info.json", info)
+    card = cards.ModelCard(name=out, path=_base_path(base_card), adapter=_project_path(adapter),
+                           dtype=base_card.dtype, device=base_card.device, threads=base_card.threads,
+                           template=base_card.template, generation=base_card.generation,
+                           info={"command": f"povid-eval train --base {base} --out {out} --recipe {recipe}",
+                                 "recipe": recipe, "seed": cfg.seed, "train_info": _project_path(run_dir / "train_info.json")})
+    if merge:
+        from povid_eval.train.loop import merge_adapter
+
+        merged = merge_adapter(vlm, run_dir / "merged")
+        card = replace(card, path=_project_path(merged), adapter="")
+    path = cards.save_model_card(card)
+    log(f"wrote {path} ({time.time() - t0:.0f}s in all)")
+    return path

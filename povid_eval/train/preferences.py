@@ -1,0 +1,138 @@
+"""Preference records for POVID / DPO training, as jsonl, and import of the POVID release's json.
+
+One record per image-question (Zhou et al., "Aligning Modalities in Vision Large Language Models via
+Preference Fine-tuning", 2024):
+
+    {"id": "...", "image": "path/to/image.png", "prompt": "Describe this image.",
+     "chosen": y_w,                    the ground-truth (preferred) answer
+     "rejected_text": y_l^t,           y_w with injected hallucinations (train/inject.py, train/llm_inject.py)
+     "rejected_noisy": y_l^n,          optional: the model's greedy answer under the diffusion-noised image
+     "rejected_noisy_ids": [...],      optional: y_l^n's token ids exactly as generated (scored as they are:
+                                       decoding and re-tokenising can change tokens)
+     "noise_step": 500, "noise_seed": 7}  optional: how the noisy image is made again (train/noise.py)
+
+``prompt`` is the bare question; the model card's template wraps it (``USER: <image>\\n{prompt} ASSISTANT:``).
+``image`` is relative to the image root given when reading (default: the file's folder) unless absolute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from povid_eval.errors import InputError
+from povid_eval.io import atomic_write_jsonl, iter_jsonl, read_json
+
+REQUIRED = ("id", "image", "prompt", "chosen", "rejected_text")
+TEXT_FIELDS = ("prompt", "chosen", "rejected_text", "rejected_noisy")
+
+
+@dataclass(frozen=True)
+class Preference:
+    id: str
+    image: str
+    prompt: str
+    chosen: str
+    rejected_text: str
+    rejected_noisy: str | None = None
+    rejected_noisy_ids: tuple[int, ...] | None = None
+    noise_step: int | None = None
+    noise_seed: int | None = None
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if d["rejected_noisy_ids"] is not None:
+            d["rejected_noisy_ids"] = list(d["rejected_noisy_ids"])
+        return {k: v for k, v in d.items() if v is not None}
+
+
+def _check(path: Path, line: int | None, rec, image_root: Path | None, check_images: bool) -> Preference:
+    where = f"record {rec.get('id')!r}" if isinstance(rec, dict) and "id" in rec else "record"
+    if not isinstance(rec, dict):
+        raise InputError(path, "expected a json object per line", line=line)
+    for key in REQUIRED:
+        if key not in rec:
+            raise InputError(path, f"missing field '{key}' (expected {', '.join(REQUIRED)})", line=line, field=where)
+    unknown = set(rec) - {f.name for f in dataclasses.fields(Preference)}
+    if unknown:
+        raise InputError(path, f"unknown field(s) {', '.join(sorted(unknown))}", line=line, field=where)
+    for key in TEXT_FIELDS:
+        value = rec.get(key)
+        if value is None and key == "rejected_noisy":
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(path, f"'{key}' must be a non-empty string", line=line, field=where)
+    ids = rec.get("rejected_noisy_ids")
+    if ids is not None and (not isinstance(ids, list) or not ids or not all(isinstance(t, int) for t in ids)):
+        raise InputError(path, "'rejected_noisy_ids' must be a non-empty list of token ids", line=line, field=where)
+    image = Path(rec["image"])
+    if not image.is_absolute() and image_root is not None:
+        image = image_root / image
+    if check_images and not image.is_file():
+        raise InputError(path, f"image not found: {image}", line=line, field=where)
+    fields = {**rec, "id": str(rec["id"]), "image": str(image)}
+    if ids is not None:
+        fields["rejected_noisy_ids"] = tuple(ids)
+    return Preference(**fields)
+
+
+def read_preferences(path: str | Path, image_root: str | Path | None = None, *,
+                     check_images: bool = True) -> list[Preference]:
+    """Records of a preference jsonl, validated: a missing field, an empty response or a missing image is a
+    one-line InputError naming the file, the line and the record's id. Duplicate ids are an error too."""
+    path = Path(path)
+    root = Path(image_root) if image_root is not None else path.parent
+    out, seen = [], {}
+    for line, rec in iter_jsonl(path):
+        pref = _check(path, line, rec, root, check_images)
+        if pref.id in seen:
+            raise InputError(path, f"duplicate id (first on line {seen[pref.id]})", line=line, field=f"record {pref.id!r}")
+        seen[pref.id] = line
+        out.append(pref)
+    if not out:
+        raise InputError(path, "no preference records")
+    return out
+
+
+def write_preferences(path: str | Path, records: Iterable[Preference]) -> None:
+    """Write records as jsonl, atomically."""
+    atomic_write_jsonl(path, (r.as_dict() for r in records))
+
+
+def _conversation_text(conv, role: str, path: Path, field: str) -> str:
+    for turn in conv if isinstance(conv, list) else []:
+        if isinstance(turn, dict) and turn.get("from") == role and isinstance(turn.get("value"), str):
+            return turn["value"]
+    raise InputError(path, f"no '{role}' turn with a 'value' string", field=field)
+
+
+def import_povid_release(path: str | Path, image_folder: str | Path, *, check_images: bool = True) -> list[Preference]:
+    """The POVID release's preference json (LLaVA conversations) as records.
+
+    Each entry: ``{"id", "image": "COCO_train2014_....jpg", "conversations": [{"from": "human", "value":
+    "<image>\\nquestion"}, {"from": "gpt", "value": y_w}], "rejected_conversations": [..., {"from": "gpt",
+    "value": y_l^t}]}``. The ``<image>`` marker and surrounding whitespace are removed from the question (our
+    template puts the image back). y_l^n is not in the release: POVID generates it during training.
+    """
+    path, folder = Path(path), Path(image_folder)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise InputError(path, "expected a json list of LLaVA conversation records")
+    out = []
+    for i, entry in enumerate(data):
+        where = f"record {i}"
+        if not isinstance(entry, dict):
+            raise InputError(path, "expected an object", field=where)
+        for key in ("image", "conversations", "rejected_conversations"):
+            if key not in entry:
+                raise InputError(path, f"missing '{key}'", field=where)
+        question = _conversation_text(entry["conversations"], "human", path, f"{where}.conversations")
+        rec = {"id": str(entry.get("id", i)), "image": entry["image"],
+               "prompt": question.replace("<image>", "").strip(),
+               "chosen": _conversation_text(entry["conversations"], "gpt", path, f"{where}.conversations"),
+               "rejected_text": _conversation_text(entry["rejected_conversations"], "gpt", path,
+                                                   f"{where}.rejected_conversations")}
+        out.append(_check(path, None, rec, folder, check_images))
+    return out

@@ -1,0 +1,263 @@
+"""POVID training: injectors, preference files, the DPO core on the committed tiny base, resume, merge."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from povid_eval.errors import InputError
+from povid_eval.train import inject
+from povid_eval.train.loop import Scorer, TrainConfig, add_lora, kinds_for, parameter_breakdown, train
+from povid_eval.train.povid import add_noisy_rejections, world_caption_pairs
+from povid_eval.train.preferences import Preference, import_povid_release, read_preferences, write_preferences
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "models" / "base"
+TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
+TINY_RECIPE = """images = 8
+gen_batch_size = 8
+max_new_tokens = 24
+[stage1]
+steps = 4
+batch_size = 4
+grad_accum = 2
+lr = 0.002
+warmup = 1
+checkpoint_every = 2
+[stage2]
+steps = 4
+batch_size = 4
+lr = 0.002
+warmup = 1
+checkpoint_every = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from povid_eval.world import build_world
+
+    path = tmp_path_factory.mktemp("train") / "world"
+    build_world(path, seed=0, n_train=16, n_val=4)
+    return path
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    from povid_eval.vlm import load_vlm
+
+    torch.set_num_threads(1)
+    return load_vlm(BASE)
+
+
+@pytest.fixture(scope="module")
+def prefs(world, vlm):
+    pairs = world_caption_pairs(world, 8, seed=0)
+    return add_noisy_rejections(vlm, pairs, TEMPLATE, batch_size=8, max_new_tokens=64, progress=False)
+
+
+# ------------------------------------------------------------------------------------------ injectors
+
+@pytest.fixture(scope="module")
+def injector(world):
+    return inject.CooccurrenceInjector.from_instances(world / "annotations" / "instances_train.json", seed=0)
+
+
+def test_swap_is_length_matched_and_names_an_absent_partner(injector):
+    caption = "A kitchen with a sink, a microwave and two cups. The sink is white."
+    present = {"sink", "microwave", "cup"}
+    result = injector.swap(caption, present, __import__("random").Random(0))
+    assert result.op == "swap" and len(result.text.split()) == len(caption.split())
+    old, new = result.detail.split(" -> ")
+    assert old in present and new not in present and injector.candidate_weights(present)[new] > 0
+    assert injector(caption, present, "k") == injector(caption, present, "k")   # seeded per record key
+
+
+def test_swap_keeps_number_and_article():
+    stats = inject.CooccurrenceInjector({"dog": {"umbrella": 3}, "umbrella": {"dog": 3}},
+                                        {"dog": 3, "umbrella": 3}, weights={"swap": 1})
+    assert stats("A dog on the left.", {"dog"}, "a").text == "An umbrella on the left."
+    assert stats("Two puppies in a park.", {"dog"}, "b").text == "Two umbrellas in a park."
+
+
+def test_add_and_attribute_edits(injector):
+    rng = __import__("random").Random(1)
+    added = injector.add("A street with a car, a person and a stop sign.", {"car", "person", "stop sign"}, rng)
+    assert added.text.count(",") == 2 and added.text.endswith("and a stop sign.")
+    changed = injector.attribute("Two red cups on the left.", {"cup"}, rng)
+    assert changed.text != "Two red cups on the left." and len(changed.text.split()) >= 5
+    assert injector("Nothing to see.", set(), "x") is None
+
+
+def test_llm_injection_gets_cooccurring_candidates(injector):
+    seen = {}
+
+    def fake_llm(caption, present, candidates):
+        seen.update(present=present, candidates=candidates)
+        return caption.replace("sink", candidates[0])
+
+    result = inject.LLMInjection(fake_llm, injector, n_candidates=3)("A sink.", {"sink"}, "k")
+    assert result.op == "llm" and seen["present"] == ["sink"] and len(seen["candidates"]) <= 3
+    assert seen["candidates"][0] in result.text and "sink" not in seen["candidates"]
+
+
+# ------------------------------------------------------------------------------------------ preference files
+
+def test_preferences_round_trip_and_noisy_ids(tmp_path, prefs, vlm):
+    path = tmp_path / "p.jsonl"
+    write_preferences(path, prefs)
+    assert read_preferences(path) == prefs
+    p = prefs[0]
+    assert p.rejected_noisy_ids[-1] == vlm.tokenizer.eos_token_id and p.noise_step == 500
+    assert p.rejected_noisy == vlm.decode(p.rejected_noisy_ids)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"image": "nowhere.png"}, "image not found"),
+    ({"chosen": "  "}, "'chosen' must be a non-empty string"),
+    ({"rejected_text": None}, "'rejected_text' must be a non-empty string"),
+])
+def test_bad_preference_record_is_one_line_naming_it(tmp_path, prefs, change, message, cli):
+    rows = [p.as_dict() for p in prefs[:3]]
+    rows[1].update(change)
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError, match=message):
+        read_preferences(path)
+    done = cli("train", "--base", "base", "--out", "never", "--preferences", path, "--results", tmp_path)
+    assert done.returncode == 2, done.stderr
+    err = done.stderr.strip()
+    assert len(err.splitlines()) == 1 and f"bad.jsonl:2: record '{rows[1]['id']}'" in err and message in err
+    assert not (ROOT / "models" / "never.toml").exists()
+
+
+def test_povid_release_import(tmp_path, prefs):
+    image = Path(prefs[0].image)
+    entry = {"id": "povid-1", "image": image.name,
+             "conversations": [{"from": "human", "value": "<image>\nDescribe this image."},
+                               {"from": "gpt", "value": "A cup."}],
+             "rejected_conversations": [{"from": "human", "value": "<image>\nDescribe this image."},
+                                        {"from": "gpt", "value": "A cup and a fork."}]}
+    path = tmp_path / "povid_release.json"
+    path.write_text(json.dumps([entry]))
+    [rec] = import_povid_release(path, image.parent)
+    assert rec == Preference("povid-1", str(image), "Describe this image.", "A cup.", "A cup and a fork.")
+    path.write_text(json.dumps([{**entry, "rejected_conversations": []}]))
+    with pytest.raises(InputError, match="record 0.rejected_conversations"):
+        import_povid_release(path, image.parent)
+
+
+# ------------------------------------------------------------------------------------------ the DPO core
+
+def test_scorer_with_cached_image_features_equals_the_full_forward(vlm, prefs):
+    scorer = Scorer(vlm, TEMPLATE)
+    images = {}
+    rows = scorer.rows(prefs[:4], kinds_for("povid"), "paper", images)
+    feats = scorer.image_features(list(dict.fromkeys(r.image for r in rows)), images)
+    assert len(feats) == 8   # 4 clean + 4 noisy images, each through the tower once
+    with torch.no_grad():
+        ours = scorer.logprobs(rows, feats)
+        full = vlm.response_ids_logprobs([images[r.image] for r in rows],
+                                         [TEMPLATE.replace("{prompt}", "Describe this image.")] * len(rows),
+                                         [list(r.response_ids) for r in rows])
+    torch.testing.assert_close(ours, full, rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prefs):
+    from povid_eval.vlm import load_vlm
+
+    out = tmp_path_factory.mktemp("dpo")
+    model = load_vlm(BASE)
+    cfg = TrainConfig(loss="povid", steps=3, batch_size=4, lr=5e-3, warmup=1, checkpoint_every=3)
+    info = train(model, prefs, cfg, out, template=TEMPLATE, log=lambda s: None)
+    return model, out, info
+
+
+def test_lora_is_on_the_language_model_only(trained):
+    model, out, info = trained
+    parts = info["parameters"]
+    assert parts["language_model"]["trainable"] > 0
+    assert all(parts[k]["trainable"] == 0 for k in ("vision_tower", "multi_modal_projector", "lm_head"))
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and info["complete"]
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [0, 1, 2]
+    assert {"loss", "text/reward_chosen", "text/margin", "noise/accuracy", "noise/reward_rejected"} <= set(log[0])
+
+
+def test_adapter_disabled_reference_equals_a_frozen_base(trained, prefs):
+    from povid_eval.vlm import load_vlm
+
+    model, _, _ = trained
+    frozen = load_vlm(BASE)
+    rows_args = (prefs[:4], kinds_for("povid"), "paper")
+    ours, theirs = Scorer(model, TEMPLATE), Scorer(frozen, TEMPLATE)
+    with torch.no_grad():
+        images = {}
+        rows = ours.rows(*rows_args, images)
+        feats = ours.image_features(list(dict.fromkeys(r.image for r in rows)), images)
+        policy = ours.logprobs(rows, feats)
+        with model.model.disable_adapter():
+            reference = ours.logprobs(rows, feats)
+        base = theirs.logprobs(rows, theirs.image_features(list(feats), images))
+    assert (policy - base).abs().max() > 1e-3          # the adapter learned something
+    torch.testing.assert_close(reference, base, rtol=0, atol=1e-6)
+
+
+def test_merge_equals_the_adapter(trained, prefs, tmp_path):
+    from povid_eval.train.loop import merge_adapter
+    from povid_eval.vlm import load_vlm
+
+    _, out, _ = trained
+    adapted = load_vlm(BASE, adapter=out / "adapter")
+    image = [__import__("PIL.Image", fromlist=["Image"]).open(prefs[0].image)]
+    prompt = [TEMPLATE.replace("{prompt}", "Describe this image.")]
+    with torch.no_grad():
+        before = adapted.sequence_logprobs(image, prompt, [prefs[0].chosen])
+        merge_adapter(adapted, tmp_path / "merged")
+        after = load_vlm(tmp_path / "merged").sequence_logprobs(image, prompt, [prefs[0].chosen])
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-4)
+
+
+def _train_cli(models, world, results, *extra):
+    env = {**os.environ, "POVID_EVAL_MODELS": str(models)}
+    return [sys.executable, "-m", "povid_eval", "train", "--base", "base", "--out", "tuned", "--world", str(world),
+            "--results", str(results), "--config", str(models / "tiny.toml"), *extra], env
+
+
+def test_train_cli_resumes_after_a_kill(tmp_path, world):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "base.toml").write_text(f'path = "{BASE}"\nthreads = 1\n')
+    (models / "tiny.toml").write_text(TINY_RECIPE)
+    # an uninterrupted run
+    cmd, env = _train_cli(models, world, tmp_path / "a")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    card = (models / "tuned.toml").read_text()
+    assert 'adapter = "' in card and "stage2/adapter" in card
+    # the same run killed once stage 2 has its first checkpoint, then run again
+    cmd, env = _train_cli(models, world, tmp_path / "b")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "b" / "train" / "tuned" / "stage2" / "checkpoints" / "step-2" / "state.json"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stdout
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "a" / "train" / "tuned" / "stage2" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "train" / "tuned" / "stage2" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = (tmp_path / "b" / "train" / "tuned" / "stage2" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in log] == [0, 1, 2, 3]
