@@ -14,6 +14,7 @@ fixed chunks of the item list, so every sample is generated in the same batch as
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -261,12 +262,15 @@ def _load_image(item: Item):
 _LOADED: dict[tuple, Generate] = {}
 
 
-def default_generate(model: cards.ModelCard) -> Generate:
-    """Generation with the card's model, loaded once per process (``run --bench all`` shares it)."""
+def default_generate(model: cards.ModelCard, logits_processor=None) -> Generate:
+    """Generation with the card's model, loaded once per process (``run --bench all`` shares it);
+    ``logits_processor`` (a list of transformers LogitsProcessors) is applied at every step, on that same model."""
     key = (model.name, model.path, model.adapter, model.dtype, model.device)
     if key not in _LOADED:
         _LOADED[key] = _load_generate(model)
-    return _LOADED[key]
+    if logits_processor is None:
+        return _LOADED[key]
+    return functools.partial(_LOADED[key], logits_processor=logits_processor)
 
 
 def _load_generate(model: cards.ModelCard) -> Generate:
@@ -282,9 +286,10 @@ def _load_generate(model: cards.ModelCard) -> Generate:
     vlm = load_vlm(model.resolve(model.path), adapter=model.resolve(model.adapter) if model.adapter else None,
                    dtype=model.dtype, device=model.device)
 
-    def generate(images, prompts, decoding: cards.Decoding) -> list[str]:
+    def generate(images, prompts, decoding: cards.Decoding, logits_processor=None) -> list[str]:
         return vlm.generate(images, prompts, max_new_tokens=decoding.max_new_tokens, do_sample=decoding.do_sample,
-                            temperature=decoding.temperature, top_p=decoding.top_p, seed=decoding.seed)
+                            temperature=decoding.temperature, top_p=decoding.top_p, seed=decoding.seed,
+                            logits_processor=logits_processor)
 
     return generate
 
