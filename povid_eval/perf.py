@@ -150,7 +150,7 @@ def train_step_speed(n_records: int = 16, repeat: int = 5, warmup: int = 1, mode
 
     from povid_eval import cards
     from povid_eval.train.loop import Scorer, TrainConfig, add_lora
-    from povid_eval.train.povid import add_noisy_rejections, world_caption_pairs
+    from povid_eval.train.povid import RecipeConfig, world_preferences
     from povid_eval.vlm import load_vlm
 
     card = cards.load_model_card(model)
@@ -161,8 +161,8 @@ def train_step_speed(n_records: int = 16, repeat: int = 5, warmup: int = 1, mode
 
         ensure_world(cards.load_bench_card("chair"))
     vlm = load_vlm(card.resolve(card.path), dtype=card.dtype, device=card.device)
-    prefs = world_caption_pairs(world_dir, n_records, seed=0)
-    prefs = add_noisy_rejections(vlm, prefs, card.template, progress=False)
+    prefs = world_preferences(vlm, world_dir, RecipeConfig(images=2 * n_records), card.template, progress=False)
+    prefs = prefs[:n_records]
     dpo = TrainConfig(loss="dpo", batch_size=n_records)
     torch.manual_seed(0)
     vlm.model = add_lora(vlm.model, dpo.lora_r, dpo.lora_alpha, dpo.lora_dropout)

@@ -14,7 +14,7 @@ import torch
 from povid_eval.errors import InputError
 from povid_eval.train import inject
 from povid_eval.train.loop import Scorer, TrainConfig, add_lora, kinds_for, parameter_breakdown, train
-from povid_eval.train.povid import add_noisy_rejections, world_caption_pairs
+from povid_eval.train.povid import RecipeConfig, world_preferences
 from povid_eval.train.preferences import Preference, import_povid_release, read_preferences, write_preferences
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +58,9 @@ def vlm():
 
 @pytest.fixture(scope="module")
 def prefs(world, vlm):
-    pairs = world_caption_pairs(world, 8, seed=0)
-    return add_noisy_rejections(vlm, pairs, TEMPLATE, batch_size=8, max_new_tokens=64, progress=False)
+    prefs = world_preferences(vlm, world, RecipeConfig(images=12, gen_batch_size=12), TEMPLATE, progress=False)
+    assert len(prefs) >= 8
+    return prefs[:8]
 
 
 # ------------------------------------------------------------------------------------------ injectors
@@ -261,3 +262,22 @@ def test_train_cli_resumes_after_a_kill(tmp_path, world):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = (tmp_path / "b" / "train" / "tuned" / "stage2" / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in log] == [0, 1, 2, 3]
+
+
+def test_corrected_answer_deletes_what_the_image_lacks():
+    caption = "A view of a kitchen with a refrigerator, a sink, a white oven and a cup. The cup is white."
+    assert inject.correct_answer(caption, {"sink", "oven", "cup"}) == \
+        "A view of a kitchen with a sink, a white oven and a cup. The cup is white."
+    assert inject.correct_answer(caption, {"sink", "oven", "refrigerator"}) == \
+        "A view of a kitchen with a refrigerator, a sink and a white oven."
+    assert inject.correct_answer(caption, {"refrigerator", "sink", "oven", "cup"}) == caption
+    assert inject.correct_answer("A view of a street with a car.", {"person"}) is None
+
+
+def test_world_preferences_are_grounded(prefs, world):
+    from povid_eval import coco
+
+    objects = coco.image_objects(world / "annotations" / "instances_train.json", key="id")
+    for p in prefs:
+        assert {m.category for m in inject.find_mentions(p.chosen)} <= set(objects[p.id])
+        assert p.chosen != p.rejected_text and p.rejected_noisy_ids is not None

@@ -221,3 +221,56 @@ class LLMInjection:
         weights = self.stats.candidate_weights(present)
         candidates = sorted(weights, key=lambda c: (-weights[c], c))[:self.n_candidates]
         return Injection(self.llm(caption, present, candidates), "llm", ", ".join(candidates))
+
+
+_DET = re.compile(r"\b(?:a|an|one|two|three|four)\s+(?:[a-z]+\s+)?$", re.IGNORECASE)
+
+
+def _remove_mention(text: str, m: Mention) -> str | None:
+    """Delete one object from a caption: its list item ("a red X on the left") with the separator, or the
+    whole sentence when the sentence is about it alone ("The X is red."). None when the object is the only
+    item of its list (nothing sensible is left)."""
+    s0 = text.rfind(". ", 0, m.start)
+    s0 = 0 if s0 < 0 else s0 + 2
+    s1 = text.find(".", m.end)
+    s1 = len(text) if s1 < 0 else s1
+    before = text[s0:m.start]
+    if re.match(r"^(The|This|That)\s+$", before, re.IGNORECASE) or before == "":
+        return (text[:s0] + text[s1 + 2:]).strip() if s0 > 0 or s1 + 2 < len(text) else None
+    det = _DET.search(before)
+    start = s0 + (det.start() if det else len(before))
+    seps = [(text.rfind(d, s0, start), d) for d in (", ", " and ")]
+    left, left_sep = max(seps)
+    rights = [(i, d) for d in (", ", " and ") if (i := text.find(d, m.end, s1)) >= 0]
+    right, right_sep = min(rights) if rights else (s1, ".")
+    if left >= 0 and left + len(left_sep) == start:          # a separator just before the item
+        if left_sep == ", " or right_sep != ".":
+            return text[:left] + text[right:]
+        # the last item: "A, B and X." -> "A and B."
+        head = text[:left]
+        comma = head.rfind(", ", s0)
+        if comma >= 0:
+            head = head[:comma] + " and " + head[comma + 2:]
+        return head + text[right:]
+    if right_sep == ".":
+        return None                                           # the only item
+    return text[:start] + text[right + len(right_sep):]
+
+
+def correct_answer(answer: str, present: Iterable[str], rng: random.Random | None = None,
+                   vocab: Vocabulary | None = None) -> str | None:
+    """An answer made true to the annotations in its own words: every mention of a category not in
+    ``present`` is deleted (its list item, or its sentence). None when the answer names no object or when a
+    deletion would leave an empty list."""
+    present = set(present)
+    vocab = vocab or load_vocabulary()
+    if not find_mentions(answer, vocab):
+        return None
+    while True:
+        wrong = [m for m in find_mentions(answer, vocab) if m.category not in present]
+        if not wrong:
+            return answer
+        edited = _remove_mention(answer, wrong[-1])
+        if edited is None or edited == answer:
+            return None
+        answer = edited

@@ -32,6 +32,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -100,7 +101,9 @@ def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0):
     if not targets:
         raise ValueError("no linear layer under 'language_model' found: is this a LLaVA-family model?")
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def parameter_breakdown(model) -> dict[str, dict[str, int]]:

@@ -14,6 +14,7 @@ a model card (models/<out>.toml) so that ``povid-eval run --model <out>`` evalua
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import sys
@@ -25,10 +26,12 @@ from typing import Callable, Sequence
 from povid_eval import cards
 from povid_eval.errors import InputError
 from povid_eval.io import atomic_write_json, read_json
+from povid_eval.train.inject import DEFAULT_WEIGHTS
 from povid_eval.train.loop import TrainConfig, train
 from povid_eval.train.preferences import Preference, read_preferences, write_preferences
 
 RECIPES = ("povid", "dpo", "noise-only")
+CHOSEN = ("reference", "corrected")
 CAPTION_PROMPT = "Describe this image."
 
 
@@ -37,6 +40,9 @@ class RecipeConfig:
     """The embedded default's recipe; every field is recorded in the adapter's train_info.json."""
 
     images: int = 2000                 # training images of the world's train split (first N by a seeded shuffle)
+    chosen: str = "reference"          # y_w: "reference" (longest reference caption) | "corrected" (y_l^n minus
+                                       # what the annotations contradict: the model's words, the world's facts)
+    injector_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     noise_step: int = 500
     max_new_tokens: int = 64
     gen_batch_size: int = 32
@@ -78,28 +84,40 @@ def load_recipe_config(path: str | Path) -> RecipeConfig:
 
 # ------------------------------------------------------------------------------------------ data
 
-def world_caption_pairs(world_dir: Path, n_images: int, seed: int, injector=None) -> list[Preference]:
-    """(y_w, y_l^t) for ``n_images`` train images of the synthetic world: y_w = the image's longest
-    reference caption (the base's own caption style), y_l^t = one injected hallucination."""
-    from povid_eval.train.inject import CooccurrenceInjector
+def world_preferences(vlm, world_dir: Path, cfg: "RecipeConfig", template: str, injector=None,
+                      progress: bool = True) -> list[Preference]:
+    """Preference records for ``cfg.images`` train images of the synthetic world (a seeded shuffle):
+
+        y_l^n  the base's greedy answer under the noised image (add_noisy_rejections)
+        y_w    ``cfg.chosen == "corrected"``: y_l^n with every object the annotations contradict deleted
+               (inject.correct_answer): the ground truth in the model's own words; records where nothing
+               sensible is left are dropped. ``"reference"``: the image's longest reference caption.
+        y_l^t  y_w with one injected hallucination (the co-occurrence injector unless one is given)
+    """
+    from povid_eval.train.inject import CooccurrenceInjector, correct_answer
     from povid_eval.vlm.pretrain import load_split
 
+    if cfg.chosen not in CHOSEN:
+        raise InputError(None, f"chosen must be one of {', '.join(CHOSEN)}, got {cfg.chosen!r}")
     records, _ = load_split(world_dir, "train")
     order = list(range(len(records)))
-    random.Random(f"povid-data:{seed}").shuffle(order)
-    injector = injector or CooccurrenceInjector.from_instances(world_dir / "annotations" / "instances_train.json",
-                                                               seed=seed)
+    random.Random(f"povid-data:{cfg.seed}").shuffle(order)
+    picked = [records[i] for i in order[:cfg.images]]
+    injector = injector or CooccurrenceInjector.from_instances(
+        world_dir / "annotations" / "instances_train.json", weights=cfg.injector_weights, seed=cfg.seed)
+    stubs = []
+    for r in picked:
+        longest = max(r.captions, key=lambda c: (len(c), c))
+        stubs.append(Preference(id=str(r.image_id), image=_project_path(r.path), prompt=CAPTION_PROMPT,
+                                chosen=longest, rejected_text=longest))
+    stubs = add_noisy_rejections(vlm, stubs, template, step=cfg.noise_step, seed=cfg.seed,
+                                 batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens, progress=progress)
     out = []
-    for i in order:
-        r = records[i]
-        chosen = max(r.captions, key=lambda c: (len(c), c))
-        injected = injector(chosen, r.counts, str(r.image_id))
-        if injected is None:
-            continue
-        out.append(Preference(id=str(r.image_id), image=_project_path(r.path), prompt=CAPTION_PROMPT, chosen=chosen,
-                              rejected_text=injected.text))
-        if len(out) == n_images:
-            break
+    for p, r in zip(stubs, picked):
+        chosen = correct_answer(p.rejected_noisy, r.counts) if cfg.chosen == "corrected" else p.chosen
+        injected = injector(chosen, r.counts, p.id) if chosen else None
+        if injected is not None:
+            out.append(replace(p, chosen=chosen, rejected_text=injected.text))
     return out
 
 
@@ -197,19 +215,24 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = stages_for(recipe, cfg, stages)
     needs_noisy = any(c.loss in ("povid", "noise") for _, c in plan)
-    data_path = run_dir / "preferences.jsonl"
+    data_key = hashlib.sha256(json.dumps([base_card.path, str(world), cfg.images, cfg.chosen, cfg.injector_weights,
+                                          cfg.noise_step, cfg.max_new_tokens, cfg.seed], sort_keys=True)
+                              .encode()).hexdigest()[:12]
+    data_path = run_dir / f"preferences.{data_key}.jsonl"   # the world's data, made once per data config
+    hf_logging.disable_progress_bar()
     if preferences:
         prefs = load_preference_file(preferences, image_root)
     elif data_path.is_file():
         prefs = read_preferences(data_path, image_root=cards.ROOT)
     else:
+        prefs = None
+    vlm = load_vlm(base_card.resolve(base_card.path), dtype=base_card.dtype, device=base_card.device)
+    if prefs is None:
         from povid_eval.runner import ensure_world
 
         if Path(world) == Path("data/world"):
             ensure_world(cards.load_bench_card("chair"))
-        prefs = world_caption_pairs(cards.ROOT / world, cfg.images, cfg.seed, injector)
-    hf_logging.disable_progress_bar()
-    vlm = load_vlm(base_card.resolve(base_card.path), dtype=base_card.dtype, device=base_card.device)
+        prefs = world_preferences(vlm, cards.ROOT / world, cfg, base_card.template, injector)
     if needs_noisy and any(p.rejected_noisy_ids is None and p.rejected_noisy is None for p in prefs):
         prefs = add_noisy_rejections(vlm, prefs, base_card.template, step=cfg.noise_step, seed=cfg.seed,
                                      batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens)
