@@ -85,16 +85,10 @@ def _our_step(vlm, scorer, prefs, cfg, opt, params):
     """One optimizer step exactly as train/loop.py's ``train`` takes it (one micro-batch, reference on the fly)."""
     import torch
 
-    from povid_eval.train.loop import kinds_for, preference_loss
+    from povid_eval.train.loop import batch_loss
 
     opt.zero_grad(set_to_none=True)
-    images: dict = {}
-    rows = scorer.rows(prefs, kinds_for(cfg.loss), cfg.noisy_form, images)
-    feats = scorer.image_features(list(dict.fromkeys(r.image for r in rows)), images)
-    policy = scorer.logprobs(rows, feats)
-    with torch.no_grad(), vlm.model.disable_adapter():
-        ref = scorer.logprobs(rows, feats)
-    preference_loss(cfg, policy, ref, len(prefs))["loss"].backward()
+    batch_loss(scorer, prefs, cfg)["loss"].backward()
     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
     opt.step()
 

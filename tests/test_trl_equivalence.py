@@ -23,7 +23,7 @@ from PIL import Image
 
 trl = pytest.importorskip("trl")
 
-from povid_eval.train.loop import Scorer, TrainConfig, add_lora, kinds_for, preference_loss  # noqa: E402
+from povid_eval.train.loop import Scorer, TrainConfig, add_lora, batch_loss  # noqa: E402
 from povid_eval.train.preferences import Preference  # noqa: E402
 from povid_eval.vlm import VLM, build_tiny_llava  # noqa: E402
 from povid_eval.vlm.logprobs import pack_right  # noqa: E402
@@ -64,17 +64,9 @@ def _setup(tmp_path):
 
 
 def _our_step(vlm, prefs):
-    cfg = TrainConfig(loss="dpo", beta=0.1)
-    scorer = Scorer(vlm, TEMPLATE)
-    images: dict = {}
-    rows = scorer.rows(prefs, kinds_for(cfg.loss), cfg.noisy_form, images)
-    feats = scorer.image_features(list(dict.fromkeys(r.image for r in rows)), images)
-    policy = scorer.logprobs(rows, feats)
-    with torch.no_grad(), vlm.model.disable_adapter():
-        ref = scorer.logprobs(rows, feats)
-    result = preference_loss(cfg, policy, ref, len(prefs))
+    result = batch_loss(Scorer(vlm, TEMPLATE), prefs, TrainConfig(loss="dpo", beta=0.1))
     result["loss"].backward()
-    return rows, (policy - ref).detach(), result
+    return result["rows"], (result["policy"] - result["reference"]).detach(), result
 
 
 def test_sigmoid_dpo_loss_and_lora_gradients_equal_trl(tmp_path):

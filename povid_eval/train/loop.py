@@ -260,6 +260,31 @@ def preference_loss(cfg: TrainConfig, policy: torch.Tensor, reference: torch.Ten
     return {"loss": total, "parts": parts}
 
 
+def batch_loss(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig,
+               reference: dict[str, list[float]] | None = None) -> dict:
+    """One micro-batch: rows, image features once per image, policy log-probs (with gradient), reference
+    log-probs (adapter disabled, or the precomputed ``reference``), the configured loss plus the optional
+    SFT term. Returns preference_loss's {"loss", "parts"} with "rows", "policy", "reference" (and "sft_nll")."""
+    kinds = kinds_for(cfg.loss)
+    images: dict = {}
+    rows = scorer.rows(prefs, kinds, cfg.noisy_form, images)
+    feats = scorer.image_features(list(dict.fromkeys(r.image for r in rows)), images)
+    policy, counts = scorer.logprobs(rows, feats, with_token_counts=True)
+    if reference is not None:
+        ref = torch.tensor([reference[p.id][k] for k in range(len(kinds)) for p in prefs],
+                           dtype=policy.dtype, device=policy.device)
+    else:
+        with torch.no_grad(), scorer.vlm.model.disable_adapter():
+            ref = scorer.logprobs(rows, feats)
+    result = preference_loss(cfg, policy, ref, len(prefs))
+    result.update(rows=rows, policy=policy, reference=ref)
+    if cfg.sft_weight:
+        n = len(prefs)
+        result["sft_nll"] = -(policy[:n].sum() / counts[:n].sum())
+        result["loss"] = result["loss"] + cfg.sft_weight * result["sft_nll"]
+    return result
+
+
 # ---------------------------------------------------------------------------------------------- schedule
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -365,7 +390,6 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scorer = Scorer(vlm, template)
-    kinds = kinds_for(cfg.loss)
     ckpt_dir = out / "checkpoints"
     log_path = out / "train_log.jsonl"
     start = 0
@@ -395,24 +419,10 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
         opt.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for m in range(cfg.grad_accum):
-            chunk = batch[m * micro:(m + 1) * micro]
-            images: dict = {}
-            rows = scorer.rows(chunk, kinds, cfg.noisy_form, images)
-            feats = scorer.image_features(list(dict.fromkeys(r.image for r in rows)), images)
-            policy, counts = scorer.logprobs(rows, feats, with_token_counts=True)
-            if reference is not None:
-                ref = torch.tensor([reference[p.id][k] for k in range(len(kinds)) for p in chunk],
-                                   dtype=policy.dtype, device=policy.device)
-            else:
-                with torch.no_grad(), model.disable_adapter():
-                    ref = scorer.logprobs(rows, feats)
-            result = preference_loss(cfg, policy, ref, len(chunk))
+            result = batch_loss(scorer, batch[m * micro:(m + 1) * micro], cfg, reference)
             loss = result["loss"]
-            if cfg.sft_weight:
-                n = len(chunk)
-                nll = -(policy[:n].sum() / counts[:n].sum())
-                loss = loss + cfg.sft_weight * nll
-                sums["sft_nll"] = sums.get("sft_nll", 0.0) + nll.item() / cfg.grad_accum
+            if "sft_nll" in result:
+                sums["sft_nll"] = sums.get("sft_nll", 0.0) + result["sft_nll"].item() / cfg.grad_accum
             (loss / cfg.grad_accum).backward()
             sums["loss"] = sums.get("loss", 0.0) + loss.item() / cfg.grad_accum
             for name, stats in result["parts"].items():
