@@ -165,6 +165,18 @@ def cmd_train(args) -> None:
                      results=args.results, merge=args.merge, injector=injector)
 
 
+def cmd_compare(args) -> None:
+    from povid_eval import cards
+    from povid_eval.report import compare
+
+    benches = cards.bench_names() if args.bench == "all" else [args.bench]
+    compare.ensure_results(args.models, benches, args.out)
+    for b in args.models[1:]:
+        paths = compare.write_comparison(args.models[0], b, benches, args.out)
+        print(paths[0].read_text())
+        print("wrote " + ", ".join(str(p) for p in paths))
+
+
 def cmd_perf(args) -> None:
     from povid_eval import perf
 
@@ -255,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "TRL's DPOTrainer on the base model (16 records, median of 5)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perf)
+
+    p = commands.add_parser("compare", help="paired comparison of models: deltas with 95% intervals, Holm, plots")
+    p.add_argument("models", nargs="+", help="model card names: the first is the baseline, each other is compared to it")
+    p.add_argument("--bench", default="all", help="a bench card name or 'all' (default)")
+    p.add_argument("--out", default="results", help="results folder (default results)")
+    p.set_defaults(func=cmd_compare)
 
     p = commands.add_parser("train", help="POVID / DPO preference tuning of a base card -> LoRA adapter + card")
     p.add_argument("--base", default="base", help="model card to start from (default base)")

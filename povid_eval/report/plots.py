@@ -153,15 +153,16 @@ def _check_models(models: Sequence[str]) -> list[str]:
 
 # ---------------------------------------------------------------- plots
 
-def metric_bars(models: Sequence[str], results: str | Path, out_dir: str | Path) -> Path:
+def metric_bars(models: Sequence[str], results: str | Path, out_dir: str | Path,
+                benches: Sequence[str] = ("chair", "pope", "mme", "mmhal")) -> Path:
     """One panel per bench headline (CHAIR CHAIRs/CHAIRi/Recall, POPE mean F1 + per-split F1, MME perception,
-    MMHal score); a bar per model with its 95% interval. POPE split panels whose split no model has are left
-    out. Writes ``metric_bars.png``."""
+    MMHal score) of ``benches``; a bar per model with its 95% interval. POPE split panels whose split no model
+    has are left out. Writes ``metric_bars.png``."""
     models = _check_models(models)
-    data = {(m, b): load_metrics(m, b, results) for m in models for b in ("chair", "pope", "mme", "mmhal")}
+    data = {(m, b): load_metrics(m, b, results) for m in models for b in benches}
     # headline metrics are required; a POPE split panel is left out when no model has that split
-    panels = [h for h in HEADLINES
-              if "." not in h[1] or any(not math.isnan(value(data[m, h[0]], h[1], required=False)) for m in models)]
+    panels = [h for h in HEADLINES if h[0] in benches and (
+              "." not in h[1] or any(not math.isnan(value(data[m, h[0]], h[1], required=False)) for m in models))]
     with matplotlib.rc_context(_RC):
         cols = 3
         rows = math.ceil(len(panels) / cols)

@@ -1,0 +1,135 @@
+"""Compare models on the same benches: every metric's delta with a paired, clustered bootstrap interval.
+
+For a bench, both models' samples are put in the bench's item order and scored with the reference scorer
+into per-unit rows (an image for CHAIR and POPE: all its questions; an image pair for MME; a question for
+MMHal). The same resampled units are applied to both models (report/stats.py ``paired_bootstrap``), so a
+delta's interval reflects only how the two models differ on the same images. p-values are adjusted with
+Holm's step-down across the whole grid of compared metrics (Holm 1979); a row is marked where the adjusted
+p is below alpha. Reads result files only: what is missing must be run first (``povid-eval run``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from povid_eval import cards
+from povid_eval.errors import InputError
+
+HEADLINE = {
+    "chair": ("CHAIRs", "CHAIRi", "Recall", "Len", "mean_words"),
+    "pope": ("adversarial.f1", "popular.f1", "random.f1", "mean_f1", "adversarial.yes_ratio"),
+    "mme": ("perception", "cognition"),
+    "mmhal": ("score", "hallucination_rate"),
+}
+
+
+def aligned_units(model: str, bench: str, out: str | Path = "results"):
+    """(matrix, from_sums) of a model's finished samples on a bench, rows in the bench's item order."""
+    from povid_eval import runner
+
+    card = cards.load_bench_card(bench)
+    path = Path(out) / model / card.name / "samples.jsonl"
+    if not path.is_file():
+        raise InputError(path, f"no results of model '{model}' on bench '{bench}': "
+                               f"run `povid-eval run --bench {bench} --model {model}` first")
+    done = runner.read_samples(path)
+    items = runner.bench_items(card, limit=_recorded_limit(path.parent))
+    missing = [it.key for it in items if it.key not in done]
+    if missing:
+        raise InputError(path, f"{len(missing)} of {len(items)} samples missing (e.g. {missing[0]!r}): "
+                               f"finish `povid-eval run --bench {bench} --model {model}` first")
+    result = runner.score_samples(card, [done[it.key] for it in items], with_units=True)
+    return result["units"]
+
+
+def _recorded_limit(folder: Path) -> int:
+    from povid_eval.io import read_json
+
+    metrics = folder / "metrics.json"
+    return int(read_json(metrics).get("limit") or 0) if metrics.is_file() else 0
+
+
+def compare_models(a: str, b: str, benches: Sequence[str], out: str | Path = "results", *,
+                   n_resamples: int = 10_000, seed: int = 0, alpha: float = 0.05) -> list[dict]:
+    """Rows {bench, metric, a, b, delta, ci, p, p_holm, significant} for the headline metrics of each bench."""
+    from povid_eval.report.stats import holm, paired_bootstrap
+
+    rows = []
+    for bench in benches:
+        bench_kind = cards.load_bench_card(bench).bench
+        units_a, from_sums = aligned_units(a, bench, out)
+        units_b, _ = aligned_units(b, bench, out)
+        if units_a.shape != units_b.shape:
+            raise InputError(None, f"bench '{bench}': {a} and {b} were scored on different items "
+                                   f"({units_a.shape[0]} vs {units_b.shape[0]} units); rerun with the same --limit")
+        stats = paired_bootstrap(units_a, units_b, from_sums, n_resamples=n_resamples, seed=seed)
+        for metric in HEADLINE[bench_kind]:
+            if metric in stats and not (stats[metric]["a"] == stats[metric]["b"] == 0):  # e.g. no MME cognition
+                rows.append({"bench": bench, "metric": metric, **stats[metric]})
+    adjusted, significant = holm([r["p"] for r in rows], alpha=alpha)
+    for row, p_adj, sig in zip(rows, adjusted, significant):
+        row.update(p_holm=float(p_adj), significant=bool(sig))
+    return rows
+
+
+def ensure_results(models: Sequence[str], benches: Sequence[str], out: str | Path = "results") -> None:
+    """Run (through the runner's cache) every model x bench whose metrics.json is missing."""
+    from povid_eval import runner
+
+    for model in models:
+        cards.load_model_card(model) if not (Path(out) / model).is_dir() else None
+        for bench in benches:
+            if not (Path(out) / model / cards.load_bench_card(bench).name / "metrics.json").is_file():
+                cards.load_model_card(model)   # a model with no results and no card: a clear error
+                runner.run(model, bench, out=out)
+
+
+def write_comparison(a: str, b: str, benches: Sequence[str], out: str | Path = "results") -> list[Path]:
+    """results/compare/<a>_vs_<b>.{md,csv} and the plots in results/plots/<a>_vs_<b>/; returns the paths."""
+    from povid_eval.io import atomic_write_text
+    from povid_eval.report import plots
+
+    rows = compare_models(a, b, benches, out)
+    folder = Path(out) / "compare"
+    paths = [folder / f"{a}_vs_{b}.md", folder / f"{a}_vs_{b}.csv"]
+    atomic_write_text(paths[0], to_markdown(a, b, rows))
+    atomic_write_text(paths[1], to_csv(rows))
+    plot_dir = Path(out) / "plots" / f"{a}_vs_{b}"
+    kinds = {cards.load_bench_card(x).bench for x in benches}
+    paths.append(plots.metric_bars([a, b], out, plot_dir, benches=sorted(kinds)))
+    if "chair" in kinds and (Path(out) / a / "frontier.json").is_file():
+        paths.append(plots.chair_tradeoff([a, b], out, plot_dir, frontier_model=a))
+    if "pope" in kinds:
+        paths.append(plots.pope_splits([a, b], out, plot_dir))
+    if "mme" in kinds:
+        paths.append(plots.mme_subtasks([a, b], out, plot_dir))
+    return paths
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4f}" if abs(x) < 10 else f"{x:.2f}"
+
+
+def to_markdown(a: str, b: str, rows: list[dict]) -> str:
+    lines = [f"# {a} vs {b}", "",
+             f"Paired cluster bootstrap (10,000 resamples of images), 95% interval of {b} - {a}; "
+             "p two-sided, Holm-adjusted across the table; * = significant at 0.05.", "",
+             f"| bench | metric | {a} | {b} | delta | 95% CI | p (Holm) | |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['bench']} | {r['metric']} | {_fmt(r['a'])} | {_fmt(r['b'])} | {r['delta']:+.4f} | "
+                     f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] | {r['p_holm']:.4f} | {'*' if r['significant'] else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["bench", "metric", "a", "b", "delta", "ci_low", "ci_high", "p", "p_holm", "significant"])
+    for r in rows:
+        writer.writerow([r["bench"], r["metric"], repr(r["a"]), repr(r["b"]), repr(r["delta"]), repr(r["ci"][0]),
+                         repr(r["ci"][1]), repr(r["p"]), repr(r["p_holm"]), int(r["significant"])])
+    return buf.getvalue()

@@ -1,0 +1,76 @@
+"""`povid-eval compare`: paired tables from result files, plots, cached reruns, clear errors."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from povid_eval import cards, cli, runner
+from povid_eval.errors import InputError
+from povid_eval.report import compare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from povid_eval.world import build_world
+
+    root = tmp_path_factory.mktemp("compare")
+    build_world(root / "world", seed=0, n_train=8, n_val=24)
+    (root / "models").mkdir()
+    for name in ("a", "b", "c"):
+        (root / "models" / f"{name}.toml").write_text(f'path = "{ROOT / "models" / "base"}"\n')
+    (root / "benchmarks").mkdir()
+    for bench in ("chair", "pope"):
+        text = (ROOT / "benchmarks" / f"{bench}.toml").read_text()
+        (root / "benchmarks" / f"{bench}.toml").write_text(
+            text.replace('data = "data/world"', f'data = "{root / "world"}"\nlimit = 12'))
+    return root
+
+
+@pytest.fixture
+def results(env, monkeypatch):
+    monkeypatch.setenv("POVID_EVAL_MODELS", str(env / "models"))
+    monkeypatch.setenv("POVID_EVAL_BENCHMARKS", str(env / "benchmarks"))
+    monkeypatch.setenv("POVID_EVAL_CACHE", str(env / "cache"))
+    out = env / "results"
+
+    def fake(answer_yes: bool):
+        def generate(images, prompts, decoding):
+            return ["Yes" if answer_yes else "No" if "Is there" in p else "A view of a kitchen with a sink and a cup."
+                    for p in prompts]
+        return generate
+
+    for model, yes in (("a", True), ("b", True), ("c", False)):
+        for bench in ("chair", "pope"):
+            if not (out / model / bench / "metrics.json").is_file():
+                runner.run(model, bench, out=out, generate=fake(yes), progress=False)
+    return out
+
+
+def test_identical_models_have_zero_deltas_and_intervals_containing_zero(results):
+    rows = compare.compare_models("a", "b", ["chair", "pope"], results, n_resamples=2000)
+    assert rows and all(r["delta"] == 0 and r["ci"][0] <= 0 <= r["ci"][1] and r["p_holm"] == 1 for r in rows)
+
+
+def test_compare_writes_tables_and_plots_and_reruns_byte_identical(results, capsys):
+    assert cli.main(["compare", "a", "c", "--bench", "pope", "--out", str(results)]) == 0
+    printed = capsys.readouterr().out
+    assert "| pope | mean_f1 |" in printed and "95% CI" in printed
+    files = sorted((results / "compare").glob("a_vs_c.*")) + sorted((results / "plots" / "a_vs_c").glob("*.png"))
+    assert [f.suffix for f in files] == [".csv", ".md", ".png", ".png"]
+    before = {f: f.read_bytes() for f in files}
+    assert cli.main(["compare", "a", "c", "--bench", "pope", "--out", str(results)]) == 0
+    assert {f: f.read_bytes() for f in files} == before
+    row = next(line for line in before[results / "compare" / "a_vs_c.csv"].decode().splitlines()
+               if line.startswith("pope,adversarial.yes_ratio"))
+    assert float(row.split(",")[4]) < 0          # c says "No" to everything
+
+
+def test_missing_results_and_unknown_models_are_clear(results, tmp_path, capsys):
+    with pytest.raises(InputError, match=re.escape("run `povid-eval run --bench chair --model a` first")):
+        compare.aligned_units("a", "chair", tmp_path)
+    assert cli.main(["compare", "a", "nosuchmodel", "--out", str(results)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown model 'nosuchmodel'" in err
