@@ -51,7 +51,10 @@ def results(env, monkeypatch):
 
 def test_identical_models_have_zero_deltas_and_intervals_containing_zero(results):
     rows = compare.compare_models("a", "b", ["chair", "pope"], results, n_resamples=2000)
-    assert rows and all(r["delta"] == 0 and r["ci"][0] <= 0 <= r["ci"][1] and r["p_holm"] == 1 for r in rows)
+    assert rows and all(r["delta"] == 0 and r["p_holm"] == 1 for r in rows)
+    assert all(r["ci"][0] <= 0 <= r["ci"][1] for r in rows if r["test"] == "paired bootstrap")
+    mcnemar = {r["metric"] for r in rows if r["test"].startswith("McNemar")}
+    assert mcnemar and mcnemar <= {"random.accuracy", "popular.accuracy", "adversarial.accuracy"}
 
 
 def test_compare_writes_tables_and_plots_and_reruns_byte_identical(results, capsys):

@@ -5,7 +5,8 @@ into per-unit rows (an image for CHAIR and POPE: all its questions; an image pai
 MMHal). The same resampled units are applied to both models (report/stats.py ``paired_bootstrap``), so a
 delta's interval reflects only how the two models differ on the same images. p-values are adjusted with
 Holm's step-down across the whole grid of compared metrics (Holm 1979); a row is marked where the adjusted
-p is below alpha. Reads result files only: what is missing must be run first (``povid-eval run``).
+p is below alpha. Yes/no accuracy (POPE per split, MME) is also tested with McNemar's test on the questions
+the two models answer differently (McNemar 1947). Reads result files only: what is missing must be run first (``povid-eval run``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ HEADLINE = {
 }
 
 
-def aligned_units(model: str, bench: str, out: str | Path = "results"):
-    """(matrix, from_sums) of a model's finished samples on a bench, rows in the bench's item order."""
+def aligned_samples(model: str, bench: str, out: str | Path = "results") -> list[tuple[int, dict]]:
+    """A model's finished samples of a bench as (line, record), in the bench's item order."""
     from povid_eval import runner
 
     card = cards.load_bench_card(bench)
@@ -39,8 +40,58 @@ def aligned_units(model: str, bench: str, out: str | Path = "results"):
     if missing:
         raise InputError(path, f"{len(missing)} of {len(items)} samples missing (e.g. {missing[0]!r}): "
                                f"finish `povid-eval run --bench {bench} --model {model}` first")
-    result = runner.score_samples(card, [done[it.key] for it in items], with_units=True)
-    return result["units"]
+    return [done[it.key] for it in items]
+
+
+def aligned_units(model: str, bench: str, out: str | Path = "results"):
+    """(matrix, from_sums) of a model's finished samples on a bench, rows in the bench's item order."""
+    from povid_eval import runner
+
+    return runner.score_samples(cards.load_bench_card(bench), aligned_samples(model, bench, out), with_units=True)["units"]
+
+
+def question_correctness(card: cards.BenchCard, samples: list[tuple[int, dict]]) -> dict[str, list[bool]]:
+    """Whether each yes/no question is answered right, in sample order: POPE per split (the card's parser),
+    MME over all questions (eval_tool's parser). Other benches: {}."""
+    from povid_eval import score
+    from povid_eval.benches import mme, pope
+
+    out: dict[str, list[bool]] = {}
+    if card.bench == "pope":
+        questions = score._load_pope_questions(card.data_path("questions"))
+        labels: dict[str, list] = {}
+        for _, rec in samples:
+            split, index, _, _ = questions[rec["question_id"]]
+            if split not in labels:
+                labels[split] = score._load_pope_labels(card.data_path("labels"), split)
+            out.setdefault(f"{split}.accuracy", []).append(
+                pope.PARSE[card.variant](rec["text"]) == labels[split][index][1]["label"])
+    elif card.bench == "mme":
+        answers = {}
+        for name in mme.SUBTASKS:
+            path = card.data_path("ground_truth") / f"{name}.txt"
+            if path.is_file():
+                for k, (_, (image, _q, answer)) in enumerate(score.read_mme_tsv(path, 3)):
+                    answers[f"{name}/{image}/{k % 2}"] = answer.lower()
+        out["accuracy"] = [mme.parse_prediction(rec["text"]) == answers[rec["key"]] for _, rec in samples]
+    return out
+
+
+def mcnemar_rows(bench: str, a: str, b: str, out: str | Path = "results") -> list[dict]:
+    """Accuracy rows tested with McNemar on the discordant questions (same questions, two models)."""
+    from povid_eval.report.stats import discordant, mcnemar
+
+    card = cards.load_bench_card(bench)
+    right_a = question_correctness(card, aligned_samples(a, bench, out))
+    right_b = question_correctness(card, aligned_samples(b, bench, out))
+    rows = []
+    for metric, ra in right_a.items():
+        rb = right_b[metric]
+        n10, n01 = discordant(ra, rb)
+        acc_a, acc_b = sum(ra) / len(ra), sum(rb) / len(rb)
+        rows.append({"bench": bench, "metric": metric, "a": acc_a, "b": acc_b, "delta": acc_b - acc_a,
+                     "ci": None, "p": mcnemar(n10, n01), "test": f"McNemar ({n10} vs {n01} discordant)"})
+    return rows
 
 
 def _recorded_limit(folder: Path) -> int:
@@ -66,7 +117,9 @@ def compare_models(a: str, b: str, benches: Sequence[str], out: str | Path = "re
         stats = paired_bootstrap(units_a, units_b, from_sums, n_resamples=n_resamples, seed=seed)
         for metric in HEADLINE[bench_kind]:
             if metric in stats and not (stats[metric]["a"] == stats[metric]["b"] == 0):  # e.g. no MME cognition
-                rows.append({"bench": bench, "metric": metric, **stats[metric]})
+                rows.append({"bench": bench, "metric": metric, **stats[metric], "test": "paired bootstrap"})
+        if bench_kind in ("pope", "mme"):
+            rows += mcnemar_rows(bench, a, b, out)
     adjusted, significant = holm([r["p"] for r in rows], alpha=alpha)
     for row, p_adj, sig in zip(rows, adjusted, significant):
         row.update(p_holm=float(p_adj), significant=bool(sig))
@@ -115,10 +168,11 @@ def to_markdown(a: str, b: str, rows: list[dict]) -> str:
     lines = [f"# {a} vs {b}", "",
              f"Paired cluster bootstrap (10,000 resamples of images), 95% interval of {b} - {a}; "
              "p two-sided, Holm-adjusted across the table; * = significant at 0.05.", "",
-             f"| bench | metric | {a} | {b} | delta | 95% CI | p (Holm) | |", "|---|---|---|---|---|---|---|---|"]
+             f"| bench | metric | {a} | {b} | delta | 95% CI | p (Holm) | | test |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        ci = f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]" if r["ci"] else ""
         lines.append(f"| {r['bench']} | {r['metric']} | {_fmt(r['a'])} | {_fmt(r['b'])} | {r['delta']:+.4f} | "
-                     f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] | {r['p_holm']:.4f} | {'*' if r['significant'] else ''} |")
+                     f"{ci} | {r['p_holm']:.4f} | {'*' if r['significant'] else ''} | {r['test']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -128,8 +182,9 @@ def to_csv(rows: list[dict]) -> str:
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["bench", "metric", "a", "b", "delta", "ci_low", "ci_high", "p", "p_holm", "significant"])
+    writer.writerow(["bench", "metric", "a", "b", "delta", "ci_low", "ci_high", "p", "p_holm", "significant", "test"])
     for r in rows:
-        writer.writerow([r["bench"], r["metric"], repr(r["a"]), repr(r["b"]), repr(r["delta"]), repr(r["ci"][0]),
-                         repr(r["ci"][1]), repr(r["p"]), repr(r["p_holm"]), int(r["significant"])])
+        ci = [repr(x) for x in r["ci"]] if r["ci"] else ["", ""]
+        writer.writerow([r["bench"], r["metric"], repr(r["a"]), repr(r["b"]), repr(r["delta"]), *ci,
+                         repr(r["p"]), repr(r["p_holm"]), int(r["significant"]), r["test"]])
     return buf.getvalue()
