@@ -177,6 +177,14 @@ def cmd_compare(args) -> None:
         print("wrote " + ", ".join(str(p) for p in paths))
 
 
+def cmd_leaderboard(args) -> None:
+    from povid_eval.report.leaderboard import write_leaderboard
+
+    paths = write_leaderboard(args.out, frontier_model=args.frontier_model)
+    print(paths[0].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths))
+
+
 def cmd_perf(args) -> None:
     from povid_eval import perf
 
@@ -273,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", default="all", help="a bench card name or 'all' (default)")
     p.add_argument("--out", default="results", help="results folder (default results)")
     p.set_defaults(func=cmd_compare)
+
+    p = commands.add_parser("leaderboard", help="every model in results/: results/leaderboard.{md,csv,html}")
+    p.add_argument("--out", default="results", help="results folder (default results)")
+    p.add_argument("--frontier-model", default="base", help="whose stop-bias frontier the plot draws (default base)")
+    p.set_defaults(func=cmd_leaderboard)
 
     p = commands.add_parser("train", help="POVID / DPO preference tuning of a base card -> LoRA adapter + card")
     p.add_argument("--base", default="base", help="model card to start from (default base)")
