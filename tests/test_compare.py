@@ -77,3 +77,20 @@ def test_missing_results_and_unknown_models_are_clear(results, tmp_path, capsys)
     assert cli.main(["compare", "a", "nosuchmodel", "--out", str(results)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown model 'nosuchmodel'" in err
+
+
+def test_chair_i_at_matched_recall_against_the_baseline_frontier(results):
+    import json
+
+    from povid_eval.frontier import chair_i_at_recall
+
+    assert compare.matched_recall_row("c", "a", "chair", results) is None      # c has no frontier
+    points = [{"bias": 2, "Recall": 0.0, "CHAIRi": 0.0}, {"bias": 0, "Recall": 1.0, "CHAIRi": 1.0}]
+    (results / "c" / "frontier.json").write_text(json.dumps({"points": points}))
+    try:
+        row = compare.matched_recall_row("c", "a", "chair", results, n_resamples=500)
+    finally:
+        (results / "c" / "frontier.json").unlink()
+    recall = json.loads((results / "a" / "chair" / "metrics.json").read_text())["metrics"]["Recall"]
+    assert row["a"] == pytest.approx(chair_i_at_recall(points, recall)) and row["metric"] == "CHAIRi at matched recall"
+    assert row["ci"][0] <= row["delta"] <= row["ci"][1] or row["ci"][0] == row["ci"][1]

@@ -101,6 +101,33 @@ def _recorded_limit(folder: Path) -> int:
     return int(read_json(metrics).get("limit") or 0) if metrics.is_file() else 0
 
 
+def matched_recall_row(a: str, b: str, bench: str, out: str | Path = "results", *, n_resamples: int = 10_000,
+                       seed: int = 0) -> dict | None:
+    """B's CHAIR_i against A's stop-bias frontier at B's own recall (povid_eval/frontier.py): a = the
+    frontier's CHAIR_i at B's recall, b = B's CHAIR_i; the interval resamples B's images (recall and CHAIR_i
+    move together; the frontier is held fixed). None when A has no frontier or B's recall is outside it."""
+    import numpy as np
+
+    from povid_eval.frontier import chair_i_at_recall
+    from povid_eval.io import read_json
+    from povid_eval.report.stats import delta_summary, resample_counts
+
+    path = Path(out) / a / "frontier.json"
+    if not path.is_file():
+        return None
+    points = read_json(path)["points"]
+    units, from_sums = aligned_units(b, bench, out)
+    point = from_sums(units.sum(0))
+    on_curve = chair_i_at_recall(points, float(point["Recall"]))
+    if on_curve is None:
+        return None
+    star = from_sums(resample_counts(len(units), n_resamples, seed) @ units)
+    curve = np.array([chair_i_at_recall(points, float(r)) for r in star["Recall"]], dtype=float)
+    keep = ~np.isnan(curve)
+    row = delta_summary(on_curve, float(point["CHAIRi"]), star["CHAIRi"][keep] - curve[keep])
+    return {"bench": bench, "metric": "CHAIRi at matched recall", **row, "test": f"bootstrap vs {a}'s frontier"}
+
+
 def compare_models(a: str, b: str, benches: Sequence[str], out: str | Path = "results", *,
                    n_resamples: int = 10_000, seed: int = 0, alpha: float = 0.05) -> list[dict]:
     """Rows {bench, metric, a, b, delta, ci, p, p_holm, significant} for the headline metrics of each bench."""
@@ -120,6 +147,9 @@ def compare_models(a: str, b: str, benches: Sequence[str], out: str | Path = "re
                 rows.append({"bench": bench, "metric": metric, **stats[metric], "test": "paired bootstrap"})
         if bench_kind in ("pope", "mme"):
             rows += mcnemar_rows(bench, a, b, out)
+        if bench_kind == "chair":
+            matched = matched_recall_row(a, b, bench, out, n_resamples=n_resamples, seed=seed)
+            rows += [matched] if matched else []
     adjusted, significant = holm([r["p"] for r in rows], alpha=alpha)
     for row, p_adj, sig in zip(rows, adjusted, significant):
         row.update(p_holm=float(p_adj), significant=bool(sig))

@@ -82,18 +82,20 @@ def paired_bootstrap(units_a: np.ndarray, units_b: np.ndarray, from_sums: FromSu
     sums = np.asarray(counts, dtype=float) @ np.hstack([units_a, units_b])  # one product for both models
     star_a, star_b = from_sums(sums[:, :k]), from_sums(sums[:, k:])
     point_a, point_b = from_sums(units_a.sum(axis=0)), from_sums(units_b.sum(axis=0))
+    return {name: delta_summary(float(point_a[name]), float(point_b[name]),
+                                np.asarray(star_b[name], dtype=float) - np.asarray(star_a[name], dtype=float), level)
+            for name in star_a}
+
+
+def delta_summary(a: float, b: float, delta_star: np.ndarray, level: float = 0.95) -> dict:
+    """{a, b, delta = b - a, ci, p} from the resampled deltas (percentile interval; p as in paired_bootstrap)."""
+    delta_star = np.asarray(delta_star, dtype=float)
     alpha = (1 - level) / 2
-    n_draws = len(counts)
-    out = {}
-    for name in star_a:
-        delta = np.asarray(star_b[name], dtype=float) - np.asarray(star_a[name], dtype=float)
-        below = (1 + int(np.count_nonzero(delta <= 0))) / (n_draws + 1)
-        above = (1 + int(np.count_nonzero(delta >= 0))) / (n_draws + 1)
-        a, b = float(point_a[name]), float(point_b[name])
-        out[name] = {"a": a, "b": b, "delta": b - a,
-                     "ci": [float(np.quantile(delta, alpha)), float(np.quantile(delta, 1 - alpha))],
-                     "p": min(1.0, 2 * min(below, above))}
-    return out
+    below = (1 + int(np.count_nonzero(delta_star <= 0))) / (len(delta_star) + 1)
+    above = (1 + int(np.count_nonzero(delta_star >= 0))) / (len(delta_star) + 1)
+    return {"a": a, "b": b, "delta": b - a,
+            "ci": [float(np.quantile(delta_star, alpha)), float(np.quantile(delta_star, 1 - alpha))],
+            "p": min(1.0, 2 * min(below, above))}
 
 
 def discordant(correct_a, correct_b) -> tuple[int, int]:
