@@ -236,6 +236,16 @@ def chair_tradeoff(models: Sequence[str], results: str | Path, out_dir: str | Pa
         return _save(fig, out_dir, "chair_tradeoff.png")
 
 
+def _series(data: dict, models: Sequence[str], keys: Sequence[str]) -> tuple[list, list]:
+    """Bar heights (0 where a model lacks the metric) and whisker lengths per model, for ``keys``."""
+    vals, errs = [], []
+    for m in models:
+        v = [value(data[m], k, required=False) for k in keys]
+        errs.append([_err(x, interval(data[m], k)) for x, k in zip(v, keys)])
+        vals.append([0.0 if math.isnan(x) else x for x in v])
+    return vals, errs
+
+
 def pope_splits(models: Sequence[str], results: str | Path, out_dir: str | Path) -> Path:
     """Precision, recall and yes-ratio per POPE split, grouped bars per model with 95% intervals.
     Writes ``pope_splits.png``."""
@@ -250,12 +260,7 @@ def pope_splits(models: Sequence[str], results: str | Path, out_dir: str | Path)
         for ax, (key, title) in zip(axes, (("precision", "Precision (higher is better)"),
                                            ("recall", "Recall (higher is better)"),
                                            ("yes_ratio", "Yes ratio (0.5 = balanced)"))):
-            vals, errs = [], []
-            for m in models:
-                v = [value(data[m], f"{s}.{key}", required=False) for s in splits]
-                errs.append([_err(x, interval(data[m], f"{s}.{key}")) for x, s in zip(v, splits)])
-                vals.append([0.0 if math.isnan(x) else x for x in v])
-            _grouped_bars(ax, splits, models, vals, errs)
+            _grouped_bars(ax, splits, models, *_series(data, models, [f"{s}.{key}" for s in splits]))
             if key == "yes_ratio":
                 ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="balanced (50% yes)")
             ax.set_ylim(0, 1.05)
@@ -280,12 +285,7 @@ def mme_subtasks(models: Sequence[str], results: str | Path, out_dir: str | Path
     with matplotlib.rc_context(_RC):
         fig = _figure(min(16.0, 3.0 + len(subtasks) * (0.6 + 0.3 * len(models))), 4.6)
         ax = fig.subplots()
-        vals, errs = [], []
-        for m in models:
-            v = [value(data[m], f"subtasks.{s}.score", required=False) for s in subtasks]
-            errs.append([_err(x, interval(data[m], f"subtasks.{s}.score")) for x, s in zip(v, subtasks)])
-            vals.append([0.0 if math.isnan(x) else x for x in v])
-        _grouped_bars(ax, subtasks, models, vals, errs)
+        _grouped_bars(ax, subtasks, models, *_series(data, models, [f"subtasks.{s}.score" for s in subtasks]))
         ax.set_ylim(0, 205)
         ax.set_xlabel("MME subtask")
         ax.set_ylabel("score (acc + acc+, 0-200; higher is better)")
