@@ -86,18 +86,31 @@ def require_fields(path: Path, record: Any, fields: tuple[str, ...], *, line: in
             raise InputError(path, f"missing field '{name}'", line=line, field=field)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write text to path via a temp file in the same folder and an atomic rename."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes to path via a temp file in the same folder and an atomic rename. The file gets the usual
+    permissions (0666 minus the umask), not mkstemp's private 0600."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """atomic_write_bytes of the text as UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

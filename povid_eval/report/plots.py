@@ -9,9 +9,8 @@ dots there, e.g. ``random.f1``, ``subtasks.color.score``); a metric without an i
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from povid_eval.errors import InputError
-from povid_eval.io import read_json
+from povid_eval.io import atomic_write_bytes, read_json
 
 POPE_SPLITS = ("random", "popular", "adversarial")
 DPI = 100
@@ -115,18 +114,11 @@ def _color(i: int):
 
 
 def _save(fig: Figure, out_dir: str | Path, name: str) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / name
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI, metadata={"Software": None})
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """The figure as PNG (no metadata: same bytes every run), written atomically to out_dir/name."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    target = Path(out_dir) / name
+    atomic_write_bytes(target, buf.getvalue())
     return target
 
 
