@@ -85,7 +85,7 @@ class BenchCard:
         return hashlib.sha256(json.dumps(self.protocol(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _check_keys(path: Path, table: dict, cls, required: tuple[str, ...], prefix: str = "") -> None:
+def check_keys(path: Path, table: dict, cls, required: tuple[str, ...], prefix: str = "") -> None:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in table:
         if key not in known:
@@ -98,11 +98,11 @@ def _check_keys(path: Path, table: dict, cls, required: tuple[str, ...], prefix:
 def _decoding(path: Path, table: Any) -> Decoding:
     if not isinstance(table, dict):
         raise InputError(path, "'decoding'/'generation' must be a table")
-    _check_keys(path, table, Decoding, (), prefix="decoding.")
+    check_keys(path, table, Decoding, (), prefix="decoding.")
     return Decoding(**table)
 
 
-def _read_toml(path: Path) -> dict:
+def read_toml(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
@@ -129,9 +129,9 @@ def _read_card(name_or_path: str, folder: Path, kind: str, cls, required: tuple[
     path = Path(name_or_path) if name_or_path.endswith(".toml") else folder / f"{name_or_path}.toml"
     if not path.is_file():
         raise InputError(path, f"unknown {kind} '{name_or_path}' (known: {', '.join(_names(folder)) or 'none'})")
-    data = _read_toml(path)
+    data = read_toml(path)
     data.setdefault("name", path.stem)
-    _check_keys(path, data, cls, required)
+    check_keys(path, data, cls, required)
     return path, data
 
 

@@ -110,12 +110,14 @@ def cmd_run(args) -> None:
                 print()
 
 
-def _floats(text: str) -> list[float]:
-    """'0,1,2.5' -> [0.0, 1.0, 2.5] (an argparse type)."""
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+def _numbers(kind):
+    """An argparse type for comma-separated numbers: '0,1,2.5' -> [0.0, 1.0, 2.5] with kind=float."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+    return parse
 
 
 def cmd_frontier(args) -> None:
@@ -150,7 +152,7 @@ def cmd_pretrain(args) -> None:
 def cmd_train(args) -> None:
     from povid_eval.train import povid
 
-    stages = tuple(int(s) for s in args.stages.split(",") if s.strip())
+    stages = tuple(args.stages)
     injector = None
     if args.injector == "llm":
         injector = povid.llm_injector(args.llm_base_url, args.llm_model, args.llm_key_env, world=args.world,
@@ -165,6 +167,12 @@ def cmd_train(args) -> None:
                      results=args.results, merge=args.merge, injector=injector)
 
 
+def _print_written(paths: list[Path]) -> None:
+    """The first file (a markdown table), then the list of files written."""
+    print(paths[0].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths))
+
+
 def cmd_compare(args) -> None:
     from povid_eval import cards
     from povid_eval.report import compare
@@ -172,17 +180,13 @@ def cmd_compare(args) -> None:
     benches = cards.bench_names() if args.bench == "all" else [args.bench]
     compare.ensure_results(args.models, benches, args.out)
     for b in args.models[1:]:
-        paths = compare.write_comparison(args.models[0], b, benches, args.out)
-        print(paths[0].read_text())
-        print("wrote " + ", ".join(str(p) for p in paths))
+        _print_written(compare.write_comparison(args.models[0], b, benches, args.out))
 
 
 def cmd_leaderboard(args) -> None:
     from povid_eval.report.leaderboard import write_leaderboard
 
-    paths = write_leaderboard(args.out, frontier_model=args.frontier_model)
-    print(paths[0].read_text())
-    print("wrote " + ", ".join(str(p) for p in paths))
+    _print_written(write_leaderboard(args.out, frontier_model=args.frontier_model))
 
 
 def cmd_perf(args) -> None:
@@ -252,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("frontier", help="the model's CHAIR_i-vs-recall curve under a sweep of stop biases")
     p.add_argument("--model", default="base", help="a model card name (models/<name>.toml); default base")
     p.add_argument("--bench", default="chair", help="a CHAIR bench card name (default chair)")
-    p.add_argument("--biases", type=_floats, default=None,
+    p.add_argument("--biases", type=_numbers(float), default=None,
                    help="comma-separated logit biases (default: povid_eval.frontier.DEFAULT_BIASES)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, default=0, help="first N images")
@@ -293,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="povid", choices=["povid", "dpo", "noise-only"],
                    help="povid: stage 1 DPO on injected text, stage 2 + the noisy-image term; dpo: text pairs "
                         "only; noise-only: the noisy-image term only (the paper's ablation)")
-    p.add_argument("--stages", default="1,2", help="POVID stages to run, e.g. 1 or 1,2 (default 1,2)")
+    p.add_argument("--stages", type=_numbers(int), default=[1, 2], help="POVID stages to run, e.g. 1 or 1,2 (default 1,2)")
     p.add_argument("--injector", default="cooccurrence", choices=["cooccurrence", "llm"],
                    help="how y_l^t is made (default cooccurrence: offline, COCO co-occurrence statistics)")
     p.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for --injector llm (e.g. http://host:8000/v1)")

@@ -92,6 +92,20 @@ def _umask() -> int:
     return mask
 
 
+def read_image(path: str | Path, context: str = ""):
+    """An RGB PIL image; a missing or unreadable file is an InputError naming it (and ``context``)."""
+    from PIL import Image, UnidentifiedImageError
+
+    suffix = f" ({context})" if context else ""
+    if not Path(path).is_file():
+        raise InputError(path, f"image not found{suffix}")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(path, f"unreadable image{suffix}: {e}") from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write bytes to path via a temp file in the same folder and an atomic rename. The file gets the usual
     permissions (0666 minus the umask), not mkstemp's private 0600."""

@@ -100,14 +100,15 @@ def _trl_trainer(card, prefs, cfg, out_dir: Path):
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from povid_eval.train.loop import _open, language_model_linear_names
+    from povid_eval.io import read_image
+    from povid_eval.train.loop import language_model_linear_names
     from povid_eval.vlm import load_vlm
 
     vlm = load_vlm(card.resolve(card.path), dtype=card.dtype, device=card.device)
     tok = vlm.tokenizer
 
     def examples():  # the ids our Scorer scores: <s> prompt (TRL adds no special tokens), " " + text + </s>
-        return [{"images": [_open(p.image)], "prompt": tok.bos_token + card.template.replace("{prompt}", p.prompt),
+        return [{"images": [read_image(p.image)], "prompt": tok.bos_token + card.template.replace("{prompt}", p.prompt),
                  "chosen": " " + p.chosen.strip() + tok.eos_token,
                  "rejected": " " + p.rejected_text.strip() + tok.eos_token} for p in prefs]
 

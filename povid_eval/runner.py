@@ -28,7 +28,7 @@ from typing import Callable
 from povid_eval import __version__, cards, score
 from povid_eval.report.stats import bootstrap_intervals
 from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
+from povid_eval.io import atomic_write_json, atomic_write_jsonl, iter_jsonl, read_image, read_json
 
 Generate = Callable[[list, list[str], cards.Decoding], list[str]]
 
@@ -247,18 +247,6 @@ def ensure_world(bench: cards.BenchCard) -> None:
               file=sys.stderr)
 
 
-def _load_image(item: Item):
-    from PIL import Image, UnidentifiedImageError
-
-    if not item.image.is_file():
-        raise InputError(item.image, f"image not found (item {item.key})")
-    try:
-        with Image.open(item.image) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(item.image, f"unreadable image (item {item.key}): {e}") from None
-
-
 _LOADED: dict[tuple, Generate] = {}
 
 
@@ -343,7 +331,7 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
         bar = tqdm(total=sum(len(groups[p]) for batch in mine for p in batch), unit="sample", file=sys.stderr,
                    disable=not progress, desc=f"{model.name}/{bench.name}" + (f" rank {rank}" if world > 1 else ""))
         for batch in mine:
-            images = [_load_image(groups[pair][0]) for pair in batch]
+            images = [read_image(groups[pair][0].image, f"item {groups[pair][0].key}") for pair in batch]
             prompts = [model.template.replace("{prompt}", prompt) for _, prompt in batch]
             answers = generate(images, prompts, bench.decoding)
             rows = [it.record | {"key": it.key, "prompt": it.prompt, "text": answer, "protocol": protocol,

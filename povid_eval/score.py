@@ -79,7 +79,7 @@ def chair_from_files(captions, *, gt_objects: str | Path | None = None,
 
 # ------------------------------------------------------------------------------------------------- POPE
 
-def _load_pope_questions(path: str | Path) -> dict:
+def load_pope_questions(path: str | Path) -> dict:
     """question_id -> (category, index within its category, text, image)."""
     questions, per_category = {}, {}
     for line, rec in iter_jsonl(path):
@@ -95,7 +95,7 @@ def _load_pope_questions(path: str | Path) -> dict:
     return questions
 
 
-def _load_pope_labels(labels_dir: Path, split: str) -> list[tuple[int, dict]]:
+def load_pope_labels(labels_dir: Path, split: str) -> list[tuple[int, dict]]:
     path = labels_dir / f"coco_pope_{split}.json"
     if not path.is_file():
         raise InputError(labels_dir, f"no label file coco_pope_{split}.json for questions of category '{split}'")
@@ -117,7 +117,7 @@ def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
     if parser not in pope.PARSE:
         raise InputError(None, f"unknown POPE parser '{parser}' (known: {', '.join(pope.PARSERS)})")
     labels_dir = require_dir(labels_dir, "POPE labels folder")
-    qs = _load_pope_questions(questions)
+    qs = load_pope_questions(questions)
     labels: dict[str, list] = {}
     by_split: dict[str, list[tuple[int, str, str]]] = {}
     seen = set()
@@ -131,7 +131,7 @@ def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
         seen.add(qid)
         split, index, text, image = qs[qid]
         if split not in labels:
-            labels[split] = _load_pope_labels(labels_dir, split)
+            labels[split] = load_pope_labels(labels_dir, split)
         if index >= len(labels[split]):
             raise InputError(_name(answers), f"question_id {qid!r} has no label: coco_pope_{split}.json has only "
                                       f"{len(labels[split])} lines", line=line)

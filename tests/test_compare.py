@@ -84,11 +84,12 @@ def test_chair_i_at_matched_recall_against_the_baseline_frontier(results):
 
     from povid_eval.frontier import chair_i_at_recall
 
-    assert compare.matched_recall_row("c", "a", "chair", results) is None      # c has no frontier
+    units, from_sums = compare.aligned_units("a", "chair", results)
+    assert compare.matched_recall_row("c", "chair", units, from_sums, results) is None      # c has no frontier
     points = [{"bias": 2, "Recall": 0.0, "CHAIRi": 0.0}, {"bias": 0, "Recall": 1.0, "CHAIRi": 1.0}]
     (results / "c" / "frontier.json").write_text(json.dumps({"points": points}))
     try:
-        row = compare.matched_recall_row("c", "a", "chair", results, n_resamples=500)
+        row = compare.matched_recall_row("c", "chair", units, from_sums, results, n_resamples=500)
     finally:
         (results / "c" / "frontier.json").unlink()
     recall = json.loads((results / "a" / "chair" / "metrics.json").read_text())["metrics"]["Recall"]

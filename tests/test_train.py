@@ -281,3 +281,12 @@ def test_world_preferences_are_grounded(prefs, world):
     for p in prefs:
         assert {m.category for m in inject.find_mentions(p.chosen)} <= set(objects[p.id])
         assert p.chosen != p.rejected_text and p.rejected_noisy_ids is not None
+
+
+def test_unknown_stage_is_a_clear_error(cli):
+    from povid_eval.train.povid import stages_for
+
+    with pytest.raises(InputError, match="--stages must name stages 1 and/or 2, got 3"):
+        stages_for("povid", RecipeConfig(), (3,))
+    done = cli("train", "--stages", "x")
+    assert done.returncode == 2 and "expected comma-separated ints" in done.stderr

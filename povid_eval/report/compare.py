@@ -43,11 +43,16 @@ def aligned_samples(model: str, bench: str, out: str | Path = "results") -> list
     return [done[it.key] for it in items]
 
 
-def aligned_units(model: str, bench: str, out: str | Path = "results"):
-    """(matrix, from_sums) of a model's finished samples on a bench, rows in the bench's item order."""
+def units_of(card: cards.BenchCard, samples: list[tuple[int, dict]]):
+    """(matrix, from_sums): the per-unit rows of samples in item order, from the bench's reference scorer."""
     from povid_eval import runner
 
-    return runner.score_samples(cards.load_bench_card(bench), aligned_samples(model, bench, out), with_units=True)["units"]
+    return runner.score_samples(card, samples, with_units=True)["units"]
+
+
+def aligned_units(model: str, bench: str, out: str | Path = "results"):
+    """(matrix, from_sums) of a model's finished samples on a bench, rows in the bench's item order."""
+    return units_of(cards.load_bench_card(bench), aligned_samples(model, bench, out))
 
 
 def question_correctness(card: cards.BenchCard, samples: list[tuple[int, dict]]) -> dict[str, list[bool]]:
@@ -58,12 +63,12 @@ def question_correctness(card: cards.BenchCard, samples: list[tuple[int, dict]])
 
     out: dict[str, list[bool]] = {}
     if card.bench == "pope":
-        questions = score._load_pope_questions(card.data_path("questions"))
+        questions = score.load_pope_questions(card.data_path("questions"))
         labels: dict[str, list] = {}
         for _, rec in samples:
             split, index, _, _ = questions[rec["question_id"]]
             if split not in labels:
-                labels[split] = score._load_pope_labels(card.data_path("labels"), split)
+                labels[split] = score.load_pope_labels(card.data_path("labels"), split)
             out.setdefault(f"{split}.accuracy", []).append(
                 pope.PARSE[card.variant](rec["text"]) == labels[split][index][1]["label"])
     elif card.bench == "mme":
@@ -77,19 +82,17 @@ def question_correctness(card: cards.BenchCard, samples: list[tuple[int, dict]])
     return out
 
 
-def mcnemar_rows(bench: str, a: str, b: str, out: str | Path = "results") -> list[dict]:
-    """Accuracy rows tested with McNemar on the discordant questions (same questions, two models)."""
+def mcnemar_rows(card: cards.BenchCard, samples_a: list, samples_b: list) -> list[dict]:
+    """Accuracy rows tested with McNemar on the discordant questions (the same questions, two models)."""
     from povid_eval.report.stats import discordant, mcnemar
 
-    card = cards.load_bench_card(bench)
-    right_a = question_correctness(card, aligned_samples(a, bench, out))
-    right_b = question_correctness(card, aligned_samples(b, bench, out))
+    right_a, right_b = question_correctness(card, samples_a), question_correctness(card, samples_b)
     rows = []
     for metric, ra in right_a.items():
         rb = right_b[metric]
         n10, n01 = discordant(ra, rb)
         acc_a, acc_b = sum(ra) / len(ra), sum(rb) / len(rb)
-        rows.append({"bench": bench, "metric": metric, "a": acc_a, "b": acc_b, "delta": acc_b - acc_a,
+        rows.append({"bench": card.name, "metric": metric, "a": acc_a, "b": acc_b, "delta": acc_b - acc_a,
                      "ci": None, "p": mcnemar(n10, n01), "test": f"McNemar ({n10} vs {n01} discordant)"})
     return rows
 
@@ -101,27 +104,26 @@ def _recorded_limit(folder: Path) -> int:
     return int(read_json(metrics).get("limit") or 0) if metrics.is_file() else 0
 
 
-def matched_recall_row(a: str, b: str, bench: str, out: str | Path = "results", *, n_resamples: int = 10_000,
-                       seed: int = 0) -> dict | None:
+def matched_recall_row(a: str, bench: str, units_b, from_sums, out: str | Path = "results", *,
+                       n_resamples: int = 10_000, seed: int = 0) -> dict | None:
     """B's CHAIR_i against A's stop-bias frontier at B's own recall (povid_eval/frontier.py): a = the
-    frontier's CHAIR_i at B's recall, b = B's CHAIR_i; the interval resamples B's images (recall and CHAIR_i
-    move together; the frontier is held fixed). None when A has no frontier or B's recall is outside it."""
+    frontier's CHAIR_i at B's recall, b = B's CHAIR_i (from B's unit rows ``units_b``); the interval resamples
+    B's images (recall and CHAIR_i move together; the frontier is held fixed). None when A has no frontier
+    or B's recall is outside it."""
     import numpy as np
 
     from povid_eval.frontier import chair_i_at_recall
-    from povid_eval.io import read_json
+    from povid_eval.report.plots import load_frontier
     from povid_eval.report.stats import delta_summary, resample_counts
 
-    path = Path(out) / a / "frontier.json"
-    if not path.is_file():
+    if not (Path(out) / a / "frontier.json").is_file():
         return None
-    points = read_json(path)["points"]
-    units, from_sums = aligned_units(b, bench, out)
-    point = from_sums(units.sum(0))
+    points = load_frontier(a, out)["points"]
+    point = from_sums(units_b.sum(0))
     on_curve = chair_i_at_recall(points, float(point["Recall"]))
     if on_curve is None:
         return None
-    star = from_sums(resample_counts(len(units), n_resamples, seed) @ units)
+    star = from_sums(resample_counts(len(units_b), n_resamples, seed) @ units_b)
     curve = np.array([chair_i_at_recall(points, float(r)) for r in star["Recall"]], dtype=float)
     keep = ~np.isnan(curve)
     row = delta_summary(on_curve, float(point["CHAIRi"]), star["CHAIRi"][keep] - curve[keep])
@@ -135,20 +137,21 @@ def compare_models(a: str, b: str, benches: Sequence[str], out: str | Path = "re
 
     rows = []
     for bench in benches:
-        bench_kind = cards.load_bench_card(bench).bench
-        units_a, from_sums = aligned_units(a, bench, out)
-        units_b, _ = aligned_units(b, bench, out)
+        card = cards.load_bench_card(bench)
+        samples_a, samples_b = aligned_samples(a, bench, out), aligned_samples(b, bench, out)
+        units_a, from_sums = units_of(card, samples_a)
+        units_b, _ = units_of(card, samples_b)
         if units_a.shape != units_b.shape:
             raise InputError(None, f"bench '{bench}': {a} and {b} were scored on different items "
                                    f"({units_a.shape[0]} vs {units_b.shape[0]} units); rerun with the same --limit")
         stats = paired_bootstrap(units_a, units_b, from_sums, n_resamples=n_resamples, seed=seed)
-        for metric in HEADLINE[bench_kind]:
+        for metric in HEADLINE[card.bench]:
             if metric in stats and not (stats[metric]["a"] == stats[metric]["b"] == 0):  # e.g. no MME cognition
                 rows.append({"bench": bench, "metric": metric, **stats[metric], "test": "paired bootstrap"})
-        if bench_kind in ("pope", "mme"):
-            rows += mcnemar_rows(bench, a, b, out)
-        if bench_kind == "chair":
-            matched = matched_recall_row(a, b, bench, out, n_resamples=n_resamples, seed=seed)
+        if card.bench in ("pope", "mme"):
+            rows += mcnemar_rows(card, samples_a, samples_b)
+        if card.bench == "chair":
+            matched = matched_recall_row(a, bench, units_b, from_sums, out, n_resamples=n_resamples, seed=seed)
             rows += [matched] if matched else []
     adjusted, significant = holm([r["p"] for r in rows], alpha=alpha)
     for row, p_adj, sig in zip(rows, adjusted, significant):
@@ -161,7 +164,6 @@ def ensure_results(models: Sequence[str], benches: Sequence[str], out: str | Pat
     from povid_eval import runner
 
     for model in models:
-        cards.load_model_card(model) if not (Path(out) / model).is_dir() else None
         for bench in benches:
             if not (Path(out) / model / cards.load_bench_card(bench).name / "metrics.json").is_file():
                 cards.load_model_card(model)   # a model with no results and no card: a clear error

@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 
 from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_text, read_json
+from povid_eval.io import atomic_write_text
 
 # (bench, metric key as in metrics/intervals, column title, higher is better)
 COLUMNS = (
@@ -31,29 +31,23 @@ COLUMNS = (
 NOT_MODELS = {"compare", "plots", "train"}
 
 
-def _lookup(metrics: dict, key: str):
-    value = metrics
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value if isinstance(value, (int, float)) else None
-
-
 def collect(results: str | Path = "results") -> dict[str, dict[str, tuple[float, list[float] | None]]]:
     """{model: {column title: (value, [lo, hi] or None)}} for every model folder with a metrics.json."""
+    import math
+
+    from povid_eval.report.plots import interval, load_metrics, value
+
     root = Path(results)
     table: dict[str, dict] = {}
     for folder in sorted(p for p in root.glob("*") if p.is_dir() and p.name not in NOT_MODELS):
         row = {}
+        loaded = {b: load_metrics(folder.name, b, root) for b in {c[0] for c in COLUMNS}
+                  if (folder / b / "metrics.json").is_file()}
         for bench, key, title, _ in COLUMNS:
-            path = folder / bench / "metrics.json"
-            if not path.is_file():
-                continue
-            data = read_json(path)
-            value = _lookup(data.get("metrics", {}), key)
-            if value is not None:
-                row[title] = (float(value), data.get("intervals", {}).get(key))
+            v = value(loaded[bench], key, required=False) if bench in loaded else math.nan
+            if not math.isnan(v):
+                lo, hi = interval(loaded[bench], key)
+                row[title] = (v, None if math.isnan(lo) else [lo, hi])
         if row:
             table[folder.name] = row
     if not table:

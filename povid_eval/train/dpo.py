@@ -67,6 +67,11 @@ def povid_loss(policy_chosen, policy_rejected_text, policy_rejected_noisy, refer
     """POVID stage 2: (1 - w) L_DPO(y_w, y_l^t) + w L_DPO(y_w, y_l^n), w = 0.5 in the paper."""
     text = dpo_loss(policy_chosen, policy_rejected_text, reference_chosen, reference_rejected_text, beta)
     noisy = dpo_loss(policy_chosen, policy_rejected_noisy, reference_chosen, reference_rejected_noisy, beta)
+    return combine(text, noisy, noisy_weight)
+
+
+def combine(text: PreferenceStats, noisy: PreferenceStats, noisy_weight: float = 0.5) -> PreferenceStats:
+    """(1 - w) * text + w * noisy, field by field: POVID's weighting of its two DPO terms."""
     w = noisy_weight
     return PreferenceStats(*((1 - w) * getattr(text, f) + w * getattr(noisy, f)
                              for f in PreferenceStats.__dataclass_fields__))

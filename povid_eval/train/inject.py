@@ -72,21 +72,23 @@ class Mention:
     plural: bool
 
 
-_FORMS: dict[int, tuple[re.Pattern, dict[str, tuple[str, bool]]]] = {}
+_FORMS: dict[int, tuple[Vocabulary, re.Pattern, dict[str, tuple[str, bool]]]] = {}
 
 
 def _surface_forms(vocab: Vocabulary) -> tuple[re.Pattern, dict[str, tuple[str, bool]]]:
     """A regex for every object word of the vocabulary (singular and plural), and form -> (category, plural);
-    built once per vocabulary object."""
-    if id(vocab) in _FORMS:
-        return _FORMS[id(vocab)]
+    built once per vocabulary object (the cache keeps the object, so its id cannot be reused by another)."""
+    cached = _FORMS.get(id(vocab))
+    if cached is not None and cached[0] is vocab:
+        return cached[1], cached[2]
     forms: dict[str, tuple[str, bool]] = {}
     for word, category in vocab.synonyms.items():
         forms.setdefault(word, (category, False))
         forms.setdefault(pluralize(word), (category, True))
     alternation = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
-    _FORMS[id(vocab)] = re.compile(rf"\b({alternation})\b", re.IGNORECASE), forms
-    return _FORMS[id(vocab)]
+    pattern = re.compile(rf"\b({alternation})\b", re.IGNORECASE)
+    _FORMS[id(vocab)] = (vocab, pattern, forms)
+    return pattern, forms
 
 
 def find_mentions(caption: str, vocab: Vocabulary | None = None) -> list[Mention]:

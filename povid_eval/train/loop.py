@@ -40,9 +40,9 @@ from typing import Callable, Sequence
 import torch
 
 from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_json
-from povid_eval.train.dpo import PreferenceStats, dpo_loss, ipo_loss
-from povid_eval.train.noise import noisy_image
+from povid_eval.io import atomic_write_json, read_image
+from povid_eval.train.dpo import PreferenceStats, combine, dpo_loss, ipo_loss
+from povid_eval.train.noise import DEFAULT_STEP, noisy_image
 from povid_eval.train.preferences import Preference
 from povid_eval.vlm.logprobs import pack_right, token_logprobs
 
@@ -139,25 +139,16 @@ class Row:
     response_ids: tuple[int, ...]
 
 
-def _open(path: str):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
-        raise InputError(path, f"cannot read image: {e.__class__.__name__}") from None
-
-
-def image_key(pref: Preference, noisy: bool, default_step: int = 500) -> tuple:
+def image_key(pref: Preference, noisy: bool) -> tuple:
     if not noisy:
         return (pref.image,)
-    return (pref.image, pref.noise_step if pref.noise_step is not None else default_step,
+    return (pref.image, pref.noise_step if pref.noise_step is not None else DEFAULT_STEP,
             pref.noise_seed if pref.noise_seed is not None else 0)
 
 
 def load_image(key: tuple):
-    image = _open(key[0])
+    """The clean image ``(path,)`` or its diffusion-noised copy ``(path, step, seed)``."""
+    image = read_image(key[0], "preference image")
     return image if len(key) == 1 else noisy_image(image, step=key[1], seed=key[2])
 
 
@@ -201,6 +192,12 @@ class Scorer:
                     ids = self.response_ids(getattr(p, kind))
                 out.append(Row(key, self.prompt_ids(p.prompt, images[key]), tuple(ids)))
         return out
+
+    def encode(self, prefs: Sequence[Preference], kinds: Sequence[str], noisy_form: str = "paper"):
+        """(rows, image features) of a batch: the images loaded once, each through the tower once."""
+        images: dict = {}
+        rows = self.rows(prefs, kinds, noisy_form, images)
+        return rows, self.image_features(list(dict.fromkeys(r.image for r in rows)), images)
 
     @torch.no_grad()
     def image_features(self, keys: Sequence[tuple], images: dict) -> dict[tuple, torch.Tensor]:
@@ -256,7 +253,7 @@ def preference_loss(cfg: TrainConfig, policy: torch.Tensor, reference: torch.Ten
     else:
         parts["text"] = dpo_loss(blocks[0], blocks[1], refs[0], refs[1], cfg.beta)
         parts["noise"] = dpo_loss(blocks[0], blocks[2], refs[0], refs[2], cfg.beta)
-        total = (1 - cfg.noisy_weight) * parts["text"].loss + cfg.noisy_weight * parts["noise"].loss
+        total = combine(parts["text"], parts["noise"], cfg.noisy_weight).loss
     return {"loss": total, "parts": parts}
 
 
@@ -266,9 +263,7 @@ def batch_loss(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig,
     log-probs (adapter disabled, or the precomputed ``reference``), the configured loss plus the optional
     SFT term. Returns preference_loss's {"loss", "parts"} with "rows", "policy", "reference" (and "sft_nll")."""
     kinds = kinds_for(cfg.loss)
-    images: dict = {}
-    rows = scorer.rows(prefs, kinds, cfg.noisy_form, images)
-    feats = scorer.image_features(list(dict.fromkeys(r.image for r in rows)), images)
+    rows, feats = scorer.encode(prefs, kinds, cfg.noisy_form)
     policy, counts = scorer.logprobs(rows, feats, with_token_counts=True)
     if reference is not None:
         ref = torch.tensor([reference[p.id][k] for k in range(len(kinds)) for p in prefs],
@@ -364,10 +359,7 @@ def reference_logprobs(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainCo
     with scorer.vlm.model.disable_adapter():
         for i in range(0, len(prefs), batch_size):
             chunk = prefs[i:i + batch_size]
-            images: dict = {}
-            rows = scorer.rows(chunk, kinds, cfg.noisy_form, images)
-            feats = scorer.image_features(list(dict.fromkeys(r.image for r in rows)), images)
-            values = scorer.logprobs(rows, feats).tolist()
+            values = scorer.logprobs(*scorer.encode(chunk, kinds, cfg.noisy_form)).tolist()
             for j, p in enumerate(chunk):
                 out[p.id] = [values[k * len(chunk) + j] for k in range(len(kinds))]
     return out

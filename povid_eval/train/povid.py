@@ -33,6 +33,7 @@ from povid_eval.errors import InputError
 from povid_eval.io import atomic_write_json, read_json
 from povid_eval.train.inject import DEFAULT_WEIGHTS
 from povid_eval.train.loop import TrainConfig, train
+from povid_eval.train.noise import DEFAULT_STEP
 from povid_eval.train.preferences import Preference, read_preferences, write_preferences
 
 RECIPES = ("povid", "dpo", "noise-only")
@@ -48,7 +49,7 @@ class RecipeConfig:
     chosen: str = "reference"          # y_w: "reference" (longest reference caption) | "corrected" (y_l^n minus
                                        # what the annotations contradict: the model's words, the world's facts)
     injector_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    noise_step: int = 500
+    noise_step: int = DEFAULT_STEP
     max_new_tokens: int = 64
     gen_batch_size: int = 32
     seed: int = 0
@@ -61,26 +62,17 @@ class RecipeConfig:
 def load_recipe_config(path: str | Path) -> RecipeConfig:
     """A RecipeConfig from TOML: RecipeConfig's scalar keys at the top, TrainConfig keys under [stage1] and
     [stage2]; anything not given keeps its default. Unknown keys are errors naming the file and the key."""
-    import dataclasses
-    import tomllib
-
     from povid_eval.io import require_file
 
     path = require_file(path, "recipe config")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(path, f"invalid TOML: {e}") from None
+    data = cards.read_toml(path)
+    cards.check_keys(path, data, RecipeConfig, ())
     cfg = RecipeConfig()
-    known = {f.name for f in dataclasses.fields(RecipeConfig)}
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     for key, value in data.items():
-        if key not in known:
-            raise InputError(path, f"unknown key '{key}' (known: {', '.join(sorted(known))})")
         if key in ("stage1", "stage2"):
-            if not isinstance(value, dict) or set(value) - train_keys:
-                bad = sorted(set(value) - train_keys) if isinstance(value, dict) else [key]
-                raise InputError(path, f"unknown key '{key}.{bad[0]}' (known: {', '.join(sorted(train_keys))})")
+            if not isinstance(value, dict):
+                raise InputError(path, f"'{key}' must be a table")
+            cards.check_keys(path, value, TrainConfig, (), prefix=f"{key}.")
             setattr(cfg, key, replace(getattr(cfg, key), **value))
         else:
             setattr(cfg, key, value)
@@ -126,7 +118,7 @@ def world_preferences(vlm, world_dir: Path, cfg: "RecipeConfig", template: str, 
     return out
 
 
-def add_noisy_rejections(vlm, prefs: Sequence[Preference], template: str, *, step: int = 500, seed: int = 0,
+def add_noisy_rejections(vlm, prefs: Sequence[Preference], template: str, *, step: int = DEFAULT_STEP, seed: int = 0,
                          batch_size: int = 32, max_new_tokens: int = 64,
                          progress: bool = True) -> list[Preference]:
     """y_l^n for each record: the model's greedy answer to the prompt under the noised image
@@ -193,6 +185,8 @@ def stages_for(recipe: str, cfg: RecipeConfig, stages: Sequence[int] = (1, 2)) -
         return [("stage1", replace(cfg.stage1, steps=cfg.stage1.steps + cfg.stage2.steps))]
     if recipe == "noise-only":
         return [("noise", replace(cfg.stage2, loss="noise", steps=cfg.stage1.steps + cfg.stage2.steps))]
+    if not stages or set(stages) - {1, 2}:
+        raise InputError(None, f"--stages must name stages 1 and/or 2, got {','.join(map(str, stages)) or 'none'}")
     chosen = [("stage1", cfg.stage1), ("stage2", cfg.stage2)]
     return [chosen[s - 1] for s in stages]
 
