@@ -211,7 +211,6 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
         torch.set_num_threads(base_card.threads)
     t0 = time.time()
     run_dir = cards.ROOT / results / "train" / out
-    run_dir.mkdir(parents=True, exist_ok=True)
     plan = stages_for(recipe, cfg, stages)
     needs_noisy = any(c.loss in ("povid", "noise") for _, c in plan)
     data_key = hashlib.sha256(json.dumps([base_card.path, str(world), cfg.images, cfg.chosen, cfg.injector_weights,
