@@ -23,6 +23,9 @@ from povid_eval.io import atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ("chair", "pope", "mme", "mmhal")
 DTYPES = ("fp32", "bf16", "fp16")
+BACKENDS = ("hf", "openai")
+FORMATS = ("auto", "hf", "llava")
+JUDGES = ("rule", "openai", "hf")
 DEFAULT_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
 
 
@@ -37,21 +40,39 @@ class Decoding:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What to load. ``path`` and ``adapter`` are relative to the project root unless absolute."""
+    """What to load. ``path``, ``adapter``, ``model_base`` and ``vision_tower`` are local folders, relative to the
+    project root unless absolute; ``path`` may also be a hub id (``llava-hf/llava-1.5-7b-hf``), used from the
+    local HF cache, or downloaded only when POVID_EVAL_ALLOW_DOWNLOADS=1.
+
+    ``backend = "openai"``: the model is an OpenAI-compatible chat endpoint (``base_url``, ``api_model``, key
+    from the environment variable ``api_key_env``); ``path`` is then unused.
+    ``format``: ``hf`` (LlavaForConditionalGeneration folder), ``llava`` (the original LLaVA repo's
+    LlavaLlamaForCausalLM folder, or its LoRA folder over ``model_base``, converted on load) or ``auto``.
+    ``template``: a name in vlm/templates.toml (vicuna_v1, plain, ...), ``chat_template``, or a literal string.
+    """
 
     name: str
-    path: str
+    path: str = ""
     adapter: str = ""
+    backend: str = "hf"
+    format: str = "auto"
+    model_base: str = ""                         # original-format LoRA folders: the checkpoint they apply to
+    vision_tower: str = ""                       # original format: local CLIP folder (default: mm_vision_tower)
     dtype: str = "fp32"
-    device: str = "cpu"
+    device: str = "cpu"                          # cpu, cuda, cuda:N, auto
     threads: int = 0                             # CPU threads for torch; 0 = torch's default
     template: str = DEFAULT_TEMPLATE
+    base_url: str = ""                           # openai backend: e.g. http://localhost:8000/v1
+    api_model: str = ""                          # openai backend: the served model's name
+    api_key_env: str = ""                        # openai backend: environment variable holding the key
+    concurrency: int = 8                         # openai backend: requests in flight
+    timeout: float = 120.0                       # openai backend: seconds per request
+    max_retries: int = 5                         # openai backend: retries on 429 / 5xx / timeouts
     generation: Decoding = field(default_factory=Decoding)
     info: dict = field(default_factory=dict)   # provenance: training command, world hash, seed, ...
 
     def resolve(self, value: str) -> Path:
-        p = Path(value)
-        return p if p.is_absolute() else ROOT / p
+        return resolve_path(value)
 
 
 @dataclass(frozen=True)
@@ -65,24 +86,52 @@ class BenchCard:
     prompt: str = ""
     suffix: str = ""
     strip: str = ""
-    judge: str = ""
+    judge: str = ""                              # MMHal: rule | openai | hf
+    judge_model: str = ""                        # openai: the pinned judge model; hf: a local causal LM folder
+    judge_base_url: str = ""                     # openai judge endpoint (default https://api.openai.com/v1)
+    judge_key_env: str = ""                      # environment variable holding the judge's API key
+    judge_prompt: str = ""                       # judge prompt file (4 {} slots); default: the project's own
+    image_ids: str = ""                          # CHAIR: file of image ids to use (one per line, '#' comments)
+    sample: int = 0                              # CHAIR: else draw this many images of the annotations...
+    sample_seed: int = 0                         # ... with this seed (sorted ids, random.Random(seed).sample)
     limit: int = 0
     world: bool = False                          # data is the embedded synthetic world, built on demand
     decoding: Decoding = field(default_factory=Decoding)
     files: dict = field(default_factory=dict)   # bench-specific data paths, relative to data
 
     def data_path(self, key: str | None = None) -> Path:
-        root = Path(self.data) if Path(self.data).is_absolute() else ROOT / self.data
+        root = resolve_path(self.data)
         return root if key is None else root / self.files[key]
 
     def protocol(self) -> dict:
-        """Everything that changes a number (the data root's location does not)."""
+        """Everything that changes a number (the data root's location does not). Fields added after the first
+        release are left out while they hold their default, so existing protocol hashes stay valid; a file
+        named by ``image_ids`` or ``judge_prompt`` counts by its content (sha256), not its path."""
         d = dataclasses.asdict(self)
         d.pop("data")
+        for name in _LATER_FIELDS:
+            if d[name] == _DEFAULTS[name]:
+                d.pop(name)
+        for name in ("image_ids", "judge_prompt"):
+            if d.get(name):
+                path = resolve_path(d[name])
+                d[name] = {"file": Path(d[name]).name,
+                           "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None}
         return d
 
     def protocol_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.protocol(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+_LATER_FIELDS = ("judge_model", "judge_base_url", "judge_key_env", "judge_prompt", "image_ids", "sample",
+                 "sample_seed")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(BenchCard)}
+
+
+def resolve_path(value: str | Path) -> Path:
+    """A path of a card: relative to the project root unless absolute (``~`` expanded)."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else ROOT / p
 
 
 def check_keys(path: Path, table: dict, cls, required: tuple[str, ...], prefix: str = "") -> None:
@@ -135,13 +184,27 @@ def _read_card(name_or_path: str, folder: Path, kind: str, cls, required: tuple[
     return path, data
 
 
+def _choice(path: Path, data: dict, key: str, choices: tuple[str, ...], default: str) -> None:
+    if data.get(key, default) not in choices:
+        raise InputError(path, f"{key} must be one of {', '.join(choices)}, got {data[key]!r}", field=key)
+
+
 def load_model_card(name_or_path: str, folder: Path | None = None) -> ModelCard:
-    path, data = _read_card(name_or_path, folder or models_dir(), "model", ModelCard, ("path",))
-    if data.get("dtype", "fp32") not in DTYPES:
-        raise InputError(path, f"dtype must be one of {', '.join(DTYPES)}, got {data['dtype']!r}")
-    template = data.get("template", DEFAULT_TEMPLATE)
-    if "<image>" not in template or "{prompt}" not in template:
-        raise InputError(path, "template must contain '<image>' and '{prompt}'")
+    from povid_eval.vlm.prompts import template_problem
+
+    path, data = _read_card(name_or_path, folder or models_dir(), "model", ModelCard, ())
+    _choice(path, data, "dtype", DTYPES, "fp32")
+    _choice(path, data, "backend", BACKENDS, "hf")
+    _choice(path, data, "format", FORMATS, "auto")
+    if data.get("backend", "hf") == "openai":
+        for key in ("base_url", "api_model"):
+            if not data.get(key):
+                raise InputError(path, f"missing key '{key}' (needed by backend = \"openai\")")
+    elif not data.get("path"):
+        raise InputError(path, "missing key 'path'")
+    problem = template_problem(data.get("template", DEFAULT_TEMPLATE))
+    if problem:
+        raise InputError(path, problem, field="template")
     return ModelCard(generation=_decoding(path, data.pop("generation", {})), **data)
 
 
@@ -149,6 +212,8 @@ def load_bench_card(name_or_path: str, folder: Path | None = None) -> BenchCard:
     path, data = _read_card(name_or_path, folder or benchmarks_dir(), "bench", BenchCard, ("bench", "variant", "data"))
     if data["bench"] not in BENCHES:
         raise InputError(path, f"bench must be one of {', '.join(BENCHES)}, got {data['bench']!r}")
+    if data.get("judge"):
+        _choice(path, data, "judge", JUDGES, "")
     return BenchCard(decoding=_decoding(path, data.pop("decoding", {})), **data)
 
 

@@ -30,6 +30,8 @@ from povid_eval.report.stats import bootstrap_intervals
 from povid_eval.errors import InputError
 from povid_eval.io import atomic_write_json, atomic_write_jsonl, iter_jsonl, read_image, read_json
 
+# generate(images, questions, decoding) -> answers; the model's prompt template is applied inside (a
+# chat endpoint applies its own).
 Generate = Callable[[list, list[str], cards.Decoding], list[str]]
 
 
@@ -265,17 +267,17 @@ def _load_generate(model: cards.ModelCard) -> Generate:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from povid_eval.vlm import load_vlm
+    from povid_eval.vlm import load_vlm_card
 
     hf_logging.disable_progress_bar()  # the runner shows its own progress
     if model.threads:
         torch.set_num_threads(model.threads)
 
-    vlm = load_vlm(model.resolve(model.path), adapter=model.resolve(model.adapter) if model.adapter else None,
-                   dtype=model.dtype, device=model.device)
+    vlm = load_vlm_card(model)
 
     def generate(images, prompts, decoding: cards.Decoding, logits_processor=None) -> list[str]:
-        return vlm.generate(images, prompts, max_new_tokens=decoding.max_new_tokens, do_sample=decoding.do_sample,
+        texts = [vlm.prompt(model.template, p) for p in prompts]
+        return vlm.generate(images, texts, max_new_tokens=decoding.max_new_tokens, do_sample=decoding.do_sample,
                             temperature=decoding.temperature, top_p=decoding.top_p, seed=decoding.seed,
                             logits_processor=logits_processor)
 
@@ -332,8 +334,7 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
                    disable=not progress, desc=f"{model.name}/{bench.name}" + (f" rank {rank}" if world > 1 else ""))
         for batch in mine:
             images = [read_image(groups[pair][0].image, f"item {groups[pair][0].key}") for pair in batch]
-            prompts = [model.template.replace("{prompt}", prompt) for _, prompt in batch]
-            answers = generate(images, prompts, bench.decoding)
+            answers = generate(images, [prompt for _, prompt in batch], bench.decoding)
             rows = [it.record | {"key": it.key, "prompt": it.prompt, "text": answer, "protocol": protocol,
                                  "model": model.name}
                     for pair, answer in zip(batch, answers) for it in groups[pair] if it.key not in done]

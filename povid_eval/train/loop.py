@@ -22,6 +22,18 @@ Determinism: batch k is a fixed function of (seed, k) (a seeded permutation per 
 from a checkpoint takes exactly the steps an uninterrupted run takes. Checkpoints are PEFT adapter folders
 (adapter_model.safetensors) plus the optimizer state in safetensors and a json state, written to a temp
 folder and renamed.
+
+Data parallel under ``torchrun`` (WORLD_SIZE > 1, gloo; runner.dist_info): the semantics of DDP, done by hand
+(an explicit all-reduce rather than a DistributedDataParallel wrapper, which would hide the PeftModel's
+``disable_adapter`` and ``get_input_embeddings`` that the reference pass and the Scorer use). Every step takes
+the same global batch as one process; each micro-batch is cut into WORLD_SIZE equal contiguous shards, rank r
+runs forward/backward on shard r, and after the ``grad_accum`` backward passes the LoRA gradients are
+all-reduced and averaged (the mean of equal shards' means is the micro-batch mean; the SFT term divides by the
+whole micro-batch's token count), then every rank clips and steps identically. The logged statistics are
+all-reduced means, so train_log.jsonl is a one-process run's. The initial adapter is broadcast from rank 0;
+precomputed reference log-probs are computed in shards and gathered. Rank 0 alone prints and writes
+train_log.jsonl, checkpoints/, adapter/ and train_info.json; the others wait at a barrier after each
+checkpoint and all ranks resume from the same one.
 """
 
 from __future__ import annotations
@@ -164,7 +176,7 @@ class Scorer:
 
     def prompt_ids(self, prompt: str, image) -> tuple[int, ...]:
         if prompt not in self._prompt_ids:  # the image-token expansion does not depend on the image itself
-            _, ids = self.vlm.prompt_token_ids([image], [self.template.replace("{prompt}", prompt)])
+            _, ids = self.vlm.prompt_token_ids([image], [self.vlm.prompt(self.template, prompt)])
             self._prompt_ids[prompt] = tuple(ids[0])
         return self._prompt_ids[prompt]
 
@@ -258,10 +270,12 @@ def preference_loss(cfg: TrainConfig, policy: torch.Tensor, reference: torch.Ten
 
 
 def batch_loss(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig,
-               reference: dict[str, list[float]] | None = None) -> dict:
+               reference: dict[str, list[float]] | None = None, *, sft_tokens: float | None = None) -> dict:
     """One micro-batch: rows, image features once per image, policy log-probs (with gradient), reference
     log-probs (adapter disabled, or the precomputed ``reference``), the configured loss plus the optional
-    SFT term. Returns preference_loss's {"loss", "parts"} with "rows", "policy", "reference" (and "sft_nll")."""
+    SFT term. Returns preference_loss's {"loss", "parts"} with "rows", "policy", "reference" (and "sft_nll").
+    ``sft_tokens``: the SFT term's token count to divide by (default: this batch's chosen tokens; a data
+    parallel shard passes its micro-batch's total / WORLD_SIZE, so that the ranks' mean is the whole's)."""
     kinds = kinds_for(cfg.loss)
     rows, feats = scorer.encode(prefs, kinds, cfg.noisy_form)
     policy, counts = scorer.logprobs(rows, feats, with_token_counts=True)
@@ -275,7 +289,7 @@ def batch_loss(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig,
     result.update(rows=rows, policy=policy, reference=ref)
     if cfg.sft_weight:
         n = len(prefs)
-        result["sft_nll"] = -(policy[:n].sum() / counts[:n].sum())
+        result["sft_nll"] = -(policy[:n].sum() / (counts[:n].sum() if sft_tokens is None else sft_tokens))
         result["loss"] = result["loss"] + cfg.sft_weight * result["sft_nll"]
     return result
 

@@ -132,7 +132,7 @@ def add_noisy_rejections(vlm, prefs: Sequence[Preference], template: str, *, ste
                   file=sys.stderr):
         chunk = [replace(p, noise_step=step, noise_seed=seed + b + j) for j, p in enumerate(prefs[b:b + batch_size])]
         images = [load_image((p.image, p.noise_step, p.noise_seed)) for p in chunk]
-        prompts = [template.replace("{prompt}", p.prompt) for p in chunk]
+        prompts = [vlm.prompt(template, p.prompt) for p in chunk]
         ids = vlm.generate_ids(images, prompts, max_new_tokens=max_new_tokens)
         out += [replace(p, rejected_noisy=vlm.decode(x) or "<empty>", rejected_noisy_ids=tuple(x))
                 for p, x in zip(chunk, ids)]
@@ -200,7 +200,7 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
     import torch
     from transformers.utils import logging as hf_logging
 
-    from povid_eval.vlm import load_vlm
+    from povid_eval.vlm import load_vlm_card
 
     cfg = config or RecipeConfig()
     base_card = cards.load_model_card(base)
@@ -224,7 +224,7 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
         prefs = read_preferences(data_path, image_root=cards.ROOT)
     else:
         prefs = None
-    vlm = load_vlm(base_card.resolve(base_card.path), dtype=base_card.dtype, device=base_card.device)
+    vlm = load_vlm_card(base_card)
     if prefs is None:
         from povid_eval.runner import ensure_world
 

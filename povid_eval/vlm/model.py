@@ -11,6 +11,7 @@ ids derived from it, greedy outputs do not depend on the batch composition.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +22,7 @@ from povid_eval.errors import MissingAssetError
 from povid_eval.vlm.logprobs import response_logprobs
 from povid_eval.vlm.tokenizer import capitalize_sentences
 
+_ANCHOR = "ASSISTANT:"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -61,9 +63,33 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def load_vlm(path: str | Path, adapter: str | Path | None = None, dtype: str = "fp32", device: str = "cpu") -> "VLM":
-    """Load model + processor from a local folder (or an already-cached hub id), never from the network.
+def _allow_downloads() -> bool:
+    return os.environ.get("POVID_EVAL_ALLOW_DOWNLOADS") == "1"
 
+
+def is_hub_id(path: str | Path) -> bool:
+    """``org/name`` that is not a local path: a Hugging Face hub id."""
+    text = str(path)
+    return not Path(text).expanduser().exists() and text.count("/") == 1 and not text.startswith((".", "/", "~"))
+
+
+def detect_format(path: str | Path) -> str:
+    """``llava`` for the original LLaVA repo's folders (LlavaLlamaForCausalLM, or its LoRA folders), else ``hf``."""
+    try:  # TEMP until convert.py lands
+        from povid_eval.vlm.convert import is_original_llava
+    except ImportError:
+        return "hf"
+    return "llava" if Path(path).is_dir() and is_original_llava(path) else "hf"
+
+
+def load_vlm(path: str | Path, adapter: str | Path | None = None, dtype: str = "fp32", device: str = "cpu", *,
+             format: str = "auto", model_base: str | Path | None = None,
+             vision_tower: str | Path | None = None) -> "VLM":
+    """Load model + processor from a local folder or a hub id in the local HF cache; never downloads unless
+    POVID_EVAL_ALLOW_DOWNLOADS=1.
+
+    ``format``: ``hf`` (LlavaForConditionalGeneration), ``llava`` (the original LLaVA layout, converted on load
+    by vlm/convert.py; ``model_base`` / ``vision_tower`` as there) or ``auto`` (detected from config.json).
     ``adapter``: a PEFT adapter folder put on top (PeftModel.from_pretrained); ``dtype``: fp32, bf16 or fp16;
     ``device``: cpu, cuda, cuda:N or auto. A missing folder or file raises MissingAssetError naming it.
     """
@@ -72,21 +98,34 @@ def load_vlm(path: str | Path, adapter: str | Path | None = None, dtype: str = "
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
     device = _resolve_device(device)
-    local = Path(path)
-    if local.is_dir():
-        _check_model_dir(local)
-    elif local.exists() or str(path).startswith((".", "/", "~")) or str(path).count("/") != 1:
-        raise MissingAssetError(f"{path}: model folder not found (models/base/ ships with the project; "
-                                "real checkpoints must be downloaded beforehand)")
+    local = Path(path).expanduser()
     if adapter is not None:
         _check_adapter_dir(Path(adapter))
-    try:
-        model = LlavaForConditionalGeneration.from_pretrained(
-            str(path), dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=False)
-        processor = AutoProcessor.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    except OSError as e:
-        raise MissingAssetError(f"{path}: cannot load the model offline ({e.__class__.__name__}: "
-                                f"{str(e).splitlines()[0] if str(e) else 'missing files'})") from None
+    if format == "auto":
+        format = detect_format(local)
+    if format == "llava":
+        from povid_eval.vlm.convert import load_original_llava
+
+        model, processor = load_original_llava(local, model_base=model_base, vision_tower=vision_tower,
+                                               dtype=DTYPES[dtype])
+    else:
+        if local.is_dir():
+            _check_model_dir(local)
+        elif not is_hub_id(path):
+            raise MissingAssetError(f"{path}: model folder not found (models/base/ ships with the project; "
+                                    "real checkpoints must be downloaded beforehand: see `povid-eval doctor`)")
+        offline = not _allow_downloads() or local.is_dir()
+        try:
+            model = LlavaForConditionalGeneration.from_pretrained(
+                str(local if local.is_dir() else path), dtype=DTYPES[dtype], local_files_only=offline,
+                trust_remote_code=False)
+            processor = AutoProcessor.from_pretrained(str(local if local.is_dir() else path),
+                                                      local_files_only=offline, trust_remote_code=False)
+        except OSError as e:
+            hint = (f"; download it first: `hf download {path} --local-dir models/{str(path).split('/')[-1]}` "
+                    "and point the card's path there, or set POVID_EVAL_ALLOW_DOWNLOADS=1") if is_hub_id(path) else ""
+            raise MissingAssetError(f"{path}: cannot load the model offline ({e.__class__.__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else 'missing files'}){hint}") from None
     if adapter is not None:
         from peft import PeftModel
 
@@ -94,6 +133,16 @@ def load_vlm(path: str | Path, adapter: str | Path | None = None, dtype: str = "
     model.to(device).eval()
     return VLM(model=model, processor=processor, path=str(path), adapter=None if adapter is None else str(adapter),
                device=device, dtype=dtype)
+
+
+def load_vlm_card(card) -> "VLM":
+    """load_vlm with a model card's fields (path, adapter, format, model_base, vision_tower, dtype, device)."""
+    def local(value: str) -> Path | None:
+        return card.resolve(value) if value else None
+
+    path = card.path if is_hub_id(card.path) and not card.resolve(card.path).exists() else card.resolve(card.path)
+    return load_vlm(path, adapter=local(card.adapter), dtype=card.dtype, device=card.device, format=card.format,
+                    model_base=local(card.model_base), vision_tower=local(card.vision_tower))
 
 
 @dataclass
@@ -138,12 +187,27 @@ class VLM:
         out["pixel_values"] = out["pixel_values"].to(DTYPES[self.dtype])
         return out
 
+    def prompt(self, template: str, question: str) -> str:
+        """The input text for a question under a prompt template (vlm/prompts.py)."""
+        from povid_eval.vlm.prompts import render
+
+        return render(template, question, self.processor)
+
     def response_token_ids(self, responses: Sequence[str], add_eos: bool = True) -> list[list[int]]:
-        """Token ids of responses exactly as appended after a prompt ending in 'ASSISTANT:' (a space, the
-        text, then the end-of-sequence token), the way the tiny base was trained."""
-        ids = self.tokenizer([" " + r.strip() for r in responses], add_special_tokens=False)["input_ids"]
-        eos = [self.tokenizer.eos_token_id] if add_eos else []
-        return [list(x) + eos for x in ids]
+        """Token ids of responses exactly as they follow a prompt ending in 'ASSISTANT:' in one tokenized
+        sequence (then the end-of-sequence token): the ids of 'ASSISTANT: ' + response minus those of
+        'ASSISTANT:'. Sentencepiece tokenizers (Llama) mark the word start differently inside a sequence
+        than at its beginning, so tokenizing the response alone would score tokens the model never sees."""
+        tok = self.tokenizer
+        anchor = tok(_ANCHOR, add_special_tokens=False)["input_ids"]
+        full = tok([f"{_ANCHOR} {r.strip()}" for r in responses], add_special_tokens=False)["input_ids"]
+        eos = [tok.eos_token_id] if add_eos else []
+        out = []
+        for r, ids in zip(responses, full):
+            if ids[:len(anchor)] != anchor:  # the anchor merged with the response: tokenize it alone
+                ids = anchor + tok(" " + r.strip(), add_special_tokens=False)["input_ids"]
+            out.append(list(ids[len(anchor):]) + eos)
+        return out
 
     # ------------------------------------------------------------------ generation
 
