@@ -349,7 +349,8 @@ def save_checkpoint(model, opt, folder: Path, state: dict) -> None:
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
-    done = [p for p in folder.glob("step-*") if p.is_dir() and (p / "state.json").is_file()]
+    done = [p for p in folder.glob("step-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()
+            and (p / "state.json").is_file()]  # not step-N.tmp: a kill between writing and renaming
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
@@ -360,6 +361,85 @@ def load_checkpoint(model, opt, folder: Path) -> dict:
     set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
     _load_optimizer(opt, folder)
     return json.loads((folder / "state.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------- data parallel
+
+def _dist_info() -> tuple[int, int]:
+    """(rank, world size): (0, 1) without torchrun; under it runner.dist_info (gloo process group)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1
+    from povid_eval.runner import dist_info
+
+    return dist_info()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One float32 CPU vector of ``tensors`` (gloo reduces CPU tensors; LoRA weights are small)."""
+    return torch.cat([t.detach().reshape(-1).to("cpu", torch.float32) for t in tensors])
+
+
+def _unflat(flat: torch.Tensor, tensors: Sequence[torch.Tensor]) -> None:
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def _broadcast_parameters(params: Sequence[torch.nn.Parameter]) -> None:
+    """Rank 0's values on every rank (the same seed gives the same LoRA init; this makes it certain)."""
+    import torch.distributed as dist
+
+    flat = _flat(params)
+    dist.broadcast(flat, src=0)
+    with torch.no_grad():
+        _unflat(flat, params)
+
+
+def _average_gradients(params: Sequence[torch.nn.Parameter], world: int) -> None:
+    """Every gradient := its mean over the ranks (one all-reduce of a flat buffer, as DDP's buckets do)."""
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = _flat([p.grad for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    _unflat(flat, [p.grad for p in params])
+
+
+def _mean_over_ranks(values: dict[str, float], world: int) -> dict[str, float]:
+    """{key: mean over the ranks}; every rank has the same keys in the same order."""
+    import torch.distributed as dist
+
+    t = torch.tensor(list(values.values()), dtype=torch.float64)
+    dist.all_reduce(t)
+    return dict(zip(values, (t / world).tolist()))
+
+
+def _sharded_reference(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig, rank: int, world: int,
+                       batch_size: int = 32) -> dict[str, list[float]]:
+    """reference_logprobs over the ranks: the same chunks of ``batch_size`` records as one process (so the
+    same values), chunk c on rank c % world, then gathered on every rank."""
+    import torch.distributed as dist
+
+    mine: dict[str, list[float]] = {}
+    for c, i in enumerate(range(0, len(prefs), batch_size)):
+        if c % world == rank:
+            mine.update(reference_logprobs(scorer, prefs[i:i + batch_size], cfg, batch_size))
+    parts: list = [None] * world
+    dist.all_gather_object(parts, mine)
+    return {k: v for part in parts for k, v in part.items()}
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -383,10 +463,21 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
           log: Callable[[str], None] = print, stop_after: int | None = None) -> dict:
     """Train a LoRA adapter on ``vlm`` (a loaded base; it is wrapped in place) and write ``out_dir``:
     adapter/ (final PEFT adapter), checkpoints/step-N/, train_log.jsonl, train_info.json. Resumes from the
-    last complete checkpoint in out_dir. ``stop_after``: stop (as if killed) after that many steps."""
+    last complete checkpoint in out_dir. ``stop_after``: stop (as if killed) after that many steps.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this with the same arguments: data parallel as in the
+    module docstring (hand-written DDP: shards of each micro-batch, gradients all-reduced and averaged; no
+    DistributedDataParallel wrapper); rank 0 alone logs and writes; every rank returns the same info."""
     cfg.check()
+    rank, world = _dist_info()
+    if cfg.batch_size % (cfg.grad_accum * world):
+        raise InputError(None, f"batch_size {cfg.batch_size} is not a multiple of grad_accum {cfg.grad_accum} "
+                         f"x {world} processes (each micro-batch is split evenly over the processes)")
+    if rank:
+        log = lambda line: None  # noqa: E731  (rank 0 prints)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if not hasattr(vlm.model, "disable_adapter"):
         vlm.model = add_lora(vlm.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
@@ -394,6 +485,8 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
     breakdown = parameter_breakdown(model)
     log(format_breakdown(breakdown))
     params = [p for p in model.parameters() if p.requires_grad]
+    if world > 1:
+        _broadcast_parameters(params)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scorer = Scorer(vlm, template)
     ckpt_dir = out / "checkpoints"
@@ -407,13 +500,19 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
                              "use another --out or delete the checkpoints")
         start = state["step"]
         log(f"resuming from {last} (step {start})")
-        if log_path.is_file():  # keep the log lines of the steps the checkpoint holds, drop later ones
+        if rank == 0 and log_path.is_file():  # keep the log lines of the steps the checkpoint holds, drop later ones
             kept = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] < start]
             log_path.write_text("".join(ln + "\n" for ln in kept))
-    elif log_path.is_file():
+    elif rank == 0 and log_path.is_file():
         log_path.unlink()
-    reference = reference_logprobs(scorer, prefs, cfg) if cfg.precompute_reference else None
+    _barrier(world)  # every rank has read the checkpoint before rank 0 may replace it
+    if cfg.precompute_reference:
+        reference = (_sharded_reference(scorer, prefs, cfg, rank, world) if world > 1
+                     else reference_logprobs(scorer, prefs, cfg))
+    else:
+        reference = None
     micro = cfg.batch_size // cfg.grad_accum
+    shard = micro // world   # this rank's records of each micro-batch: [rank * shard, (rank + 1) * shard)
     t0 = time.time()
     model.train()
     for step in range(start, cfg.steps):
@@ -425,7 +524,11 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
         opt.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for m in range(cfg.grad_accum):
-            result = batch_loss(scorer, batch[m * micro:(m + 1) * micro], cfg, reference)
+            part = batch[m * micro:(m + 1) * micro]
+            sft_tokens = None
+            if world > 1 and cfg.sft_weight:  # the whole micro-batch's chosen tokens, shared out over the ranks
+                sft_tokens = sum(len(scorer.response_ids(p.chosen)) for p in part) / world
+            result = batch_loss(scorer, part[rank * shard:(rank + 1) * shard], cfg, reference, sft_tokens=sft_tokens)
             loss = result["loss"]
             if "sft_nll" in result:
                 sums["sft_nll"] = sums.get("sft_nll", 0.0) + result["sft_nll"].item() / cfg.grad_accum
@@ -436,31 +539,39 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
                 for f in ("reward_chosen", "reward_rejected", "margin", "accuracy"):
                     key = prefix + f
                     sums[key] = sums.get(key, 0.0) + getattr(stats, f).item() / cfg.grad_accum
+        if world > 1:
+            _average_gradients(params, world)
+            sums = _mean_over_ranks(sums, world)
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
         record = {"step": step, "lr": lr_at(step, cfg), **{k: round(v, 6) for k, v in sums.items()}}
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if rank == 0:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         done = step + 1
         if done % max(1, cfg.steps // 20) == 0 or done == cfg.steps:
             shown = ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "lr"))
             log(f"[{cfg.loss}] step {done}/{cfg.steps} {shown} ({time.time() - t0:.0f}s)")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            save_checkpoint(model, opt, ckpt_dir / f"step-{done}", {"step": done, "config": asdict(cfg)})
-            for old in ckpt_dir.glob("step-*"):
-                if old.name != f"step-{done}":
-                    shutil.rmtree(old, ignore_errors=True)
+            if rank == 0:
+                save_checkpoint(model, opt, ckpt_dir / f"step-{done}", {"step": done, "config": asdict(cfg)})
+                for old in ckpt_dir.glob("step-*"):
+                    if old.name != f"step-{done}":
+                        shutil.rmtree(old, ignore_errors=True)
+            _barrier(world)  # nobody goes on (or resumes) before the checkpoint is whole
     model.eval()
     finished = latest_checkpoint(ckpt_dir)
     complete = finished is not None and int(finished.name.split("-")[1]) == cfg.steps
-    if complete:
-        model.save_pretrained(str(out / "adapter.tmp"), safe_serialization=True)
-        shutil.rmtree(out / "adapter", ignore_errors=True)
-        (out / "adapter.tmp").rename(out / "adapter")
     info = {"config": asdict(cfg), "records": len(prefs), "parameters": breakdown, "complete": complete,
             "wall_s": round(time.time() - t0, 1)}
-    atomic_write_json(out / "train_info.json", info)
+    if rank == 0:
+        if complete:
+            model.save_pretrained(str(out / "adapter.tmp"), safe_serialization=True)
+            shutil.rmtree(out / "adapter", ignore_errors=True)
+            (out / "adapter.tmp").rename(out / "adapter")
+        atomic_write_json(out / "train_info.json", info)
+    _barrier(world)
     return info
 
 

@@ -191,17 +191,49 @@ def stages_for(recipe: str, cfg: RecipeConfig, stages: Sequence[int] = (1, 2)) -
     return [chosen[s - 1] for s in stages]
 
 
+def _rank0_group(world: int):
+    """A gloo group whose collectives wait up to a day (the default 30 min is too short for rank 0 making a
+    large preference set while the others wait); None in one process. Every rank must call it, in step."""
+    if world == 1:
+        return None
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    return dist.new_group(backend="gloo", timeout=timedelta(days=1))
+
+
+def _from_rank0(obj, world: int, group):
+    """Rank 0's ``obj`` on every rank (a barrier too: the others wait until rank 0 has it)."""
+    if world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, group=group)
+    return box[0]
+
+
 def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[int] = (1, 2),
                config: RecipeConfig | None = None, preferences: str | None = None, image_root: str | None = None,
                world: str | Path = "data/world", results: str | Path = "results", merge: bool = False,
                injector=None, log: Callable[[str], None] = print) -> Path:
     """Train ``out`` from the base card ``base`` into <results>/train/<out>/ (resumable: the preference data
-    and every stage's checkpoints are kept there); write models/<out>.toml; return the card's path."""
+    and every stage's checkpoints are kept there); write models/<out>.toml; return the card's path.
+
+    Under torchrun (WORLD_SIZE > 1; loop.train is data parallel) every rank runs this with the same arguments:
+    rank 0 alone makes (or reads) the preference records and writes the data file, the other ranks receive
+    rank 0's records (waiting until they are made); rank 0 alone logs and writes train_info.json, the merged
+    model and the card; every rank returns the card's path."""
     import torch
     from transformers.utils import logging as hf_logging
 
+    from povid_eval.runner import dist_info
     from povid_eval.vlm import load_vlm_card
 
+    rank, n_ranks = dist_info()
+    if rank:
+        log = lambda line: None  # noqa: E731  (rank 0 prints)
     cfg = config or RecipeConfig()
     base_card = cards.load_model_card(base)
     if base_card.adapter:
@@ -218,24 +250,27 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
                               .encode()).hexdigest()[:12]
     data_path = run_dir / f"preferences.{data_key}.jsonl"   # the world's data, made once per data config
     hf_logging.disable_progress_bar()
-    if preferences:
-        prefs = load_preference_file(preferences, image_root)
-    elif data_path.is_file():
-        prefs = read_preferences(data_path, image_root=cards.ROOT)
-    else:
-        prefs = None
+    group = _rank0_group(n_ranks)
+    prefs = None
+    if rank == 0:
+        if preferences:
+            prefs = load_preference_file(preferences, image_root)
+        elif data_path.is_file():
+            prefs = read_preferences(data_path, image_root=cards.ROOT)
     vlm = load_vlm_card(base_card)
-    if prefs is None:
-        from povid_eval.runner import ensure_world
+    if rank == 0:
+        if prefs is None:
+            from povid_eval.runner import ensure_world
 
-        if Path(world) == Path("data/world"):
-            ensure_world(cards.load_bench_card("chair"))
-        prefs = world_preferences(vlm, cards.ROOT / world, cfg, base_card.template, injector)
-    if needs_noisy and any(p.rejected_noisy_ids is None and p.rejected_noisy is None for p in prefs):
-        prefs = add_noisy_rejections(vlm, prefs, base_card.template, step=cfg.noise_step, seed=cfg.seed,
-                                     batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens)
-    if not preferences:
-        write_preferences(data_path, prefs)
+            if Path(world) == Path("data/world"):
+                ensure_world(cards.load_bench_card("chair"))
+            prefs = world_preferences(vlm, cards.ROOT / world, cfg, base_card.template, injector)
+        if needs_noisy and any(p.rejected_noisy_ids is None and p.rejected_noisy is None for p in prefs):
+            prefs = add_noisy_rejections(vlm, prefs, base_card.template, step=cfg.noise_step, seed=cfg.seed,
+                                         batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens)
+        if not preferences:
+            write_preferences(data_path, prefs)
+    prefs = _from_rank0(prefs, n_ranks, group)
     log(f"{len(prefs)} preference records ({time.time() - t0:.0f}s)")
     infos = {}
     for name, stage_cfg in plan:
@@ -245,6 +280,11 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
     adapter = run_dir / plan[-1][0] / "adapter"
     info = {"recipe": recipe, "base": base, "stages": [n for n, _ in plan], "config": asdict(cfg),
             "train": infos, "wall_s": round(time.time() - t0, 1)}
+    if rank:  # rank 0 writes train_info.json, the merged model and the card; the others wait for it
+        import torch.distributed as dist
+
+        dist.barrier(group=group)
+        return cards.models_dir() / f"{out}.toml"
     atomic_write_json(run_dir / "train_info.json", info)
     card = cards.ModelCard(name=out, path=_base_path(base_card), adapter=_project_path(adapter),
                            dtype=base_card.dtype, device=base_card.device, threads=base_card.threads,
@@ -258,4 +298,8 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
         card = replace(card, path=_project_path(merged), adapter="")
     path = cards.save_model_card(card)
     log(f"wrote {path} ({time.time() - t0:.0f}s in all)")
+    if n_ranks > 1:  # the others return once the card is there
+        import torch.distributed as dist
+
+        dist.barrier(group=group)
     return path
