@@ -290,3 +290,13 @@ def test_unknown_stage_is_a_clear_error(cli):
         stages_for("povid", RecipeConfig(), (3,))
     done = cli("train", "--stages", "x")
     assert done.returncode == 2 and "expected comma-separated ints" in done.stderr
+
+
+def test_latest_checkpoint_ignores_a_half_renamed_folder(tmp_path):
+    from povid_eval.train.loop import latest_checkpoint
+
+    for name in ("step-4", "step-8.tmp", "step-12"):
+        (tmp_path / name).mkdir()
+        if name != "step-12":  # step-12 has no state.json yet: incomplete
+            (tmp_path / name / "state.json").write_text("{}")
+    assert latest_checkpoint(tmp_path) == tmp_path / "step-4"
