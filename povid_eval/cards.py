@@ -173,9 +173,18 @@ def _names(folder: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.toml"))
 
 
+def _card_path(name_or_path: str, folder: Path) -> Path:
+    """A card file: a path ending in .toml, folder/<name>.toml, or the one folder/<group>/<name>.toml."""
+    if name_or_path.endswith(".toml"):
+        return Path(name_or_path)
+    path = folder / f"{name_or_path}.toml"
+    nested = sorted(folder.glob(f"*/{name_or_path}.toml"))
+    return nested[0] if not path.is_file() and len(nested) == 1 else path
+
+
 def _read_card(name_or_path: str, folder: Path, kind: str, cls, required: tuple[str, ...]) -> tuple[Path, dict]:
-    """The checked table of a card given by name (folder/<name>.toml) or by path."""
-    path = Path(name_or_path) if name_or_path.endswith(".toml") else folder / f"{name_or_path}.toml"
+    """The checked table of a card given by name or by path (see _card_path)."""
+    path = _card_path(name_or_path, folder)
     if not path.is_file():
         raise InputError(path, f"unknown {kind} '{name_or_path}' (known: {', '.join(_names(folder)) or 'none'})")
     data = read_toml(path)
@@ -217,8 +226,13 @@ def load_bench_card(name_or_path: str, folder: Path | None = None) -> BenchCard:
     return BenchCard(decoding=_decoding(path, data.pop("decoding", {})), **data)
 
 
-def bench_names() -> list[str]:
-    return _names(benchmarks_dir())
+def bench_names(group: str = "all") -> list[str]:
+    """The cards of a bench set: ``all`` = benchmarks/*.toml (the embedded world), a folder name such as
+    ``real`` = benchmarks/real/*.toml, anything else = that one card."""
+    if group == "all":
+        return _names(benchmarks_dir())
+    folder = benchmarks_dir() / group
+    return [f"{group}/{name}" for name in _names(folder)] if folder.is_dir() else [group]
 
 
 # ---------------------------------------------------------------- writing cards (a small TOML emitter)

@@ -90,24 +90,50 @@ def cmd_score_mme(args) -> None:
 
 
 def cmd_score_mmhal(args) -> None:
+    from povid_eval.errors import InputError
     from povid_eval.score import mmhal_from_files
 
-    _print_result(mmhal_from_files(args.responses, args.judge_replies), args.json)
+    options = [o for o, v in (("--judge-model", args.judge_model), ("--judge-base-url", args.judge_base_url),
+                              ("--judge-key-env", args.judge_key_env), ("--judge-prompt", args.judge_prompt),
+                              ("--save-replies", args.save_replies)) if v]
+    if args.judge_replies is not None:
+        if options:
+            raise InputError(None, f"{options[0]} goes with --judge, not with --judge-replies")
+        result = mmhal_from_files(args.responses, args.judge_replies)
+    else:
+        from povid_eval import judges
+
+        judge = judges.build_judge(args.judge, model=args.judge_model or "", base_url=args.judge_base_url or "",
+                                   key_env=args.judge_key_env or "", judge_prompt=args.judge_prompt)
+        result = mmhal_from_files(args.responses, judge=judge, save_replies=args.save_replies)
+    _print_result(result, args.json)
 
 
 def cmd_run(args) -> None:
     from povid_eval import cards, runner
 
-    names = cards.bench_names() if args.bench == "all" else [args.bench]
+    names = cards.bench_names(args.bench)
     cards.load_model_card(args.model)  # unknown model: fail before any work
     for name in names:
         cards.load_bench_card(name)
     for name in names:
-        result = runner.run(args.model, name, batch_size=args.batch_size, limit=args.limit, out=args.out)
+        result = runner.run(args.model, name, batch_size=args.batch_size, limit=args.limit, out=args.out,
+                            image_ids=args.image_ids, data=args.data, judge_prompt=args.judge_prompt)
         if result is not None:
             _print_result(result, args.json)
             if not args.json:
                 print()
+
+
+def cmd_doctor(args) -> None:
+    from povid_eval import doctor
+
+    if not args.model and not args.bench:
+        args.model, args.bench = "base", "all"
+    found = doctor.checks(args.model, args.bench, out=args.out, data=args.data, judge_prompt=args.judge_prompt)
+    print(doctor.as_json(found) if args.json else doctor.report(found))
+    if not all(c.ok for c in found):
+        raise SystemExit(2)
 
 
 def _numbers(kind):
@@ -177,7 +203,7 @@ def cmd_compare(args) -> None:
     from povid_eval import cards
     from povid_eval.report import compare
 
-    benches = cards.bench_names() if args.bench == "all" else [args.bench]
+    benches = cards.bench_names(args.bench)
     compare.ensure_results(args.models, benches, args.out)
     for b in args.models[1:]:
         _print_written(compare.write_comparison(args.models[0], b, benches, args.out))
@@ -240,18 +266,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ground-truth-dir", help="folder of <subtask>.txt: image<TAB>question<TAB>Yes|No")
     p.add_argument("--results-dir", help="eval_tool results: <subtask>.txt with 4 tab-separated columns")
 
-    p = bench("mmhal", "MMHal-Bench from judge replies", cmd_score_mmhal)
+    p = bench("mmhal", "MMHal-Bench from judge replies, or judged now", cmd_score_mmhal)
     p.add_argument("--responses", required=True, help="the 96-record template with model_answer filled (json)")
-    p.add_argument("--judge-replies", required=True, help='jsonl of {"index": i, "reply": "..."}, one per record')
+    judged = p.add_mutually_exclusive_group(required=True)
+    judged.add_argument("--judge-replies", help='jsonl of {"index": i, "reply": "..."}, one per record')
+    judged.add_argument("--judge", choices=["rule", "openai", "hf"],
+                        help="judge the answers now: openai (an OpenAI-compatible endpoint), hf (a local causal LM "
+                             "folder) or rule (the synthetic world only); replies cached in $POVID_EVAL_CACHE/judge")
+    p.add_argument("--judge-model", help="openai: the judge model to pin (e.g. gpt-4-0613); hf: the model folder")
+    p.add_argument("--judge-base-url", help="openai judge endpoint (default https://api.openai.com/v1)")
+    p.add_argument("--judge-key-env", help="environment variable holding the judge's API key (default "
+                                           "OPENAI_API_KEY; the key is never written anywhere)")
+    p.add_argument("--judge-prompt", metavar="FILE", help="judge prompt with four {} slots (image contents, question, "
+                   "standard answer, model answer); default: povid_eval/benches/mmhal_judge_prompt.txt")
+    p.add_argument("--save-replies", metavar="FILE", help="write the judge's replies (the --judge-replies layout)")
 
     p = commands.add_parser("run", help="generate (cached, resumable) and score benches for a model")
-    p.add_argument("--bench", required=True, help="a bench card name (benchmarks/<name>.toml) or 'all'")
+    p.add_argument("--bench", required=True, help="a bench card name (benchmarks/<name>.toml), 'all' (the "
+                   "embedded world's cards) or a bench set folder such as 'real' (benchmarks/real/*.toml)")
     p.add_argument("--model", default="base", help="a model card name (models/<name>.toml); default base")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, default=0, help="first N items (MME: N image pairs)")
+    p.add_argument("--image-ids", metavar="FILE", help="CHAIR: use these image ids (one per line) instead of the "
+                   "card's pinned list, e.g. another paper's 500")
+    p.add_argument("--data", metavar="DIR", help="data root instead of the bench card's (e.g. where COCO, POPE, "
+                   "MME and MMHal live on this node)")
+    p.add_argument("--judge-prompt", metavar="FILE", help="MMHal: the judge prompt file instead of the bench card's "
+                   "(four {} slots; e.g. the original evaluation's prompt); its sha256 goes into metrics.json")
     p.add_argument("--out", default="results", help="results folder (default results)")
     p.add_argument("--json", action="store_true", help="print each bench's metrics record as JSON")
     p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser("doctor", help="check, in seconds, every asset a run needs and say how to get what "
+                            "is missing (default: --model base --bench all)")
+    p.add_argument("--model", help="a model card name (models/<name>.toml)")
+    p.add_argument("--bench", help="a bench card name, 'all' or a bench set folder ('real')")
+    p.add_argument("--data", metavar="DIR", help="data root instead of the bench cards' (as run --data)")
+    p.add_argument("--judge-prompt", metavar="FILE", help="MMHal judge prompt to check (as run --judge-prompt)")
+    p.add_argument("--out", default="results", help="results folder whose free disk is checked (default results)")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.set_defaults(func=cmd_doctor)
 
     p = commands.add_parser("frontier", help="the model's CHAIR_i-vs-recall curve under a sweep of stop biases")
     p.add_argument("--model", default="base", help="a model card name (models/<name>.toml); default base")
@@ -282,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("compare", help="paired comparison of models: deltas with 95% intervals, Holm, plots")
     p.add_argument("models", nargs="+", help="model card names: the first is the baseline, each other is compared to it")
-    p.add_argument("--bench", default="all", help="a bench card name or 'all' (default)")
+    p.add_argument("--bench", default="all", help="a bench card name, 'all' (default) or a bench set folder ('real')")
     p.add_argument("--out", default="results", help="results folder (default results)")
     p.set_defaults(func=cmd_compare)
 

@@ -14,13 +14,16 @@ fixed chunks of the item list, so every sample is generated in the same batch as
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import os
 import platform
+import random
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -47,11 +50,51 @@ class Item:
 
 # ----------------------------------------------------------------------------------- items per bench
 
+def read_image_ids(path: Path) -> list[int]:
+    """Image ids, one per line ('#' starts a comment; blank lines skipped)."""
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if text:
+            if not text.isdigit():
+                raise InputError(path, f"expected an image id (an integer), got {text!r}", line=n)
+            out.append(int(text))
+    if not out:
+        raise InputError(path, "no image ids")
+    return out
+
+
+def chair_image_ids(card: cards.BenchCard, all_ids: list[int]) -> list[int]:
+    """The CHAIR image list: the card's ``image_ids`` file (kept in file order), or ``sample`` ids drawn with
+    ``sample_seed`` from the annotations' sorted ids, or all of them (the synthetic world's val split)."""
+    if card.image_ids:
+        path = cards.resolve_path(card.image_ids)
+        if not path.is_file():
+            raise InputError(path, f"image-id list of bench {card.name} not found")
+        ids, known = read_image_ids(path), set(all_ids)
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise InputError(path, f"{len(unknown)} image ids are not in {card.data_path('instances').name} "
+                                   f"(e.g. {unknown[0]})")
+        return list(dict.fromkeys(ids))
+    if card.sample:
+        return random.Random(card.sample_seed).sample(sorted(all_ids), min(card.sample, len(all_ids)))
+    return sorted(all_ids)
+
+
 def _chair_items(card: cards.BenchCard) -> list[Item]:
     data = read_json(card.data_path("instances"))
     images = card.data_path("images")
-    return [Item(str(im["id"]), images / im["file_name"], card.prompt, {"question_id": im["id"], "image_id": im["id"]})
-            for im in sorted(data["images"], key=lambda im: im["id"])]
+    by_id = {im["id"]: im for im in data["images"]}
+    return [Item(str(i), images / by_id[i]["file_name"], card.prompt, {"question_id": i, "image_id": i})
+            for i in chair_image_ids(card, list(by_id))]
+
+
+def _question(card: cards.BenchCard, text: str) -> str:
+    """A question as the bench card asks it: its ``strip`` text removed, its ``suffix`` appended."""
+    if not card.strip and not card.suffix:
+        return text
+    return (text.replace(card.strip, "") if card.strip else text).strip() + card.suffix
 
 
 def _pope_items(card: cards.BenchCard) -> list[Item]:
@@ -60,7 +103,7 @@ def _pope_items(card: cards.BenchCard) -> list[Item]:
     for line, q in iter_jsonl(card.data_path("questions")):
         if not all(k in q for k in ("question_id", "image", "text", "category")):
             raise InputError(card.data_path("questions"), "expected question_id, image, text, category", line=line)
-        out.append(Item(str(q["question_id"]), images / q["image"], q["text"],
+        out.append(Item(str(q["question_id"]), images / q["image"], _question(card, q["text"]),
                         {"question_id": q["question_id"], "category": q["category"]}))
     return out
 
@@ -75,16 +118,30 @@ def _mme_items(card: cards.BenchCard) -> list[Item]:
         if not path.is_file():
             continue
         for k, (_, (image, question, _answer)) in enumerate(score.read_mme_tsv(path, 3)):
-            prompt = (question.replace(card.strip, "") if card.strip else question).strip() + card.suffix
-            out.append(Item(f"{name}/{image}/{k % 2}", images / name / image, prompt,
+            out.append(Item(f"{name}/{image}/{k % 2}", mme_image(images, name, image), _question(card, question),
                             {"question_id": f"{name}/{image}"}))
     return out
 
 
+def mme_image(root: Path, subtask: str, image: str) -> Path:
+    """An MME image: <subtask>/<image>, or <subtask>/images/<image> as the release ships five subtasks
+    (artwork, celebrity, landmark, posters, scene)."""
+    flat = root / subtask / image
+    nested = root / subtask / "images" / image
+    return nested if not flat.exists() and nested.exists() else flat
+
+
+def mmhal_image(card: cards.BenchCard, record: dict) -> Path:
+    """An MMHal image: with an ``images`` folder in the card, the file named as the last part of the record's
+    ``image_src`` URL (the release's images/ folder), else ``image_src`` relative to the data root (the world)."""
+    if "images" in card.files:
+        return card.data_path("images") / urllib.parse.urlparse(record["image_src"]).path.rsplit("/", 1)[-1]
+    return card.data_path() / record["image_src"]
+
+
 def _mmhal_items(card: cards.BenchCard) -> list[Item]:
     records = score.load_mmhal_template(card.data_path("template"), need_answer=False)
-    root = card.data_path()
-    return [Item(str(i), root / r["image_src"], r["question"] + card.suffix, {"question_id": i})
+    return [Item(str(i), mmhal_image(card, r), r["question"] + card.suffix, {"question_id": i})
             for i, r in enumerate(records)]
 
 
@@ -103,10 +160,13 @@ def bench_items(card: cards.BenchCard, limit: int = 0) -> list[Item]:
 # ----------------------------------------------------------------------------------- scoring samples
 
 def score_samples(card: cards.BenchCard, samples: list[tuple[int, dict]], judge=None,
-                  with_units: bool = False, details: Path | None = None) -> dict:
+                  with_units: bool = False, details: Path | None = None,
+                  judge_prompt: str | Path | None = None) -> dict:
     """Score (line, sample) pairs with the bench's reference scorer; returns {bench, variant, n, metrics}
     (plus "units" for bootstrap intervals when asked). ``details``: CHAIR's per-caption mentions, or
-    MMHal's judge replies, are written there (jsonl)."""
+    MMHal's judge replies, are written there (jsonl). MMHal: ``judge`` (a judges.Judge or any
+    callable(record) -> reply), else the card's judge (judges.make_judge; ``judge_prompt`` overrides the card's
+    prompt; replies cached in $POVID_EVAL_CACHE/judge); the result gets "judge": {kind, model, prompt_sha256}."""
     if card.bench == "chair":
         return score.chair_from_files(samples, coco_annotations=card.data_path("annotations"), variant=card.variant,
                                       caption_key="text", split=card.files.get("split"), with_units=with_units,
@@ -121,11 +181,11 @@ def score_samples(card: cards.BenchCard, samples: list[tuple[int, dict]], judge=
     records = score.load_mmhal_template(card.data_path("template"), need_answer=False)
     by_index = {int(s["question_id"]): s["text"] for _, s in samples}
     kept = [records[i] | {"model_answer": by_index[i]} for i in sorted(by_index)]
-    judge = judge or judges.get(card.judge)
-    replies = [judge(r) for r in kept]
+    judge = judge or judges.make_judge(card, judge_prompt=judge_prompt)
+    replies = judges.judge_all(judge, kept)
     if details is not None:
         atomic_write_jsonl(details, [{"index": i, "reply": reply} for i, reply in zip(sorted(by_index), replies)])
-    return score.mmhal_result(kept, replies, card.variant, with_units)
+    return score.mmhal_result(kept, replies, card.variant, with_units, judge=judges.describe(judge))
 
 
 # ----------------------------------------------------------------------------------- samples file
@@ -204,16 +264,24 @@ def _file_hash(paths: list[Path]) -> str:
 
 
 def model_fingerprint(card: cards.ModelCard) -> dict:
-    """Card fields plus hashes of the adapter files and of the base's config (weights of a 7B model are
-    too large to hash on every run; the config and file sizes pin the checkpoint well enough)."""
+    """Card fields plus hashes of the adapter files and of the checkpoint's config and weight-file sizes (the
+    weights of a 7B model are too large to hash on every run; config and sizes pin it well enough). An API
+    model is its endpoint and model name (never the key)."""
+    if card.backend == "openai":
+        return {"card": card.name, "backend": "openai", "base_url": card.base_url, "api_model": card.api_model}
     info = {"card": card.name, "path": card.path, "adapter": card.adapter, "dtype": card.dtype,
             "template": card.template}
-    base = card.resolve(card.path)
-    if base.is_dir():
-        sizes = {p.name: p.stat().st_size for p in sorted(base.glob("*.safetensors"))}
-        config = base / "config.json"
-        info["base_hash"] = hashlib.sha256(
-            (config.read_text() if config.exists() else "").encode() + json.dumps(sizes).encode()).hexdigest()[:16]
+    if card.format != "auto" or card.model_base:
+        info.update(format=card.format, model_base=card.model_base)
+    h, found = hashlib.sha256(), False
+    for folder in [card.resolve(card.path)] + ([card.resolve(card.model_base)] if card.model_base else []):
+        if folder.is_dir() and card.path:
+            found = True
+            config = folder / "config.json"
+            sizes = {p.name: p.stat().st_size for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))}
+            h.update((config.read_text() if config.exists() else "").encode() + json.dumps(sizes).encode())
+    if found:
+        info["base_hash"] = h.hexdigest()[:16]
     if card.adapter:
         adapter = card.resolve(card.adapter)
         info["adapter_hash"] = _file_hash([p for p in adapter.glob("*") if p.is_file()]) if adapter.is_dir() else ""
@@ -255,7 +323,8 @@ _LOADED: dict[tuple, Generate] = {}
 def default_generate(model: cards.ModelCard, logits_processor=None) -> Generate:
     """Generation with the card's model, loaded once per process (``run --bench all`` shares it);
     ``logits_processor`` (a list of transformers LogitsProcessors) is applied at every step, on that same model."""
-    key = (model.name, model.path, model.adapter, model.dtype, model.device)
+    key = (model.name, model.backend, model.path, model.adapter, model.format, model.model_base, model.dtype,
+           model.device, model.base_url, model.api_model)
     if key not in _LOADED:
         _LOADED[key] = _load_generate(model)
     if logits_processor is None:
@@ -264,6 +333,10 @@ def default_generate(model: cards.ModelCard, logits_processor=None) -> Generate:
 
 
 def _load_generate(model: cards.ModelCard) -> Generate:
+    if model.backend == "openai":  # an OpenAI-compatible chat endpoint: no torch, no weights
+        from povid_eval import api_model
+
+        return api_model.openai_generate(model)
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -285,13 +358,29 @@ def _load_generate(model: cards.ModelCard) -> Generate:
 
 
 def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 0, out: str | Path = "results",
-        generate: Generate | None = None, progress: bool = True) -> dict | None:
-    """Generate what is missing, then score; returns the metrics record (None on ranks other than 0)."""
+        generate: Generate | None = None, progress: bool = True, image_ids: str | Path | None = None,
+        data: str | Path | None = None, judge_prompt: str | Path | None = None) -> dict | None:
+    """Generate what is missing, then score; returns the metrics record (None on ranks other than 0).
+    ``image_ids``: a file of image ids replacing the CHAIR card's list; ``data``: the data root instead of the
+    card's; ``judge_prompt``: MMHal's judge prompt file instead of the card's (metrics.json's ``judge``
+    records its sha256; the protocol hash, which ties the samples, does not change)."""
     model = cards.load_model_card(model_name)
     bench = cards.load_bench_card(bench_name)
+    if image_ids:
+        bench = dataclasses.replace(bench, image_ids=str(Path(image_ids).resolve()))
+    if data:
+        bench = dataclasses.replace(bench, data=str(Path(data).resolve()))
     rank, world = dist_info()
+    judge = None
+    if bench.bench == "mmhal" and rank == 0:  # a bad judge setting or prompt fails before any generation
+        from povid_eval import judges
+
+        judge = judges.make_judge(bench, judge_prompt=judge_prompt)
     if rank == 0:
         ensure_world(bench)
+        from povid_eval import doctor  # the same checks as `povid-eval doctor`, before any work
+
+        doctor.require(doctor.bench_checks(bench, judge_prompt) + [doctor.disk_check(out)], bench.name)
     _barrier(world)
     items = bench_items(bench, limit)
     folder = Path(out) / model.name / bench.name
@@ -327,6 +416,10 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
         if not image.is_file():
             raise InputError(image, f"image not found (listed by bench {bench.name})")
     if mine:
+        if generate is None:
+            from povid_eval import doctor
+
+            doctor.require(doctor.model_checks(model), f"model {model.name}")
         generate = generate or default_generate(model)
         from tqdm import tqdm
 
@@ -353,7 +446,7 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
         raise InputError(samples_path, f"{len(missing)} samples missing after generation (e.g. {missing[0]!r})")
     kept = sorted((done[k] for k in keys), key=lambda p: p[0])
     details = {"chair": folder / "details.jsonl", "mmhal": folder / "judge_replies.jsonl"}.get(bench.bench)
-    result = score_samples(bench, kept, with_units=True, details=details)
+    result = score_samples(bench, kept, judge=judge, with_units=True, details=details)
     matrix, from_sums = result.pop("units")
     record = {
         **result,

@@ -7,6 +7,7 @@ expected), joins answers with ground truth, and calls the bench's pure scorer. T
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from povid_eval import coco
@@ -312,13 +313,35 @@ def load_judge_replies(path: str | Path, n: int) -> list[str]:
     return [replies[i] for i in range(n)]
 
 
-def mmhal_result(records: list[dict], replies: list[str], variant: str, with_units: bool = False) -> dict:
+def mmhal_result(records: list[dict], replies: list[str], variant: str, with_units: bool = False,
+                 judge: dict | None = None) -> dict:
+    """Score judge replies with the original parser; ``judge`` (kind, model, prompt_sha256) is recorded in the
+    result. Replies without a single 'Rating: N' score 0, as in the original, are counted in
+    ``parse_failures`` and announced by a warning line on stderr."""
     metrics = mmhal.score([r["question_type"] for r in records], replies)
+    if metrics["parse_failures"]:
+        print(f"povid-eval: warning: {metrics['parse_failures']} of {metrics['n']} MMHal judge replies have no single "
+              "'Rating: N' (N in 0-6); scored 0 as the original does (metrics.parse_failures)", file=sys.stderr)
     result = _result("mmhal", variant, metrics["n"], metrics)
+    if judge is not None:
+        result["judge"] = judge
     return _with_units(result, mmhal.units(replies)) if with_units else result
 
 
-def mmhal_from_files(responses: str | Path, judge_replies: str | Path) -> dict:
-    """MMHal-Bench from the filled template and judge replies obtained elsewhere (original parse rule)."""
+def mmhal_from_files(responses: str | Path, judge_replies: str | Path | None = None, *, judge=None,
+                     save_replies: str | Path | None = None) -> dict:
+    """MMHal-Bench from the filled template and either judge replies obtained elsewhere (``judge_replies``,
+    variant "judge-replies") or a judge to ask now (``judge``: judges.make_judge / build_judge, or any
+    callable(record) -> reply; variant "original-parser"). ``save_replies`` writes the judge's replies in the
+    --judge-replies layout. Both are read with the original parse rule."""
+    if (judge_replies is None) == (judge is None):
+        raise InputError(None, "give exactly one of --judge-replies FILE or --judge rule|openai|hf")
     records = load_mmhal_template(responses)
-    return mmhal_result(records, load_judge_replies(judge_replies, len(records)), "judge-replies")
+    if judge_replies is not None:
+        return mmhal_result(records, load_judge_replies(judge_replies, len(records)), "judge-replies")
+    from povid_eval import judges
+
+    replies = judges.judge_all(judge, records)
+    if save_replies is not None:
+        atomic_write_jsonl(save_replies, [{"index": i, "reply": reply} for i, reply in enumerate(replies)])
+    return mmhal_result(records, replies, "original-parser", judge=judges.describe(judge))

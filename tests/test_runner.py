@@ -149,7 +149,7 @@ def test_unknown_names_and_missing_image(env, tmp_path):
         proc = cli(env, "run", "--bench", "chair", "--model", "tiny", "--out", tmp_path / "r")
     finally:
         shutil.move(backup, image)
-    assert proc.returncode == 2 and "image not found" in proc.stderr and str(image) in proc.stderr
+    assert proc.returncode == 2 and "images: 1 of 24 images missing" in proc.stderr and str(image) in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 

@@ -43,16 +43,33 @@ def aligned_samples(model: str, bench: str, out: str | Path = "results") -> list
     return [done[it.key] for it in items]
 
 
-def units_of(card: cards.BenchCard, samples: list[tuple[int, dict]]):
-    """(matrix, from_sums): the per-unit rows of samples in item order, from the bench's reference scorer."""
+def units_of(card: cards.BenchCard, samples: list[tuple[int, dict]], judge_prompt: str | None = None):
+    """(matrix, from_sums): the per-unit rows of samples in item order, from the bench's reference scorer
+    (MMHal: the judge with ``judge_prompt``, replies from the judge cache)."""
     from povid_eval import runner
 
-    return runner.score_samples(card, samples, with_units=True)["units"]
+    return runner.score_samples(card, samples, with_units=True, judge_prompt=judge_prompt)["units"]
+
+
+def recorded_judge_prompt(model: str, card: cards.BenchCard, out: str | Path = "results") -> str | None:
+    """The judge prompt file a model's MMHal run used (the card's, or ``run --judge-prompt``), from its
+    metrics.json; None for the rule judge or another bench."""
+    from povid_eval.io import read_json
+
+    path = Path(out) / model / card.name / "metrics.json"
+    judge = (read_json(path).get("judge") or {}) if card.bench == "mmhal" and path.is_file() else {}
+    prompt = judge.get("prompt_file")
+    if not prompt:
+        return None
+    if not Path(prompt).is_file():
+        raise InputError(path, f"judge prompt {prompt} of that run is gone: put it back or rerun the bench")
+    return prompt
 
 
 def aligned_units(model: str, bench: str, out: str | Path = "results"):
     """(matrix, from_sums) of a model's finished samples on a bench, rows in the bench's item order."""
-    return units_of(cards.load_bench_card(bench), aligned_samples(model, bench, out))
+    card = cards.load_bench_card(bench)
+    return units_of(card, aligned_samples(model, bench, out), recorded_judge_prompt(model, card, out))
 
 
 def question_correctness(card: cards.BenchCard, samples: list[tuple[int, dict]]) -> dict[str, list[bool]]:
@@ -139,8 +156,12 @@ def compare_models(a: str, b: str, benches: Sequence[str], out: str | Path = "re
     for bench in benches:
         card = cards.load_bench_card(bench)
         samples_a, samples_b = aligned_samples(a, bench, out), aligned_samples(b, bench, out)
-        units_a, from_sums = units_of(card, samples_a)
-        units_b, _ = units_of(card, samples_b)
+        prompts = [recorded_judge_prompt(m, card, out) for m in (a, b)]
+        if prompts[0] != prompts[1]:
+            raise InputError(None, f"bench '{bench}': {a} and {b} were judged with different prompts "
+                                   f"({prompts[0] or 'the card'} vs {prompts[1] or 'the card'}); rerun one of them")
+        units_a, from_sums = units_of(card, samples_a, prompts[0])
+        units_b, _ = units_of(card, samples_b, prompts[1])
         if units_a.shape != units_b.shape:
             raise InputError(None, f"bench '{bench}': {a} and {b} were scored on different items "
                                    f"({units_a.shape[0]} vs {units_b.shape[0]} units); rerun with the same --limit")

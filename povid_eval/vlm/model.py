@@ -31,7 +31,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
-def _check_model_dir(path: Path) -> None:
+def model_dir_problems(path: Path) -> list[str]:
+    """What an HF-layout LLaVA folder lacks (empty when complete)."""
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
@@ -41,16 +42,29 @@ def _check_model_dir(path: Path) -> None:
         missing.append("tokenizer (tokenizer.json)")
     if not any((path / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")):
         missing.append("image processor (processor_config.json or preprocessor_config.json)")
+    return missing
+
+
+def adapter_problems(path: Path) -> list[str]:
+    """What a PEFT adapter folder lacks (empty when complete)."""
+    if not path.is_dir():
+        return ["the folder"]
+    missing = [] if (path / "adapter_config.json").is_file() else ["adapter_config.json"]
+    if not any((path / f).is_file() for f in _ADAPTER_WEIGHTS):
+        missing.append("adapter_model.safetensors")
+    return missing
+
+
+def _check_model_dir(path: Path) -> None:
+    missing = model_dir_problems(path)
     if missing:
         raise MissingAssetError(f"{path}: not a complete LLaVA checkpoint, missing {', '.join(missing)}")
 
 
 def _check_adapter_dir(path: Path) -> None:
-    if not path.is_dir():
+    missing = adapter_problems(path)
+    if missing == ["the folder"]:
         raise MissingAssetError(f"{path}: adapter folder not found")
-    missing = [] if (path / "adapter_config.json").is_file() else ["adapter_config.json"]
-    if not any((path / f).is_file() for f in _ADAPTER_WEIGHTS):
-        missing.append("adapter_model.safetensors")
     if missing:
         raise MissingAssetError(f"{path}: not a PEFT adapter folder, missing {', '.join(missing)}")
 
@@ -75,10 +89,8 @@ def is_hub_id(path: str | Path) -> bool:
 
 def detect_format(path: str | Path) -> str:
     """``llava`` for the original LLaVA repo's folders (LlavaLlamaForCausalLM, or its LoRA folders), else ``hf``."""
-    try:  # TEMP until convert.py lands
-        from povid_eval.vlm.convert import is_original_llava
-    except ImportError:
-        return "hf"
+    from povid_eval.vlm.convert import is_original_llava
+
     return "llava" if Path(path).is_dir() and is_original_llava(path) else "hf"
 
 

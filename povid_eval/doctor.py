@@ -1,0 +1,316 @@
+"""`povid-eval doctor`: before a long run, check in seconds every asset it will need, and say how to get
+what is missing.
+
+Each check is a ``Check(asset, ok, detail, fix)``: the asset kind (model weights, tokenizer, images, ...), the
+verdict, what was found or is missing (with the path), and the exact command or download that fixes it.
+Checks never load weights, never send a model request (an endpoint is probed with ``GET {base_url}/models``,
+5 s timeout) and never print a key. ``povid-eval run`` calls the same checks first (bench data always, the
+model only when something must be generated) and stops with one line per problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from povid_eval import cards
+from povid_eval.errors import MissingAssetError
+
+MIN_FREE_GB = 1.0
+PROBE_TIMEOUT_S = 5.0
+
+FIX = {
+    "coco_images": "wget http://images.cocodataset.org/zips/val2014.zip && unzip val2014.zip -d {root}/coco/",
+    "coco_annotations": "wget http://images.cocodataset.org/annotations/annotations_trainval2014.zip && "
+                        "unzip annotations_trainval2014.zip -d {root}/coco/",
+    "pope": "LLaVA's playground/data/eval/pope/llava_pope_test.jsonl (haotian-liu/LLaVA) and "
+            "output/coco/coco_pope_{{random,popular,adversarial}}.json (github.com/RUCAIBox/POPE) into {root}/pope/",
+    "mme": "the MME release (request it at github.com/BradyFU/Awesome-Multimodal-Large-Language-Models, "
+           "Evaluation branch): unzip MME_Benchmark_release_version and eval_tool into {root}/MME/",
+    "mmhal": "hf download Shengcao1006/MMHal-Bench --repo-type dataset --local-dir {root}/mmhal",
+    "nltk": "make setup (assembles the NLTK data offline), or with internet: "
+            "python -m nltk.downloader punkt_tab averaged_perceptron_tagger_eng wordnet",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    asset: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        return f"{self.asset}: {self.detail}" + (f" (fix: {self.fix})" if self.fix and not self.ok else "")
+
+
+def _file(asset: str, path: Path, fix: str = "") -> Check:
+    return Check(asset, path.is_file(), f"{path}" + ("" if path.is_file() else " not found"), fix)
+
+
+def _images(asset: str, paths: list[Path], fix: str) -> Check:
+    missing = [p for p in dict.fromkeys(paths) if not p.is_file()]
+    total = len(set(paths))
+    if missing:
+        return Check(asset, False, f"{len(missing)} of {total} images missing (e.g. {missing[0]})", fix)
+    return Check(asset, True, f"{total} images under {os.path.commonpath([str(p) for p in paths]) if paths else '-'}")
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local HF-cache folder of a hub id, or None when it is not cached."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 (not cached, or no huggingface_hub cache at all)
+        return None
+
+
+def _device_check(device: str) -> Check | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    ok = torch.cuda.is_available()
+    return Check("device", ok, f"{device}: " + ("CUDA available" if ok else "CUDA is not available here"),
+                 "run on a GPU node, or set device = \"cpu\" (slow for 7B models)")
+
+
+def probe_endpoint(base_url: str, key_env: str, asset: str) -> list[Check]:
+    """Key presence and ``GET {base_url}/models`` (5 s): reachable, and the key accepted."""
+    out = []
+    key = os.environ.get(key_env) if key_env else None
+    if key_env:
+        out.append(Check(f"{asset} key", bool(key), f"${key_env} " + ("is set" if key else "is not set"),
+                         f"export {key_env}=<your key>"))
+    request = urllib.request.Request(base_url.rstrip("/") + "/models",
+                                     headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
+            out.append(Check(f"{asset} endpoint", True, f"{base_url} answers (HTTP {response.status})"))
+    except urllib.error.HTTPError as e:
+        ok = e.code not in (401, 403)
+        out.append(Check(f"{asset} endpoint", ok, f"{base_url} answers HTTP {e.code}" +
+                         ("" if ok else ": the key was refused"), f"check ${key_env or 'the key'}"))
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        out.append(Check(f"{asset} endpoint", False, f"{base_url} unreachable ({reason})",
+                         "start the server or check base_url (and that this node can reach it)"))
+    return out
+
+
+def model_checks(card: cards.ModelCard) -> list[Check]:
+    if card.backend == "openai":
+        return probe_endpoint(card.base_url, card.api_key_env, "model")
+    from povid_eval.vlm.model import adapter_problems, detect_format, is_hub_id, model_dir_problems
+
+    out = []
+    path = card.resolve(card.path)
+    if not path.exists() and is_hub_id(card.path):
+        cached = _hub_snapshot(card.path)
+        name = card.path.split("/")[-1]
+        fix = f"hf download {card.path} --local-dir models/{name} and set path = \"models/{name}\" in the card"
+        if cached is None:
+            allowed = os.environ.get("POVID_EVAL_ALLOW_DOWNLOADS") == "1"
+            out.append(Check("model weights", allowed, f"{card.path}: not in the local HF cache" +
+                             (" (will be downloaded: POVID_EVAL_ALLOW_DOWNLOADS=1)" if allowed else ""), fix))
+            return out
+        path = cached
+    if not path.is_dir():
+        return [Check("model weights", False, f"{path}: folder not found", "download the checkpoint there, or fix "
+                      f"`path` in models/{card.name}.toml")]
+    fmt = detect_format(path) if card.format == "auto" else card.format
+    if fmt == "llava":
+        from povid_eval.vlm.convert import check_original_llava
+
+        problems = check_original_llava(path, model_base=card.resolve(card.model_base) if card.model_base else None,
+                                        vision_tower=card.resolve(card.vision_tower) if card.vision_tower else None)
+        out += [Check("model (original LLaVA format)", False, p) for p in problems]
+        if not problems:
+            out.append(Check("model (original LLaVA format)", True, f"{path}: converted on load"))
+    else:
+        missing = model_dir_problems(path)
+        kinds = {"weights": "model weights", "tokenizer": "tokenizer", "image processor": "processor",
+                 "config.json": "model config"}
+        for key, asset in kinds.items():
+            gone = [m for m in missing if m.startswith(key)]
+            out.append(Check(asset, not gone, f"{path}: " + (f"missing {gone[0]}" if gone else "present"),
+                             "re-download the checkpoint folder completely"))
+    if card.adapter:
+        adapter = card.resolve(card.adapter)
+        missing = adapter_problems(adapter)
+        out.append(Check("adapter", not missing, f"{adapter}: " + (f"missing {', '.join(missing)}" if missing
+                         else "PEFT adapter"), "train it (povid-eval train) or fix `adapter` in the card"))
+    device = _device_check(card.device)
+    return out + ([device] if device else [])
+
+
+# ----------------------------------------------------------------------------------------------- bench
+
+def _nltk_check(variant: str) -> Check:
+    from povid_eval.nltk_setup import missing_resources
+
+    needed = {"punkt_tab"} | ({"averaged_perceptron_tagger_eng", "wordnet"} if variant == "wordnet" else set())
+    missing = sorted(set(missing_resources()) & needed)
+    return Check("NLTK data", not missing, f"missing {', '.join(missing)}" if missing else
+                 f"{', '.join(sorted(needed))} found", FIX["nltk"])
+
+
+def _chair_checks(card: cards.BenchCard, root: str) -> list[Check]:
+    from povid_eval.runner import chair_image_ids
+    from povid_eval.io import read_json
+
+    out = [_file("annotations (instances)", card.data_path("instances"), FIX["coco_annotations"].format(root=root))]
+    ann = card.data_path("annotations")
+    captions = sorted(ann.glob("captions_*.json")) if ann.is_dir() else []
+    out.append(Check("annotations (captions)", bool(captions), f"{ann}: " + (", ".join(p.name for p in captions)
+                     if captions else "no captions_*.json"), FIX["coco_annotations"].format(root=root)))
+    if card.image_ids:
+        out.append(_file("image list", cards.resolve_path(card.image_ids), "pass --image-ids FILE or fix the card"))
+    out.append(_nltk_check(card.variant))
+    if all(c.ok for c in out):
+        data = read_json(card.data_path("instances"))
+        names = {im["id"]: im["file_name"] for im in data["images"]}
+        ids = chair_image_ids(card, list(names))
+        out.append(_images("images", [card.data_path("images") / names[i] for i in ids],
+                           FIX["coco_images"].format(root=root)))
+    return out
+
+
+def _pope_checks(card: cards.BenchCard, root: str) -> list[Check]:
+    from povid_eval.io import iter_jsonl
+
+    fix = FIX["pope"].format(root=root)
+    out = [_file("POPE questions", card.data_path("questions"), fix)]
+    if not out[0].ok:
+        return out
+    questions = [q for _, q in iter_jsonl(card.data_path("questions"))]
+    for split in sorted({q.get("category", "?") for q in questions}):
+        out.append(_file(f"POPE labels ({split})", card.data_path("labels") / f"coco_pope_{split}.json", fix))
+    out.append(_images("images", [card.data_path("images") / q["image"] for q in questions],
+                       FIX["coco_images"].format(root=root)))
+    return out
+
+
+def _mme_checks(card: cards.BenchCard, root: str) -> list[Check]:
+    from povid_eval.benches import mme
+    from povid_eval.runner import mme_image
+    from povid_eval.score import read_mme_tsv
+
+    fix = FIX["mme"].format(root=root)
+    gt = card.data_path("ground_truth")
+    present = [s for s in mme.SUBTASKS if (gt / f"{s}.txt").is_file()]
+    out = [Check("MME ground truth", bool(present), f"{gt}: {len(present)} of {len(mme.SUBTASKS)} subtask files"
+                 + ("" if present else " (none)"), fix)]
+    images = [mme_image(card.data_path("images"), s, row[0]) for s in present
+              for _, row in read_mme_tsv(gt / f"{s}.txt", 3)]
+    if present:
+        out.append(_images("images", images, fix))
+    return out
+
+
+def _judge_checks(card: cards.BenchCard, judge_prompt: str | Path | None) -> list[Check]:
+    out = []
+    if card.judge == "rule" and not card.world:
+        out.append(Check("judge", False, "the rule judge is valid on the synthetic world only",
+                         "set judge = \"openai\" (or \"hf\") and judge_model in the bench card"))
+    elif card.judge == "openai":
+        if not card.judge_model:
+            out.append(Check("judge", False, "judge = \"openai\" needs judge_model (a pinned model name)",
+                             "set judge_model in the bench card"))
+        out += probe_endpoint(card.judge_base_url or "https://api.openai.com/v1",
+                              card.judge_key_env or "OPENAI_API_KEY", "judge")
+    elif card.judge == "hf":
+        folder = cards.resolve_path(card.judge_model) if card.judge_model else None
+        ok = folder is not None and (folder / "config.json").is_file()
+        out.append(Check("judge model", ok, f"{folder or '(judge_model not set)'}" + ("" if ok else ": no config.json"),
+                         "set judge_model to a local causal LM folder"))
+    prompt = Path(judge_prompt) if judge_prompt else cards.resolve_path(card.judge_prompt) if card.judge_prompt else None
+    if prompt is not None:
+        from povid_eval.errors import PovidError
+        from povid_eval.judges import load_judge_prompt
+
+        try:
+            load_judge_prompt(prompt)
+            out.append(Check("judge prompt", True, f"{prompt}: four {{}} slots"))
+        except PovidError as e:
+            out.append(Check("judge prompt", False, str(e), "use a prompt with four {} slots: image contents, "
+                             "question, standard answer, model answer"))
+    return out
+
+
+def _mmhal_checks(card: cards.BenchCard, root: str, judge_prompt=None) -> list[Check]:
+    from povid_eval.runner import mmhal_image
+    from povid_eval.score import load_mmhal_template
+
+    fix = FIX["mmhal"].format(root=root)
+    out = [_file("MMHal template", card.data_path("template"), fix)]
+    if out[0].ok:
+        records = load_mmhal_template(card.data_path("template"), need_answer=False)
+        out.append(_images("images", [mmhal_image(card, r) for r in records], fix))
+    return out + _judge_checks(card, judge_prompt)
+
+
+def bench_checks(card: cards.BenchCard, judge_prompt: str | Path | None = None) -> list[Check]:
+    root = card.data
+    if card.world and not (card.data_path() / "manifest.json").is_file():
+        return [Check("synthetic world", True, f"{card.data_path()}: built on first use (under a minute)")]
+    checks = {"chair": _chair_checks, "pope": _pope_checks, "mme": _mme_checks}
+    if card.bench == "mmhal":
+        return _mmhal_checks(card, root, judge_prompt)
+    return checks[card.bench](card, root)
+
+
+def disk_check(out: str | Path, need_gb: float = MIN_FREE_GB) -> Check:
+    folder = Path(out).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free / 1e9
+    return Check("disk", free >= need_gb, f"{free:.1f} GB free under {folder} ({need_gb:g} GB wanted for results)",
+                 "free some space or pass --out on a larger disk")
+
+
+def checks(model: str | None = None, bench: str | None = None, *, out: str | Path = "results",
+           data: str | None = None, judge_prompt: str | None = None) -> list[Check]:
+    """Every check for a model card and/or bench cards (``bench`` may be a set: all, real)."""
+    import dataclasses
+
+    found = []
+    if model:
+        found += model_checks(cards.load_model_card(model))
+    for name in cards.bench_names(bench) if bench else []:
+        card = cards.load_bench_card(name)
+        if data:
+            card = dataclasses.replace(card, data=str(Path(data).resolve()))
+        found += [dataclasses.replace(c, asset=f"{card.name}: {c.asset}") for c in bench_checks(card, judge_prompt)]
+    return found + [disk_check(out)]
+
+
+def require(found: list[Check], what: str) -> None:
+    """Raise MissingAssetError naming every failed check with its fix, on one line."""
+    failed = [c for c in found if not c.ok]
+    if failed:
+        raise MissingAssetError(f"{what}: " + "; ".join(c.line() for c in failed) + " (`povid-eval doctor` checks all)")
+
+
+def report(found: list[Check]) -> str:
+    width = max((len(c.asset) for c in found), default=0)
+    lines = []
+    for c in found:
+        lines.append(f"{'ok' if c.ok else 'MISSING':<8} {c.asset:<{width}}  {c.detail}")
+        if not c.ok and c.fix:
+            lines.append(f"{'':<8} {'':<{width}}  fix: {c.fix}")
+    failed = sum(not c.ok for c in found)
+    lines.append(f"{len(found) - failed} ok, {failed} missing" + ("" if failed else ": ready to run"))
+    return "\n".join(lines)
+
+
+def as_json(found: list[Check]) -> str:
+    return json.dumps([c.__dict__ for c in found])

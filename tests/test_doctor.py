@@ -1,0 +1,310 @@
+"""`povid-eval doctor` and the checks `run` makes first: one test per missing asset kind, on the REAL bench
+cards (benchmarks/real/*.toml) pointed at a small data root laid out like the real releases (COCO, POPE, the
+MME release with its nested image folders, MMHal with images named after their URLs), made from a tiny world.
+The same layout then runs end to end with a tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from povid_eval import cards, doctor, runner
+
+ROOT = Path(__file__).resolve().parents[1]
+NESTED = "color"  # an MME subtask whose images sit in <subtask>/images/, as five real subtasks do
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """(data root, model card folder, bench card folder) in the real releases' layout."""
+    from povid_eval.vlm import build_tiny_llava
+    from povid_eval.world import build_world
+
+    base = tmp_path_factory.mktemp("doctor")
+    world = base / "world"
+    build_world(world, seed=0, n_train=4, n_val=12)
+    data = base / "data"
+    ann = data / "coco" / "annotations"
+    ann.mkdir(parents=True)
+    shutil.copy(world / "annotations" / "instances_val.json", ann / "instances_val2014.json")
+    shutil.copy(world / "annotations" / "captions_val.json", ann / "captions_val2014.json")
+    shutil.copytree(world / "images" / "val", data / "coco" / "val2014")
+    shutil.copytree(world / "pope", data / "pope")
+    gt = data / "MME" / "eval_tool" / "Your_Results"
+    gt.mkdir(parents=True)
+    release = data / "MME" / "MME_Benchmark_release_version"
+    for txt in (world / "mme").glob("*.txt"):
+        shutil.copy(txt, gt / txt.name)
+        target = release / txt.stem / ("images" if txt.stem == NESTED else "")
+        shutil.copytree(world / "mme" / "images" / txt.stem, target)
+    records = json.loads((world / "mmhal" / "template.json").read_text())
+    (data / "mmhal" / "images").mkdir(parents=True)
+    for r in records:
+        name = Path(r["image_src"]).name
+        shutil.copy(world / r["image_src"], data / "mmhal" / "images" / name)
+        r["image_src"] = f"https://example.org/photos/{name}"
+    (data / "mmhal" / "response_template.json").write_text(json.dumps(records))
+    ids = [im["id"] for im in json.loads((ann / "instances_val2014.json").read_text())["images"]][:5]
+    (base / "ids.txt").write_text("# five images\n" + "".join(f"{i}\n" for i in ids))
+
+    benches = base / "benchmarks"
+    benches.mkdir()
+    for card in (ROOT / "benchmarks" / "real").glob("*.toml"):
+        text = card.read_text().replace('data = "data/real"', f'data = "{data}"')
+        text = text.replace('image_ids = "benchmarks/real/chair_val2014_500.txt"', f'image_ids = "{base / "ids.txt"}"')
+        text = text.replace("max_new_tokens = 512", "max_new_tokens = 6").replace("max_new_tokens = 128",
+                                                                                   "max_new_tokens = 4")
+        (benches / card.name).write_text(text)
+    words = sorted({w for c in json.loads((ann / "captions_val2014.json").read_text())["annotations"]
+                    for w in c["caption"].lower().split()})
+    model, processor = build_tiny_llava(words, seed=0, vision_layers=1, text_layers=1)
+    model.save_pretrained(base / "tiny")
+    processor.save_pretrained(base / "tiny")
+    models = base / "models"
+    models.mkdir()
+    (models / "tiny.toml").write_text(f'path = "{base / "tiny"}"\nthreads = 1\n')
+    return base, data, models, benches
+
+
+@pytest.fixture
+def cards_env(real, monkeypatch):
+    base, data, models, benches = real
+    monkeypatch.setenv("POVID_EVAL_MODELS", str(models))
+    monkeypatch.setenv("POVID_EVAL_BENCHMARKS", str(benches))
+    monkeypatch.setenv("POVID_EVAL_CACHE", str(base / "cache"))
+    return real
+
+
+def bench(name: str, **changes) -> cards.BenchCard:
+    return dataclasses.replace(cards.load_bench_card(name), **changes)
+
+
+def failed(found: list[doctor.Check]) -> dict[str, doctor.Check]:
+    return {c.asset: c for c in found if not c.ok}
+
+
+def moved(path: Path):
+    """Context: path renamed away for the duration."""
+    class Away:
+        def __enter__(self):
+            path.rename(path.with_name(path.name + ".away"))
+
+        def __exit__(self, *exc):
+            path.with_name(path.name + ".away").rename(path)
+    return Away()
+
+
+# ------------------------------------------------------------------------------------------- bench data
+
+def test_complete_real_layout_passes(cards_env):
+    for name in ("chair-coco", "pope-coco", "mme-release"):
+        assert failed(doctor.bench_checks(bench(name))) == {}, name
+
+
+def test_missing_coco_images(cards_env):
+    _, data, _, _ = cards_env
+    image = sorted((data / "coco" / "val2014").iterdir())[0]
+    with moved(image):
+        problems = failed(doctor.bench_checks(bench("chair-coco", image_ids="", sample=0)))
+    assert "1 of 12 images missing" in problems["images"].detail
+    assert "val2014.zip" in problems["images"].fix
+
+
+def test_missing_coco_annotations(cards_env):
+    _, data, _, _ = cards_env
+    with moved(data / "coco" / "annotations" / "captions_val2014.json"):
+        problems = failed(doctor.bench_checks(bench("chair-coco")))
+    assert set(problems) == {"annotations (captions)"}
+    assert "annotations_trainval2014.zip" in problems["annotations (captions)"].fix
+    with moved(data / "coco" / "annotations" / "instances_val2014.json"):
+        assert "annotations (instances)" in failed(doctor.bench_checks(bench("chair-coco")))
+
+
+def test_missing_or_bad_image_list(cards_env, tmp_path):
+    assert "image list" in failed(doctor.bench_checks(bench("chair-coco", image_ids=str(tmp_path / "none.txt"))))
+    bad = tmp_path / "bad.txt"
+    bad.write_text("123456789\n")
+    from povid_eval.errors import InputError
+
+    with pytest.raises(InputError, match="not in instances_val2014.json"):
+        doctor.bench_checks(bench("chair-coco", image_ids=str(bad)))
+
+
+def test_missing_nltk_data(cards_env, monkeypatch):
+    import povid_eval.nltk_setup as nltk_setup
+
+    monkeypatch.setattr(nltk_setup, "missing_resources", lambda: ["punkt_tab", "wordnet"])
+    problems = failed(doctor.bench_checks(bench("chair-coco")))
+    assert problems["NLTK data"].detail == "missing punkt_tab"  # singularize does not need wordnet
+    assert "make setup" in problems["NLTK data"].fix
+    assert "wordnet" in failed(doctor.bench_checks(bench("chair-coco", variant="wordnet")))["NLTK data"].detail
+
+
+def test_missing_pope_labels_and_questions(cards_env):
+    _, data, _, _ = cards_env
+    with moved(data / "pope" / "coco_pope_popular.json"):
+        assert set(failed(doctor.bench_checks(bench("pope-coco")))) == {"POPE labels (popular)"}
+    with moved(data / "pope" / "llava_pope_test.jsonl"):
+        assert "RUCAIBox/POPE" in failed(doctor.bench_checks(bench("pope-coco")))["POPE questions"].fix
+
+
+def test_missing_mme_ground_truth_and_images(cards_env):
+    _, data, _, _ = cards_env
+    with moved(data / "MME" / "eval_tool"):
+        assert "0 of 14" in failed(doctor.bench_checks(bench("mme-release")))["MME ground truth"].detail
+    nested = data / "MME" / "MME_Benchmark_release_version" / NESTED / "images"
+    with moved(sorted(nested.iterdir())[0]):
+        assert "images" in failed(doctor.bench_checks(bench("mme-release")))
+
+
+def test_mmhal_template_images_and_judges(cards_env, tmp_path):
+    _, data, _, _ = cards_env
+    local = dict(judge="hf", judge_model=str(tmp_path / "no-judge"))
+    assert set(failed(doctor.bench_checks(bench("mmhal-bench", **local)))) == {"judge model"}
+    with moved(data / "mmhal" / "response_template.json"):
+        assert "Shengcao1006/MMHal-Bench" in failed(doctor.bench_checks(bench("mmhal-bench", **local)))[
+            "MMHal template"].fix
+    with moved(sorted((data / "mmhal" / "images").iterdir())[0]):
+        assert "images" in failed(doctor.bench_checks(bench("mmhal-bench", **local)))
+    assert "judge" in failed(doctor.bench_checks(bench("mmhal-bench", judge="rule")))  # real data, rule judge
+    three = tmp_path / "three.txt"
+    three.write_text("{} {} {}")
+    problems = failed(doctor.bench_checks(bench("mmhal-bench", **local), judge_prompt=three))
+    assert "exactly four {} slots" in problems["judge prompt"].detail and problems["judge prompt"].detail.endswith("found 3")
+    original = ROOT.parent / "shared" / "fixtures" / "mmhal" / "reference_judge_prompt.txt"
+    if original.is_file():
+        assert "judge prompt" not in failed(doctor.bench_checks(bench("mmhal-bench", **local), judge_prompt=original))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_judge_key_and_unreachable_endpoint(cards_env, monkeypatch):
+    monkeypatch.delenv("POVID_TEST_JUDGE_KEY", raising=False)
+    card = bench("mmhal-bench", judge_base_url=f"http://127.0.0.1:{free_port()}/v1", judge_key_env="POVID_TEST_JUDGE_KEY")
+    problems = failed(doctor.bench_checks(card))
+    assert problems["judge key"].fix == "export POVID_TEST_JUDGE_KEY=<your key>"
+    assert "unreachable" in problems["judge endpoint"].detail
+
+
+# ------------------------------------------------------------------------------------------- models
+
+def model(name: str = "tiny", **changes) -> cards.ModelCard:
+    return dataclasses.replace(cards.load_model_card(name), **changes)
+
+
+def test_model_checks(cards_env, tmp_path):
+    base, _, _, _ = cards_env
+    assert failed(doctor.model_checks(model())) == {}
+    assert "model weights" in failed(doctor.model_checks(model(path=str(tmp_path / "nowhere"))))
+    partial = tmp_path / "partial"
+    shutil.copytree(base / "tiny", partial)
+    (partial / "tokenizer.json").unlink()
+    assert set(failed(doctor.model_checks(model(path=str(partial))))) == {"tokenizer"}
+    (partial / "processor_config.json").unlink()
+    assert set(failed(doctor.model_checks(model(path=str(partial))))) == {"tokenizer", "processor"}
+    problems = failed(doctor.model_checks(model(adapter=str(tmp_path / "no-adapter"))))
+    assert set(problems) == {"adapter"}
+
+
+def test_hub_id_not_cached(cards_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("POVID_EVAL_ALLOW_DOWNLOADS", raising=False)
+    problems = failed(doctor.model_checks(model(path="llava-hf/llava-1.5-7b-hf")))
+    assert "hf download llava-hf/llava-1.5-7b-hf --local-dir models/llava-1.5-7b-hf" in problems["model weights"].fix
+
+
+def test_original_llava_format_problems(cards_env, tmp_path):
+    folder = tmp_path / "llava-v1.5-7b"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["LlavaLlamaForCausalLM"], "mm_projector_type": "mlp2x_gelu",
+                                                    "mm_vision_tower": str(tmp_path / "clip-missing")}))
+    problems = [c for c in doctor.model_checks(model(path=str(folder), format="llava")) if not c.ok]
+    assert problems and all(c.asset == "model (original LLaVA format)" for c in problems)
+    assert any("clip-missing" in c.detail for c in problems)
+
+
+def test_api_model_key_and_endpoint(cards_env, monkeypatch):
+    monkeypatch.delenv("POVID_TEST_MODEL_KEY", raising=False)
+    card = model(backend="openai", base_url=f"http://127.0.0.1:{free_port()}/v1", api_model="m",
+                 api_key_env="POVID_TEST_MODEL_KEY")
+    assert set(failed(doctor.model_checks(card))) == {"model key", "model endpoint"}
+
+
+def test_cuda_device_on_a_cpu_machine(cards_env):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert "device" in failed(doctor.model_checks(model(device="cuda")))
+
+
+def test_low_disk(cards_env, monkeypatch, tmp_path):
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 10**8, 10**8))
+    check = doctor.disk_check(tmp_path / "results" / "deeper")
+    assert not check.ok and "0.1 GB free" in check.detail
+
+
+# ------------------------------------------------------------------------------------------- CLI and run
+
+def cli(env, *args):
+    base, _, models, benches = env
+    variables = {"POVID_EVAL_MODELS": str(models), "POVID_EVAL_BENCHMARKS": str(benches),
+                 "POVID_EVAL_CACHE": str(base / "cache")}
+    return subprocess.run([sys.executable, "-m", "povid_eval", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **variables}, cwd=base)
+
+
+def test_doctor_cli_exit_codes(real):
+    done = cli(real, "doctor", "--model", "tiny", "--bench", "pope-coco")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ready to run" in done.stdout
+    done = cli(real, "doctor", "--model", "tiny", "--bench", "mmhal-bench", "--json")
+    assert done.returncode == 2  # the rule-free real card wants an API judge: no key here
+    assert any(c["asset"] == "mmhal-bench: judge key" and not c["ok"] for c in json.loads(done.stdout))
+
+
+def test_run_stops_before_any_work(real):
+    base, data, _, _ = real
+    with moved(data / "pope" / "coco_pope_random.json"):
+        done = cli(real, "run", "--model", "tiny", "--bench", "pope-coco", "--out", base / "stopped")
+    assert done.returncode == 2
+    assert "POPE labels (random)" in done.stderr and "Traceback" not in done.stderr
+    assert not (base / "stopped" / "tiny" / "pope-coco" / "samples.jsonl").exists()
+
+
+def test_real_layout_runs_end_to_end(cards_env, tmp_path):
+    """The real cards' item builders on the real layouts: pinned image list, the POPE suffix picked by the card,
+    MME images in nested folders, MMHal images named after their URLs."""
+    seen = {}
+
+    def generate(images, prompts, decoding):
+        seen.setdefault("prompts", []).extend(prompts)
+        return ["Yes" for _ in prompts]
+
+    chair = runner.run("tiny", "chair-coco", out=tmp_path, generate=generate, progress=False)
+    assert chair["n"] == 5
+    pope = runner.run("tiny", "pope-coco", out=tmp_path, generate=generate, progress=False, limit=6)
+    assert pope["n"] == 6
+    assert all(p.endswith("?\nAnswer the question using a single word or phrase.") for p in seen["prompts"][5:11])
+    mme = runner.run("tiny", "mme-release", out=tmp_path, generate=generate, progress=False)
+    assert mme["metrics"]["subtasks"][NESTED]["acc"] == 50.0  # every "Yes": half right, the nested images found
+    items = runner.bench_items(cards.load_bench_card("mmhal-bench"))
+    assert all(it.image.is_file() and it.image.parent.name == "images" for it in items)
+    other = tmp_path / "two.txt"
+    ids = [int(x) for x in (cards_env[0] / "ids.txt").read_text().split() if x.isdigit()]
+    other.write_text(f"{ids[3]}\n{ids[1]}\n")
+    again = runner.run("tiny", "chair-coco", out=tmp_path / "other", generate=generate, progress=False,
+                       image_ids=other)
+    assert again["n"] == 2 and again["protocol_hash"] != chair["protocol_hash"]
