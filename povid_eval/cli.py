@@ -219,7 +219,8 @@ def cmd_perf(args) -> None:
     from povid_eval import perf
 
     results = perf.main(Path(args.captions) if args.captions else None,
-                        Path(args.gt_objects) if args.gt_objects else None, train=args.train)
+                        Path(args.gt_objects) if args.gt_objects else None, train=args.train,
+                        generate=args.generate, device=args.device, batch=args.batch)
     if args.json:
         print(json.dumps(results))
         return
@@ -331,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-objects", help="CHAIR ground-truth map for those captions")
     p.add_argument("--train", action="store_true", help="instead: one optimizer step of our DPO, our POVID and "
                    "TRL's DPOTrainer on the base model (16 records, median of 5)")
+    p.add_argument("--generate", choices=["llava-1.5-7b", "tiny"], help="instead: batched greedy generation of a "
+                   "randomly initialised model of that shape in bf16 (tokens/s, peak GPU memory)")
+    p.add_argument("--device", default="cuda", help="device for --generate (default cuda)")
+    p.add_argument("--batch", type=int, default=16, help="batch size for --generate (default 16)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perf)
 

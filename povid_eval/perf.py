@@ -6,6 +6,10 @@ Measured after each one-off load (the CHAIR run is the first, cold-cache one; th
 
 ``--train`` (``train_step_speed``) instead times one optimizer step on the embedded base, 16 preference records:
 our DPO, our POVID (paper form) and TRL's DPOTrainer (when trl is installed), median of 5 after a warm-up.
+
+``--generate llava-1.5-7b`` (``generation_speed``) times batched greedy generation of a randomly initialised
+LLaVA-1.5-7B-shaped model in bf16 on a GPU (batch 16, 617-token prompts, 64 new tokens): tokens/s and peak
+memory, without downloading weights. ``--generate tiny --device cpu`` runs the same code at toy size.
 """
 
 from __future__ import annotations
@@ -56,9 +60,12 @@ def bootstrap_speed(n_units: int = 500, n_resamples: int = 10_000, repeat: int =
                                  repeat), "units": n_units, "resamples": n_resamples}
 
 
-def main(captions: Path | None = None, gt_objects: Path | None = None, train: bool = False) -> dict:
+def main(captions: Path | None = None, gt_objects: Path | None = None, train: bool = False,
+         generate: str | None = None, device: str = "cuda", batch: int = 16) -> dict:
     if train:
         return {"train_step": train_step_speed()}
+    if generate:
+        return {"generation": generation_speed(generate, device=device, batch=batch)}
     results = {}
     captions = captions or DEFAULT_FIXTURES / "llava-1.5-7b_greedy_captions.jsonl"
     gt_objects = gt_objects or DEFAULT_FIXTURES / "coco2014_gt_objects.json.gz"
@@ -184,3 +191,88 @@ def train_step_speed(n_records: int = 16, repeat: int = 5, warmup: int = 1, mode
     if isinstance(out["trl_dpo_s"], float):
         out["trl/dpo"] = out["trl_dpo_s"] / out["dpo_s"]
     return out
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+# LLaVA-1.5-7B's shapes: CLIP ViT-L/14 at 336 px (576 patches, features of layer -2), a 2-layer GELU projector,
+# Llama-2-7B / Vicuna-7B (32 layers, hidden 4096, vocab 32064 as llava-hf pads it).
+SHAPES = {
+    "llava-1.5-7b": dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                     num_attention_heads=16, image_size=336, patch_size=14),
+                         text=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                   num_attention_heads=32, num_key_value_heads=32, vocab_size=32064,
+                                   max_position_embeddings=4096)),
+    "tiny": dict(vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                             image_size=28, patch_size=14),
+                 text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                           num_key_value_heads=2, vocab_size=128, max_position_embeddings=256)),
+}
+
+
+def shape_config(shape: str):
+    """LlavaConfig of a SHAPES entry (the image token is the last id of the vocabulary)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    s = SHAPES[shape]
+    vision = CLIPVisionConfig(**s["vision"])
+    return LlavaConfig(vision_config=vision, text_config=LlamaConfig(**s["text"]),
+                       image_token_index=s["text"]["vocab_size"] - 1,
+                       image_seq_length=(vision.image_size // vision.patch_size) ** 2, vision_feature_layer=-2,
+                       projector_hidden_act="gelu", vision_feature_select_strategy="default")
+
+
+def generation_speed(shape: str = "llava-1.5-7b", dtype: str = "bf16", device: str = "cuda", batch: int = 16,
+                     prompt_tokens: int = 40, new_tokens: int = 64, seed: int = 0) -> dict:
+    """Batched greedy generation of a randomly initialised LLaVA of ``shape`` (no weights needed): every row
+    is an image (its patches as image tokens) + ``prompt_tokens`` text tokens and generates exactly
+    ``new_tokens``. Reports prefill time, decode tokens/s (all rows), and peak GPU memory."""
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    from povid_eval.vlm.model import DTYPES
+
+    config = shape_config(shape)
+    vision, image_token, n_image = config.vision_config, config.image_token_index, config.image_seq_length
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(DTYPES[dtype])
+    try:
+        with torch.device(device):
+            model = LlavaForConditionalGeneration(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    build_s = time.perf_counter() - start
+    gen = torch.Generator().manual_seed(seed)
+    text = torch.randint(3, image_token, (batch, prompt_tokens), generator=gen)
+    ids = torch.cat([torch.full((batch, 1), 1), torch.full((batch, n_image), image_token), text], dim=1).to(device)
+    pixels = torch.randn(batch, 3, vision.image_size, vision.image_size, generator=gen).to(device, DTYPES[dtype])
+    cuda = torch.device(device).type == "cuda"
+
+    def run(n: int) -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels,
+                                 max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0,
+                                 eos_token_id=2)
+        if cuda:
+            torch.cuda.synchronize()
+        assert out.shape[1] == ids.shape[1] + n
+        return time.perf_counter() - t0
+
+    run(2)  # warm-up (kernels, allocator)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    prefill = run(1)
+    total = run(new_tokens)
+    decode_tokens = batch * (new_tokens - 1)
+    return {"shape": shape, "dtype": dtype, "device": device, "batch": batch,
+            "parameters_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
+            "prompt_tokens": ids.shape[1], "new_tokens": new_tokens, "build_s": round(build_s, 2),
+            "prefill_s": round(prefill, 4), "generate_s": round(total, 3),
+            "decode_tokens_per_s": round(decode_tokens / max(total - prefill, 1e-9), 1),
+            "tokens_per_s": round(batch * new_tokens / total, 1),
+            "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None}

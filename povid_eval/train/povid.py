@@ -236,6 +236,9 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
         log = lambda line: None  # noqa: E731  (rank 0 prints)
     cfg = config or RecipeConfig()
     base_card = cards.load_model_card(base)
+    if base_card.backend != "hf":
+        raise InputError(cards.models_dir() / f"{base}.toml", "an API model (backend = \"openai\") cannot be "
+                         "trained here: give a card with local weights")
     if base_card.adapter:
         raise InputError(cards.models_dir() / f"{base}.toml", "the base card already has an adapter; "
                          "train from a card without one (or merge it first)")
@@ -286,16 +289,16 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
         dist.barrier(group=group)
         return cards.models_dir() / f"{out}.toml"
     atomic_write_json(run_dir / "train_info.json", info)
-    card = cards.ModelCard(name=out, path=_base_path(base_card), adapter=_project_path(adapter),
-                           dtype=base_card.dtype, device=base_card.device, threads=base_card.threads,
-                           template=base_card.template, generation=base_card.generation,
-                           info={"command": f"povid-eval train --base {base} --out {out} --recipe {recipe}",
-                                 "recipe": recipe, "seed": cfg.seed, "train_info": _project_path(run_dir / "train_info.json")})
-    if merge:
+    local = lambda value: _project_path(base_card.resolve(value)) if value else ""  # noqa: E731
+    card = replace(base_card, name=out, path=_base_path(base_card), adapter=_project_path(adapter),
+                   model_base=local(base_card.model_base), vision_tower=local(base_card.vision_tower),
+                   info={"command": f"povid-eval train --base {base} --out {out} --recipe {recipe}",
+                         "recipe": recipe, "seed": cfg.seed, "train_info": _project_path(run_dir / "train_info.json")})
+    if merge:  # saved in the transformers layout, whatever the base's format
         from povid_eval.train.loop import merge_adapter
 
         merged = merge_adapter(vlm, run_dir / "merged")
-        card = replace(card, path=_project_path(merged), adapter="")
+        card = replace(card, path=_project_path(merged), adapter="", format="hf", model_base="", vision_tower="")
     path = cards.save_model_card(card)
     log(f"wrote {path} ({time.time() - t0:.0f}s in all)")
     if n_ranks > 1:  # the others return once the card is there
