@@ -6,15 +6,16 @@ import base64
 import io
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from chat_server import ChatServer, clear_proxies
+from chat_server import user_text as last_user_text
 
 from povid_eval.errors import MissingAssetError, PovidError
 from povid_eval.openai_client import ChatAPIError, ChatClient, image_content, parse_retry_after
@@ -23,71 +24,14 @@ from povid_eval.train.llm_inject import RETRY_NOTE, InjectionError, LLMInjector,
 KEY_ENV, KEY = "POVID_TEST_API_KEY", "sk-test-7f3a9c-secret"
 
 
-def last_user_text(body: dict) -> str:
-    content = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
-    if isinstance(content, str):
-        return content
-    return " ".join(part["text"] for part in content if part["type"] == "text")
-
-
-class FakeOpenAI:
-    """State of the loopback server: recorded requests, scripted failures, then ``reply(body) -> text``.
-
-    A script entry is ``(status, headers, body text)``, or ``("hang", seconds)`` to stall before answering.
-    """
-
-    def __init__(self, url: str):
-        self.url = url
-        self.requests: list[dict[str, Any]] = []
-        self.script: list[tuple] = []
-        self.reply: Callable[[dict], str] = lambda body: "echo: " + last_user_text(body)
-        self.lock = threading.Lock()
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        fake: FakeOpenAI = self.server.fake  # type: ignore[attr-defined]
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with fake.lock:
-            fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-            step = fake.script.pop(0) if fake.script else None
-        try:
-            if self.path != "/v1/chat/completions":
-                return self._send(404, {}, "no such route")
-            if step and step[0] == "hang":
-                time.sleep(step[1])
-            elif step:
-                return self._send(*step)
-            answer = {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body["model"],
-                      "choices": [{"index": 0, "finish_reason": "stop",
-                                   "message": {"role": "assistant", "content": fake.reply(body)}}]}
-            self._send(200, {"Content-Type": "application/json"}, json.dumps(answer))
-        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-            pass
-
-    def _send(self, status: int, headers: dict[str, str], text: str) -> None:
-        data = text.encode()
-        self.send_response(status)
-        for name, value in {"Content-Length": str(len(data)), **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def server(monkeypatch):
-    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.fake = FakeOpenAI(f"http://127.0.0.1:{httpd.server_address[1]}/v1")  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield httpd.fake  # type: ignore[attr-defined]
-    httpd.shutdown()
-    httpd.server_close()
+    """The loopback server (tests/chat_server.py); ``server.reply(body) -> text`` is settable per test."""
+    clear_proxies(monkeypatch)
+    chat = ChatServer(lambda body: chat.reply(body))
+    chat.reply = lambda body: "echo: " + last_user_text(body)
+    with chat:
+        yield chat
 
 
 @pytest.fixture
