@@ -308,3 +308,25 @@ def test_real_layout_runs_end_to_end(cards_env, tmp_path):
     again = runner.run("tiny", "chair-coco", out=tmp_path / "other", generate=generate, progress=False,
                        image_ids=other)
     assert again["n"] == 2 and again["protocol_hash"] != chair["protocol_hash"]
+
+
+def test_hub_id_from_the_local_cache(real, tmp_path):
+    """A card's hub id is served from the HF cache (its models--org--name/snapshots/<rev>/ layout), offline."""
+    base, _, models, benches = real
+    snapshot = tmp_path / "hub" / "models--test-org--tiny-llava" / "snapshots" / ("0" * 40)
+    shutil.copytree(base / "tiny", snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    card_dir = tmp_path / "models"
+    card_dir.mkdir()
+    (card_dir / "hub.toml").write_text('path = "test-org/tiny-llava"\nthreads = 1\n')
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
+           "POVID_EVAL_MODELS": str(card_dir), "POVID_EVAL_BENCHMARKS": str(benches)}
+    env.pop("POVID_EVAL_ALLOW_DOWNLOADS", None)
+    done = subprocess.run([sys.executable, "-m", "povid_eval", "doctor", "--model", "hub"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0 and f"{snapshot}: present" in done.stdout, done.stdout + done.stderr
+    code = ("from povid_eval import cards; from povid_eval.vlm import load_vlm_card; "
+            "print(type(load_vlm_card(cards.load_model_card('hub')).model).__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.stdout.strip() == "LlavaForConditionalGeneration", done.stderr[-1500:]
