@@ -212,7 +212,7 @@ def cmd_compare(args) -> None:
 def cmd_leaderboard(args) -> None:
     from povid_eval.report.leaderboard import write_leaderboard
 
-    _print_written(write_leaderboard(args.out, frontier_model=args.frontier_model))
+    _print_written(write_leaderboard(args.out, frontier_model=args.frontier_model, group=args.bench))
 
 
 def cmd_perf(args) -> None:
@@ -348,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("leaderboard", help="every model in results/: results/leaderboard.{md,csv,html}")
     p.add_argument("--out", default="results", help="results folder (default results)")
     p.add_argument("--frontier-model", default="base", help="whose stop-bias frontier the plot draws (default base)")
+    p.add_argument("--bench", default="all", help="bench set: 'all' (the embedded world, default) or a folder of "
+                   "benchmarks/ such as 'real' (writes leaderboard-real.{md,csv,html})")
     p.set_defaults(func=cmd_leaderboard)
 
     p = commands.add_parser("train", help="POVID / DPO preference tuning of a base card -> LoRA adapter + card")

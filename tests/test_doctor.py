@@ -56,13 +56,13 @@ def real(tmp_path_factory):
     (base / "ids.txt").write_text("# five images\n" + "".join(f"{i}\n" for i in ids))
 
     benches = base / "benchmarks"
-    benches.mkdir()
+    (benches / "real").mkdir(parents=True)
     for card in (ROOT / "benchmarks" / "real").glob("*.toml"):
         text = card.read_text().replace('data = "data/real"', f'data = "{data}"')
         text = text.replace('image_ids = "benchmarks/real/chair_val2014_500.txt"', f'image_ids = "{base / "ids.txt"}"')
         text = text.replace("max_new_tokens = 512", "max_new_tokens = 6").replace("max_new_tokens = 128",
                                                                                    "max_new_tokens = 4")
-        (benches / card.name).write_text(text)
+        (benches / "real" / card.name).write_text(text)
     words = sorted({w for c in json.loads((ann / "captions_val2014.json").read_text())["annotations"]
                     for w in c["caption"].lower().split()})
     model, processor = build_tiny_llava(words, seed=0, vision_layers=1, text_layers=1)
@@ -308,6 +308,12 @@ def test_real_layout_runs_end_to_end(cards_env, tmp_path):
     again = runner.run("tiny", "chair-coco", out=tmp_path / "other", generate=generate, progress=False,
                        image_ids=other)
     assert again["n"] == 2 and again["protocol_hash"] != chair["protocol_hash"]
+    from povid_eval.report.leaderboard import write_leaderboard
+
+    md = write_leaderboard(tmp_path, group="real")[0]
+    assert md.name == "leaderboard-real.md"
+    row = md.read_text().splitlines()[2].split(" | ")
+    assert row[0] == "| tiny" and row[1] != "" and row[5] != "" and row[7] != ""  # CHAIR_s, POPE F1, MME
 
 
 def test_hub_id_from_the_local_cache(real, tmp_path):

@@ -31,18 +31,34 @@ COLUMNS = (
 NOT_MODELS = {"compare", "plots", "train"}
 
 
-def collect(results: str | Path = "results") -> dict[str, dict[str, tuple[float, list[float] | None]]]:
-    """{model: {column title: (value, [lo, hi] or None)}} for every model folder with a metrics.json."""
+def bench_folders(group: str = "all") -> dict[str, str]:
+    """Bench kind -> the results folder (bench card name) of a bench set: ``all`` = the embedded world's cards
+    (chair, pope, mme, mmhal), another set (``real``) = the first card of each kind in benchmarks/<set>/."""
+    if group == "all":
+        return {kind: kind for kind in dict.fromkeys(c[0] for c in COLUMNS)}
+    from povid_eval import cards
+
+    out: dict[str, str] = {}
+    for name in cards.bench_names(group):
+        card = cards.load_bench_card(name)
+        out.setdefault(card.bench, card.name)
+    return out
+
+
+def collect(results: str | Path = "results", group: str = "all") -> dict[str, dict[str, tuple[float, list[float] | None]]]:
+    """{model: {column title: (value, [lo, hi] or None)}} for every model folder with a metrics.json of the
+    bench set ``group``."""
     import math
 
     from povid_eval.report.plots import interval, load_metrics, value
 
     root = Path(results)
+    folders = bench_folders(group)
     table: dict[str, dict] = {}
     for folder in sorted(p for p in root.glob("*") if p.is_dir() and p.name not in NOT_MODELS):
         row = {}
-        loaded = {b: load_metrics(folder.name, b, root) for b in {c[0] for c in COLUMNS}
-                  if (folder / b / "metrics.json").is_file()}
+        loaded = {kind: load_metrics(folder.name, name, root) for kind, name in folders.items()
+                  if (folder / name / "metrics.json").is_file()}
         for bench, key, title, _ in COLUMNS:
             v = value(loaded[bench], key, required=False) if bench in loaded else math.nan
             if not math.isnan(v):
@@ -51,7 +67,7 @@ def collect(results: str | Path = "results") -> dict[str, dict[str, tuple[float,
         if row:
             table[folder.name] = row
     if not table:
-        raise InputError(root, "no results to rank: run `povid-eval run --bench all --model MODEL` first")
+        raise InputError(root, f"no results to rank: run `povid-eval run --bench {group} --model MODEL` first")
     return table
 
 
@@ -136,18 +152,21 @@ img{{max-width:100%}}</style></head>
 """
 
 
-def write_leaderboard(results: str | Path = "results", frontier_model: str = "base") -> list[Path]:
-    """results/leaderboard.{md,csv,html}; the html embeds the CHAIR trade-off of every model with CHAIR results."""
+def write_leaderboard(results: str | Path = "results", frontier_model: str = "base", group: str = "all") -> list[Path]:
+    """results/leaderboard.{md,csv,html} (another bench set: leaderboard-<set>.*); the html embeds the CHAIR
+    trade-off of every model with CHAIR results (the embedded world's set, whose frontier ``povid-eval
+    frontier`` draws)."""
     from povid_eval.report import plots
 
     root = Path(results)
-    table = collect(root)
-    paths = [root / "leaderboard.md", root / "leaderboard.csv", root / "leaderboard.html"]
+    table = collect(root, group)
+    stem = "leaderboard" if group == "all" else f"leaderboard-{group.replace('/', '-')}"
+    paths = [root / f"{stem}.md", root / f"{stem}.csv", root / f"{stem}.html"]
     atomic_write_text(paths[0], to_markdown(table))
     atomic_write_text(paths[1], to_csv(table))
     png = None
     chair_models = [m for m in table if (root / m / "chair" / "metrics.json").is_file()]
-    if chair_models and (root / frontier_model / "frontier.json").is_file():
+    if group == "all" and chair_models and (root / frontier_model / "frontier.json").is_file():
         png = plots.chair_tradeoff(chair_models, root, root / "plots", frontier_model=frontier_model).read_bytes()
     atomic_write_text(paths[2], to_html(table, png))
     return paths
