@@ -232,7 +232,9 @@ def _judge_checks(card: cards.BenchCard, judge_prompt: str | Path | None) -> lis
         ok = folder is not None and (folder / "config.json").is_file()
         out.append(Check("judge model", ok, f"{folder or '(judge_model not set)'}" + ("" if ok else ": no config.json"),
                          "set judge_model to a local causal LM folder"))
-    prompt = Path(judge_prompt) if judge_prompt else cards.resolve_path(card.judge_prompt) if card.judge_prompt else None
+    prompt = Path(judge_prompt) if judge_prompt else None  # a --judge-prompt path is relative to the cwd
+    if prompt is None and card.judge_prompt:
+        prompt = cards.resolve_path(card.judge_prompt)
     if prompt is not None:
         from povid_eval.errors import PovidError
         from povid_eval.judges import load_judge_prompt

@@ -278,7 +278,8 @@ def model_fingerprint(card: cards.ModelCard) -> dict:
         if folder.is_dir() and card.path:
             found = True
             config = folder / "config.json"
-            sizes = {p.name: p.stat().st_size for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))}
+            files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+            sizes = {p.name: p.stat().st_size for p in files}
             h.update((config.read_text() if config.exists() else "").encode() + json.dumps(sizes).encode())
     if found:
         info["base_hash"] = h.hexdigest()[:16]

@@ -178,7 +178,8 @@ def test_mmhal_template_images_and_judges(cards_env, tmp_path):
     three = tmp_path / "three.txt"
     three.write_text("{} {} {}")
     problems = failed(doctor.bench_checks(bench("mmhal-bench", **local), judge_prompt=three))
-    assert "exactly four {} slots" in problems["judge prompt"].detail and problems["judge prompt"].detail.endswith("found 3")
+    detail = problems["judge prompt"].detail
+    assert "exactly four {} slots" in detail and detail.endswith("found 3")
     original = ROOT.parent / "shared" / "fixtures" / "mmhal" / "reference_judge_prompt.txt"
     if original.is_file():
         assert "judge prompt" not in failed(doctor.bench_checks(bench("mmhal-bench", **local), judge_prompt=original))
@@ -192,7 +193,8 @@ def free_port() -> int:
 
 def test_judge_key_and_unreachable_endpoint(cards_env, monkeypatch):
     monkeypatch.delenv("POVID_TEST_JUDGE_KEY", raising=False)
-    card = bench("mmhal-bench", judge_base_url=f"http://127.0.0.1:{free_port()}/v1", judge_key_env="POVID_TEST_JUDGE_KEY")
+    card = bench("mmhal-bench", judge_base_url=f"http://127.0.0.1:{free_port()}/v1",
+                 judge_key_env="POVID_TEST_JUDGE_KEY")
     problems = failed(doctor.bench_checks(card))
     assert problems["judge key"].fix == "export POVID_TEST_JUDGE_KEY=<your key>"
     assert "unreachable" in problems["judge endpoint"].detail
@@ -228,7 +230,8 @@ def test_hub_id_not_cached(cards_env, tmp_path, monkeypatch):
 def test_original_llava_format_problems(cards_env, tmp_path):
     folder = tmp_path / "llava-v1.5-7b"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"architectures": ["LlavaLlamaForCausalLM"], "mm_projector_type": "mlp2x_gelu",
+    (folder / "config.json").write_text(json.dumps({"architectures": ["LlavaLlamaForCausalLM"],
+                                                    "mm_projector_type": "mlp2x_gelu",
                                                     "mm_vision_tower": str(tmp_path / "clip-missing")}))
     problems = [c for c in doctor.model_checks(model(path=str(folder), format="llava")) if not c.ok]
     assert problems and all(c.asset == "model (original LLaVA format)" for c in problems)

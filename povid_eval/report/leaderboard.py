@@ -45,7 +45,10 @@ def bench_folders(group: str = "all") -> dict[str, str]:
     return out
 
 
-def collect(results: str | Path = "results", group: str = "all") -> dict[str, dict[str, tuple[float, list[float] | None]]]:
+Table = dict[str, dict[str, tuple[float, list[float] | None]]]
+
+
+def collect(results: str | Path = "results", group: str = "all") -> Table:
     """{model: {column title: (value, [lo, hi] or None)}} for every model folder with a metrics.json of the
     bench set ``group``."""
     import math
