@@ -344,6 +344,10 @@ def test_sentencepiece_tokenizer_model_only(hf, tower, tmp_path):
     prompt = vlm.prompt("vicuna_v1", "Is there a cat in the image?")
     batch = vlm.encode([_image()], [prompt])
     assert (batch["input_ids"] == 64).sum() == 16
+    # LLaVA's tokenizer_image_token: chunks around <image> tokenized on their own, later chunks without <s>
+    tok = conv_processor.tokenizer
+    chunks = [tok(chunk)["input_ids"] for chunk in prompt.split("<image>")]
+    assert batch["input_ids"][0].tolist() == chunks[0] + [64] * 16 + chunks[1][1:]
     answer = "A red dog is on the left."
     full = vlm.tokenizer(f"ASSISTANT: {answer}", add_special_tokens=False)["input_ids"]
     ids = vlm.response_token_ids([answer])[0]

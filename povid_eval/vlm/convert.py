@@ -294,13 +294,19 @@ def check_original_llava(path: str | Path, model_base: str | Path | None = None,
 
 
 def _tokenizer(folder: Path, text_config):
-    """The folder's tokenizer (read as a Llama one, not via the original config.json) with <image> added."""
+    """The folder's tokenizer (read as a Llama one, not via the original config.json) with <image> added.
+
+    LLaVA tokenizes a prompt chunk by chunk around ``<image>`` (``tokenizer_image_token``: each chunk on its
+    own, so sentencepiece puts its word-start mark at the start of the text after the image too). A whole-string
+    tokenizer gives the same ids only in Llama's ``legacy`` mode (the word-start mark after a special token),
+    so a sentencepiece tokenizer.model is read with ``legacy=True`` whatever its config says."""
     from tokenizers import AddedToken
     from transformers import AutoTokenizer
 
+    legacy = {"legacy": True} if (folder / "tokenizer.model").is_file() else {}
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), config=text_config, local_files_only=True,
-                                            trust_remote_code=False)
+                                            trust_remote_code=False, **legacy)
     except (OSError, ValueError, ImportError) as e:  # e.g. tokenizer.model alone without sentencepiece installed
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise MissingAssetError(f"{folder}: cannot load the tokenizer offline ({reason})") from None
