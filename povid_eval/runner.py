@@ -190,6 +190,15 @@ def score_samples(card: cards.BenchCard, samples: list[tuple[int, dict]], judge=
 
 # ----------------------------------------------------------------------------------- samples file
 
+def run_card(model: str, bench_name: str, out: str | Path = "results") -> cards.BenchCard:
+    """The bench card as a model's finished run used it: the card plus the run's ``--data`` / ``--image-ids``
+    (recorded in its metrics.json), so reports rebuild the same items."""
+    card = cards.load_bench_card(bench_name)
+    metrics = Path(out) / model / card.name / "metrics.json"
+    overrides = read_json(metrics).get("overrides") if metrics.is_file() else None
+    return dataclasses.replace(card, **overrides) if overrides else card
+
+
 def read_samples(path: Path, *, repair: bool = False) -> dict[str, tuple[int, dict]]:
     """key -> (line, sample) of a samples file; a torn last line (killed mid-write) is ignored, or cut
     off when ``repair`` (the writer does this before appending)."""
@@ -366,11 +375,8 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     card's; ``judge_prompt``: MMHal's judge prompt file instead of the card's (metrics.json's ``judge``
     records its sha256; the protocol hash, which ties the samples, does not change)."""
     model = cards.load_model_card(model_name)
-    bench = cards.load_bench_card(bench_name)
-    if image_ids:
-        bench = dataclasses.replace(bench, image_ids=str(Path(image_ids).resolve()))
-    if data:
-        bench = dataclasses.replace(bench, data=str(Path(data).resolve()))
+    overrides = {k: str(Path(v).resolve()) for k, v in (("data", data), ("image_ids", image_ids)) if v}
+    bench = dataclasses.replace(cards.load_bench_card(bench_name), **overrides)
     rank, world = dist_info()
     judge = None
     if bench.bench == "mmhal" and rank == 0:  # a bad judge setting or prompt fails before any generation
@@ -453,6 +459,7 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
         **result,
         "intervals": bootstrap_intervals(matrix, from_sums, seed=bench.decoding.seed),
         "bench_card": bench.name,
+        **({"overrides": overrides} if overrides else {}),
         "protocol": bench.protocol(),
         "protocol_hash": protocol,
         "model": model_fingerprint(model),

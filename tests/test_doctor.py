@@ -339,3 +339,33 @@ def test_hub_id_from_the_local_cache(real, tmp_path):
             "print(type(load_vlm_card(cards.load_model_card('hub')).model).__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.stdout.strip() == "LlavaForConditionalGeneration", done.stderr[-1500:]
+
+
+def test_compare_rebuilds_each_runs_items(cards_env, tmp_path):
+    """compare rebuilds a run's items with the run's own --data / --image-ids (recorded in metrics.json), and
+    refuses two runs of different protocols."""
+    from povid_eval.errors import InputError
+    from povid_eval.report.compare import compare_models
+
+    base, data, models, _ = cards_env
+    (models / "tiny2.toml").write_text((models / "tiny.toml").read_text())
+    moved_data = tmp_path / "elsewhere"
+    shutil.copytree(data, moved_data)
+    ids = tmp_path / "three.txt"
+    pinned = [x for x in (base / "ids.txt").read_text().split() if x.isdigit()]
+    ids.write_text("".join(f"{i}\n" for i in pinned[:3]))
+
+    def says(answer):
+        return lambda images, prompts, decoding: [answer for _ in prompts]
+
+    out = tmp_path / "results"
+    runner.run("tiny", "chair-coco", out=out, generate=says("A person and a car."), progress=False, image_ids=ids,
+               data=moved_data)
+    runner.run("tiny2", "chair-coco", out=out, generate=says("A person."), progress=False, image_ids=ids)
+    rows = compare_models("tiny", "tiny2", ["chair-coco"], out, n_resamples=200)
+    assert {r["metric"] for r in rows} >= {"CHAIRi", "Recall"}
+    runner.run("tiny2", "chair-coco", out=tmp_path / "other", generate=says("A person."), progress=False)
+    shutil.rmtree(out / "tiny2")
+    shutil.copytree(tmp_path / "other" / "tiny2", out / "tiny2")
+    with pytest.raises(InputError, match="ran different protocols"):
+        compare_models("tiny", "tiny2", ["chair-coco"], out, n_resamples=200)

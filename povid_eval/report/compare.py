@@ -29,7 +29,7 @@ def aligned_samples(model: str, bench: str, out: str | Path = "results") -> list
     """A model's finished samples of a bench as (line, record), in the bench's item order."""
     from povid_eval import runner
 
-    card = cards.load_bench_card(bench)
+    card = runner.run_card(model, bench, out)
     path = Path(out) / model / card.name / "samples.jsonl"
     if not path.is_file():
         raise InputError(path, f"no results of model '{model}' on bench '{bench}': "
@@ -68,7 +68,9 @@ def recorded_judge_prompt(model: str, card: cards.BenchCard, out: str | Path = "
 
 def aligned_units(model: str, bench: str, out: str | Path = "results"):
     """(matrix, from_sums) of a model's finished samples on a bench, rows in the bench's item order."""
-    card = cards.load_bench_card(bench)
+    from povid_eval import runner
+
+    card = runner.run_card(model, bench, out)
     return units_of(card, aligned_samples(model, bench, out), recorded_judge_prompt(model, card, out))
 
 
@@ -150,18 +152,22 @@ def matched_recall_row(a: str, bench: str, units_b, from_sums, out: str | Path =
 def compare_models(a: str, b: str, benches: Sequence[str], out: str | Path = "results", *,
                    n_resamples: int = 10_000, seed: int = 0, alpha: float = 0.05) -> list[dict]:
     """Rows {bench, metric, a, b, delta, ci, p, p_holm, significant} for the headline metrics of each bench."""
+    from povid_eval import runner
     from povid_eval.report.stats import holm, paired_bootstrap
 
     rows = []
     for bench in benches:
-        card = cards.load_bench_card(bench)
+        card, card_b = runner.run_card(a, bench, out), runner.run_card(b, bench, out)
+        if card.protocol_hash() != card_b.protocol_hash():
+            raise InputError(None, f"bench '{bench}': {a} and {b} ran different protocols (e.g. another "
+                                   f"--image-ids list); rerun one of them like the other")
         samples_a, samples_b = aligned_samples(a, bench, out), aligned_samples(b, bench, out)
         prompts = [recorded_judge_prompt(m, card, out) for m in (a, b)]
         if prompts[0] != prompts[1]:
             raise InputError(None, f"bench '{bench}': {a} and {b} were judged with different prompts "
                                    f"({prompts[0] or 'the card'} vs {prompts[1] or 'the card'}); rerun one of them")
         units_a, from_sums = units_of(card, samples_a, prompts[0])
-        units_b, _ = units_of(card, samples_b, prompts[1])
+        units_b, _ = units_of(card_b, samples_b, prompts[1])
         if units_a.shape != units_b.shape:
             raise InputError(None, f"bench '{bench}': {a} and {b} were scored on different items "
                                    f"({units_a.shape[0]} vs {units_b.shape[0]} units); rerun with the same --limit")
