@@ -128,9 +128,10 @@ def load_vlm(path: str | Path, adapter: str | Path | None = None, dtype: str = "
                                     "real checkpoints must be downloaded beforehand: see `povid-eval doctor`)")
         offline = not _allow_downloads() or local.is_dir()
         try:
+            placement = {} if device == "cpu" else {"device_map": device}  # a GPU: load the weights straight there
             model = LlavaForConditionalGeneration.from_pretrained(
                 str(local if local.is_dir() else path), dtype=DTYPES[dtype], local_files_only=offline,
-                trust_remote_code=False)
+                trust_remote_code=False, **placement)
             processor = AutoProcessor.from_pretrained(str(local if local.is_dir() else path),
                                                       local_files_only=offline, trust_remote_code=False)
         except OSError as e:
