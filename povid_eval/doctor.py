@@ -63,16 +63,6 @@ def _images(asset: str, paths: list[Path], fix: str) -> Check:
 
 # ----------------------------------------------------------------------------------------------- model
 
-def _hub_snapshot(repo_id: str) -> Path | None:
-    """The local HF-cache folder of a hub id, or None when it is not cached."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 (not cached, or no huggingface_hub cache at all)
-        return None
-
-
 def _device_check(device: str) -> Check | None:
     if not device.startswith("cuda"):
         return None
@@ -109,16 +99,18 @@ def probe_endpoint(base_url: str, key_env: str, asset: str) -> list[Check]:
 def model_checks(card: cards.ModelCard) -> list[Check]:
     if card.backend == "openai":
         return probe_endpoint(card.base_url, card.api_key_env, "model")
-    from povid_eval.vlm.model import adapter_problems, detect_format, is_hub_id, model_dir_problems
+    from povid_eval.vlm.convert import cached_snapshot
+    from povid_eval.vlm.model import (adapter_problems, allow_downloads, detect_format, download_command, is_hub_id,
+                                      model_dir_problems)
 
     out = []
     path = card.resolve(card.path)
     if not path.exists() and is_hub_id(card.path):
-        cached = _hub_snapshot(card.path)
+        cached = cached_snapshot(card.path)
         name = card.path.split("/")[-1]
-        fix = f"hf download {card.path} --local-dir models/{name} and set path = \"models/{name}\" in the card"
+        fix = f"{download_command(card.path)} and set path = \"models/{name}\" in the card"
         if cached is None:
-            allowed = os.environ.get("POVID_EVAL_ALLOW_DOWNLOADS") == "1"
+            allowed = allow_downloads()
             out.append(Check("model weights", allowed, f"{card.path}: not in the local HF cache" +
                              (" (will be downloaded: POVID_EVAL_ALLOW_DOWNLOADS=1)" if allowed else ""), fix))
             return out
@@ -164,9 +156,6 @@ def _nltk_check(variant: str) -> Check:
 
 
 def _chair_checks(card: cards.BenchCard, root: str) -> list[Check]:
-    from povid_eval.runner import chair_image_ids
-    from povid_eval.io import read_json
-
     out = [_file("annotations (instances)", card.data_path("instances"), FIX["coco_annotations"].format(root=root))]
     ann = card.data_path("annotations")
     captions = sorted(ann.glob("captions_*.json")) if ann.is_dir() else []
@@ -174,14 +163,7 @@ def _chair_checks(card: cards.BenchCard, root: str) -> list[Check]:
                      if captions else "no captions_*.json"), FIX["coco_annotations"].format(root=root)))
     if card.image_ids:
         out.append(_file("image list", cards.resolve_path(card.image_ids), "pass --image-ids FILE or fix the card"))
-    out.append(_nltk_check(card.variant))
-    if all(c.ok for c in out):
-        data = read_json(card.data_path("instances"))
-        names = {im["id"]: im["file_name"] for im in data["images"]}
-        ids = chair_image_ids(card, list(names))
-        out.append(_images("images", [card.data_path("images") / names[i] for i in ids],
-                           FIX["coco_images"].format(root=root)))
-    return out
+    return out + [_nltk_check(card.variant)]
 
 
 def _pope_checks(card: cards.BenchCard, root: str) -> list[Check]:
@@ -191,33 +173,25 @@ def _pope_checks(card: cards.BenchCard, root: str) -> list[Check]:
     out = [_file("POPE questions", card.data_path("questions"), fix)]
     if not out[0].ok:
         return out
-    questions = [q for _, q in iter_jsonl(card.data_path("questions"))]
-    for split in sorted({q.get("category", "?") for q in questions}):
+    for split in sorted({q.get("category", "?") for _, q in iter_jsonl(card.data_path("questions"))}):
         out.append(_file(f"POPE labels ({split})", card.data_path("labels") / f"coco_pope_{split}.json", fix))
-    out.append(_images("images", [card.data_path("images") / q["image"] for q in questions],
-                       FIX["coco_images"].format(root=root)))
     return out
 
 
 def _mme_checks(card: cards.BenchCard, root: str) -> list[Check]:
     from povid_eval.benches import mme
-    from povid_eval.runner import mme_image
-    from povid_eval.score import read_mme_tsv
 
-    fix = FIX["mme"].format(root=root)
     gt = card.data_path("ground_truth")
     present = [s for s in mme.SUBTASKS if (gt / f"{s}.txt").is_file()]
-    out = [Check("MME ground truth", bool(present), f"{gt}: {len(present)} of {len(mme.SUBTASKS)} subtask files"
-                 + ("" if present else " (none)"), fix)]
-    images = [mme_image(card.data_path("images"), s, row[0]) for s in present
-              for _, row in read_mme_tsv(gt / f"{s}.txt", 3)]
-    if present:
-        out.append(_images("images", images, fix))
-    return out
+    return [Check("MME ground truth", bool(present), f"{gt}: {len(present)} of {len(mme.SUBTASKS)} subtask files"
+                  + ("" if present else " (none)"), FIX["mme"].format(root=root))]
 
 
-def _judge_checks(card: cards.BenchCard, judge_prompt: str | Path | None) -> list[Check]:
+def judge_checks(card: cards.BenchCard, judge_prompt: str | Path | None = None) -> list[Check]:
+    """MMHal's judge: a rule judge on real data, the judge model, key and endpoint, the prompt's four slots."""
     out = []
+    if card.bench != "mmhal":
+        return out
     if card.judge == "rule" and not card.world:
         out.append(Check("judge", False, "the rule judge is valid on the synthetic world only",
                          "set judge = \"openai\" (or \"hf\") and judge_model in the bench card"))
@@ -248,26 +222,40 @@ def _judge_checks(card: cards.BenchCard, judge_prompt: str | Path | None) -> lis
     return out
 
 
-def _mmhal_checks(card: cards.BenchCard, root: str, judge_prompt=None) -> list[Check]:
-    from povid_eval.runner import mmhal_image
-    from povid_eval.score import load_mmhal_template
+def _mmhal_checks(card: cards.BenchCard, root: str) -> list[Check]:
+    return [_file("MMHal template", card.data_path("template"), FIX["mmhal"].format(root=root))]
 
-    fix = FIX["mmhal"].format(root=root)
-    out = [_file("MMHal template", card.data_path("template"), fix)]
-    if out[0].ok:
-        records = load_mmhal_template(card.data_path("template"), need_answer=False)
-        out.append(_images("images", [mmhal_image(card, r) for r in records], fix))
-    return out + _judge_checks(card, judge_prompt)
+
+_DATA_CHECKS = {"chair": _chair_checks, "pope": _pope_checks, "mme": _mme_checks, "mmhal": _mmhal_checks}
+_IMAGE_FIX = {"chair": "coco_images", "pope": "coco_images", "mme": "mme", "mmhal": "mmhal"}
+
+
+def _world_pending(card: cards.BenchCard) -> bool:
+    return card.world and not (card.data_path() / "manifest.json").is_file()
+
+
+def data_checks(card: cards.BenchCard) -> list[Check]:
+    """The files a bench's items are built from (annotations, question files, ground truth, template, image
+    list) and the NLTK data CHAIR scores with; images are ``image_check``'s."""
+    if _world_pending(card):
+        return [Check("synthetic world", True, f"{card.data_path()}: built on first use (under a minute)")]
+    return _DATA_CHECKS[card.bench](card, card.data)
+
+
+def image_check(card: cards.BenchCard, items) -> Check:
+    """Every image the bench's items (runner.card_items) name is there."""
+    fix = f"povid-eval world build --out {card.data}" if card.world else FIX[_IMAGE_FIX[card.bench]]
+    return _images("images", [it.image for it in items], fix.format(root=card.data))
 
 
 def bench_checks(card: cards.BenchCard, judge_prompt: str | Path | None = None) -> list[Check]:
-    root = card.data
-    if card.world and not (card.data_path() / "manifest.json").is_file():
-        return [Check("synthetic world", True, f"{card.data_path()}: built on first use (under a minute)")]
-    checks = {"chair": _chair_checks, "pope": _pope_checks, "mme": _mme_checks}
-    if card.bench == "mmhal":
-        return _mmhal_checks(card, root, judge_prompt)
-    return checks[card.bench](card, root)
+    """data_checks, then (when they pass and the data exists) image_check of the bench's items, judge_checks."""
+    out = data_checks(card)
+    if all(c.ok for c in out) and not _world_pending(card):
+        from povid_eval.runner import card_items
+
+        out.append(image_check(card, card_items(card)))
+    return out + judge_checks(card, judge_prompt)
 
 
 def disk_check(out: str | Path, need_gb: float = MIN_FREE_GB) -> Check:

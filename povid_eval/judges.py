@@ -259,7 +259,9 @@ class CachedJudge(Judge):
 
         if self.workers > 1 and len(todo) > 1:
             with ThreadPoolExecutor(max_workers=min(self.workers, len(todo))) as pool:
-                list(pool.map(one, todo))  # a failure is raised after the others finished (and were cached)
+                futures = [pool.submit(one, i) for i in todo]
+            for future in futures:  # every request has finished (and was cached): now raise the first failure
+                future.result()
         else:
             for i in todo:
                 one(i)

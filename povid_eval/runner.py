@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from povid_eval import __version__, cards, score
+from povid_eval import __version__, cards, dist, score
 from povid_eval.report.stats import bootstrap_intervals
 from povid_eval.errors import InputError
 from povid_eval.io import atomic_write_json, atomic_write_jsonl, iter_jsonl, read_image, read_json
@@ -148,9 +148,18 @@ def _mmhal_items(card: cards.BenchCard) -> list[Item]:
 ITEMS = {"chair": _chair_items, "pope": _pope_items, "mme": _mme_items, "mmhal": _mmhal_items}
 
 
+def card_items(card: cards.BenchCard) -> list[Item]:
+    """All the bench's items in protocol order, whatever its ``limit``."""
+    return ITEMS[card.bench](card)
+
+
 def bench_items(card: cards.BenchCard, limit: int = 0) -> list[Item]:
     """The bench's items in protocol order; ``limit`` keeps the first N (MME: N image pairs, kept whole)."""
-    items = ITEMS[card.bench](card)
+    return limit_items(card, card_items(card), limit)
+
+
+def limit_items(card: cards.BenchCard, items: list[Item], limit: int = 0) -> list[Item]:
+    """The first ``limit`` (else the card's ``limit``) items; MME's limit counts image pairs."""
     limit = limit or card.limit
     if limit:
         items = items[: 2 * limit] if card.bench == "mme" else items[:limit]
@@ -230,25 +239,6 @@ def _append(path: Path, rows: list[dict]) -> None:
 
 # ----------------------------------------------------------------------------------- distributed
 
-def dist_info() -> tuple[int, int]:
-    """(rank, world size) under torchrun, else (0, 1); initialises a gloo process group when needed."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return dist.get_rank(), world
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def _merge_shards(folder: Path, samples_path: Path, items: list[Item]) -> None:
     """Append the ranks' new lines to samples.jsonl in item order (keys already there are skipped), then
     remove the shard files."""
@@ -282,15 +272,14 @@ def model_fingerprint(card: cards.ModelCard) -> dict:
             "template": card.template}
     if card.format != "auto" or card.model_base:
         info.update(format=card.format, model_base=card.model_base)
-    h, found = hashlib.sha256(), False
-    for folder in [card.resolve(card.path)] + ([card.resolve(card.model_base)] if card.model_base else []):
-        if folder.is_dir() and card.path:
-            found = True
+    folders = [card.resolve(p) for p in (card.path, card.model_base) if p and card.resolve(p).is_dir()]
+    if folders:
+        h = hashlib.sha256()
+        for folder in folders:
             config = folder / "config.json"
             files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
             sizes = {p.name: p.stat().st_size for p in files}
             h.update((config.read_text() if config.exists() else "").encode() + json.dumps(sizes).encode())
-    if found:
         info["base_hash"] = h.hexdigest()[:16]
     if card.adapter:
         adapter = card.resolve(card.adapter)
@@ -377,19 +366,24 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     model = cards.load_model_card(model_name)
     overrides = {k: str(Path(v).resolve()) for k, v in (("data", data), ("image_ids", image_ids)) if v}
     bench = dataclasses.replace(cards.load_bench_card(bench_name), **overrides)
-    rank, world = dist_info()
+    rank, world = dist.info()
     judge = None
-    if bench.bench == "mmhal" and rank == 0:  # a bad judge setting or prompt fails before any generation
+    if bench.bench == "mmhal":  # a bad judge setting or prompt fails first (no request is sent here)
         from povid_eval import judges
 
         judge = judges.make_judge(bench, judge_prompt=judge_prompt)
     if rank == 0:
         ensure_world(bench)
-        from povid_eval import doctor  # the same checks as `povid-eval doctor`, before any work
+    dist.barrier(world)
+    # The checks of `povid-eval doctor`, before any work and on every rank (a rank that stopped alone would
+    # leave the others waiting at a barrier): the data files and the judge, then every image of the bench.
+    from povid_eval import doctor
 
-        doctor.require(doctor.bench_checks(bench, judge_prompt) + [doctor.disk_check(out)], bench.name)
-    _barrier(world)
-    items = bench_items(bench, limit)
+    doctor.require(doctor.data_checks(bench) + doctor.judge_checks(bench, judge_prompt) + [doctor.disk_check(out)],
+                   bench.name)
+    every_item = card_items(bench)
+    doctor.require([doctor.image_check(bench, every_item)], bench.name)
+    items = limit_items(bench, every_item, limit)
     folder = Path(out) / model.name / bench.name
     folder.mkdir(parents=True, exist_ok=True)
     samples_path = folder / "samples.jsonl"
@@ -398,7 +392,7 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
 
     if rank == 0:
         read_samples(samples_path, repair=True)
-    _barrier(world)
+    dist.barrier(world)
     done = dict(read_samples(samples_path))
     for shard in sorted(folder.glob("samples.rank*.jsonl")):
         done.update({k: v for k, v in read_samples(shard, repair=shard.name == f"samples.rank{rank}.jsonl").items()
@@ -419,13 +413,8 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     pending = [batch for batch in batches if any(it.key not in done for pair in batch for it in groups[pair])]
     mine = pending[rank::world]
     target = samples_path if world == 1 else folder / f"samples.rank{rank}.jsonl"
-    for image, _ in (pair for batch in mine for pair in batch):  # fail before any work, not half-way
-        if not image.is_file():
-            raise InputError(image, f"image not found (listed by bench {bench.name})")
     if mine:
         if generate is None:
-            from povid_eval import doctor
-
             doctor.require(doctor.model_checks(model), f"model {model.name}")
         generate = generate or default_generate(model)
         from tqdm import tqdm
@@ -441,7 +430,7 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
             _append(target, rows)
             bar.update(sum(len(groups[pair]) for pair in batch))
         bar.close()
-    _barrier(world)
+    dist.barrier(world)
     if rank != 0:
         return None
     if world > 1:

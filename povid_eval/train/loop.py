@@ -23,7 +23,7 @@ from a checkpoint takes exactly the steps an uninterrupted run takes. Checkpoint
 (adapter_model.safetensors) plus the optimizer state in safetensors and a json state, written to a temp
 folder and renamed.
 
-Data parallel under ``torchrun`` (WORLD_SIZE > 1, gloo; runner.dist_info): the semantics of DDP, done by hand
+Data parallel under ``torchrun`` (WORLD_SIZE > 1, gloo; povid_eval.dist): the semantics of DDP, done by hand
 (an explicit all-reduce rather than a DistributedDataParallel wrapper, which would hide the PeftModel's
 ``disable_adapter`` and ``get_input_embeddings`` that the reference pass and the Scorer use). Every step takes
 the same global batch as one process; each micro-batch is cut into WORLD_SIZE equal contiguous shards, rank r
@@ -51,6 +51,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from povid_eval.dist import barrier as _barrier
+from povid_eval.dist import info as _dist_info
 from povid_eval.errors import InputError
 from povid_eval.io import atomic_write_json, read_image
 from povid_eval.train.dpo import PreferenceStats, combine, dpo_loss, ipo_loss
@@ -364,24 +366,6 @@ def load_checkpoint(model, opt, folder: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- data parallel
-
-def _dist_info() -> tuple[int, int]:
-    """(rank, world size): (0, 1) without torchrun; under it runner.dist_info (gloo process group)."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return 0, 1
-    from povid_eval.runner import dist_info
-
-    return dist_info()
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """One float32 CPU vector of ``tensors`` (gloo reduces CPU tensors; LoRA weights are small)."""

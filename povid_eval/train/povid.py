@@ -228,7 +228,7 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
     import torch
     from transformers.utils import logging as hf_logging
 
-    from povid_eval.runner import dist_info
+    from povid_eval.dist import info as dist_info
     from povid_eval.vlm import load_vlm_card
 
     rank, n_ranks = dist_info()

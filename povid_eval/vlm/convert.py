@@ -120,16 +120,22 @@ def _find_tower(cfg: dict, override: str | Path | None, config_file: Path) -> Pa
         raise PovidError(f"{config_file}: no mm_vision_tower; set vision_tower = \"/path/to/clip\" in the model card")
     if Path(name).expanduser().is_dir():
         return Path(name).expanduser()
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
-        try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(name, local_files_only=True))
-        except Exception:  # not cached (LocalEntryNotFoundError) or no huggingface_hub: say what to fetch
-            pass
+    cached = cached_snapshot(name) if re.fullmatch(r"[\w.-]+/[\w.-]+", name) else None
+    if cached is not None:
+        return cached
     raise MissingAssetError(f"vision tower {name!r} (from {'vision_tower' if override else config_file}) is neither a "
                             f"folder nor in the Hugging Face cache: download it (hf download {name} --local-dir DIR) "
                             "and set vision_tower = \"DIR\" in the model card")
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The local Hugging Face cache folder of a hub id, or None when it is not cached (never downloads)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 (LocalEntryNotFoundError, or no usable cache at all)
+        return None
 
 
 def _tower_config(tower: Path):

@@ -77,7 +77,8 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _allow_downloads() -> bool:
+def allow_downloads() -> bool:
+    """POVID_EVAL_ALLOW_DOWNLOADS=1: hub ids that are not cached may be downloaded."""
     return os.environ.get("POVID_EVAL_ALLOW_DOWNLOADS") == "1"
 
 
@@ -85,6 +86,11 @@ def is_hub_id(path: str | Path) -> bool:
     """``org/name`` that is not a local path: a Hugging Face hub id."""
     text = str(path)
     return not Path(text).expanduser().exists() and text.count("/") == 1 and not text.startswith((".", "/", "~"))
+
+
+def download_command(repo_id: str) -> str:
+    """The command that puts a hub checkpoint in models/<name>/ (on a machine with internet)."""
+    return f"hf download {repo_id} --local-dir models/{repo_id.split('/')[-1]}"
 
 
 def detect_format(path: str | Path) -> str:
@@ -126,17 +132,16 @@ def load_vlm(path: str | Path, adapter: str | Path | None = None, dtype: str = "
         elif not is_hub_id(path):
             raise MissingAssetError(f"{path}: model folder not found (models/base/ ships with the project; "
                                     "real checkpoints must be downloaded beforehand: see `povid-eval doctor`)")
-        offline = not _allow_downloads() or local.is_dir()
+        source = str(local if local.is_dir() else path)
+        offline = not allow_downloads() or local.is_dir()
         try:
             placement = {} if device == "cpu" else {"device_map": device}  # a GPU: load the weights straight there
             model = LlavaForConditionalGeneration.from_pretrained(
-                str(local if local.is_dir() else path), dtype=DTYPES[dtype], local_files_only=offline,
-                trust_remote_code=False, **placement)
-            processor = AutoProcessor.from_pretrained(str(local if local.is_dir() else path),
-                                                      local_files_only=offline, trust_remote_code=False)
+                source, dtype=DTYPES[dtype], local_files_only=offline, trust_remote_code=False, **placement)
+            processor = AutoProcessor.from_pretrained(source, local_files_only=offline, trust_remote_code=False)
         except OSError as e:
-            hint = (f"; download it first: `hf download {path} --local-dir models/{str(path).split('/')[-1]}` "
-                    "and point the card's path there, or set POVID_EVAL_ALLOW_DOWNLOADS=1") if is_hub_id(path) else ""
+            hint = (f"; download it first: `{download_command(str(path))}` and point the card's path there, or set "
+                    "POVID_EVAL_ALLOW_DOWNLOADS=1") if is_hub_id(path) else ""
             raise MissingAssetError(f"{path}: cannot load the model offline ({e.__class__.__name__}: "
                                     f"{str(e).splitlines()[0] if str(e) else 'missing files'}){hint}") from None
     if adapter is not None:
