@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perf)
 
-    p = commands.add_parser("compare", help="paired comparison of models: deltas with 95% intervals, Holm, plots")
+    p = commands.add_parser("compare", help="paired comparison of models: deltas with 95%% intervals, Holm, plots")
     p.add_argument("models", nargs="+", help="model card names: the first is the baseline, each other is compared to it")
     p.add_argument("--bench", default="all", help="a bench card name, 'all' (default) or a bench set folder ('real')")
     p.add_argument("--out", default="results", help="results folder (default results)")

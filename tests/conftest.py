@@ -30,3 +30,50 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# ------------------------------------------------------------------ one shared tiny world + tiny model
+
+TINY_LIMITS = {"chair": 6, "pope": 12, "mme": 3, "mmhal": 8}
+
+
+@pytest.fixture(scope="session")
+def tiny_env(tmp_path_factory):
+    """A small synthetic world (8 train / 24 val images), a tiny random LLaVA saved as models/tiny, and the
+    world's bench cards pointing at that world with small limits: ``(root, environment variables)``.
+
+    The cards live in <root>/models and <root>/benchmarks; set the variables (POVID_EVAL_MODELS,
+    POVID_EVAL_BENCHMARKS, POVID_EVAL_CACHE) to use them (``use_tiny_env`` does, with monkeypatch)."""
+    import re
+
+    from povid_eval.vlm import build_tiny_llava
+    from povid_eval.vlm.tokenizer import vocab_from_texts
+    from povid_eval.world import build_world
+
+    root = tmp_path_factory.mktemp("tiny-env")
+    world = root / "world"
+    build_world(world, seed=0, n_train=8, n_val=24)
+    texts = [c["caption"] for c in json.loads((world / "annotations" / "captions_val.json").read_text())["annotations"]]
+    texts += [json.loads(x)["text"] for x in (world / "pope" / "llava_pope_test.jsonl").read_text().splitlines()]
+    model, processor = build_tiny_llava(vocab_from_texts(texts), seed=0)
+    model.save_pretrained(root / "tiny")
+    processor.save_pretrained(root / "tiny")
+    (root / "models").mkdir()
+    (root / "models" / "tiny.toml").write_text(f'path = "{root / "tiny"}"\n')
+    (root / "benchmarks").mkdir()
+    for bench, limit in TINY_LIMITS.items():
+        text = (ROOT / "benchmarks" / f"{bench}.toml").read_text()
+        text = text.replace('data = "data/world"', f'data = "{world}"\nlimit = {limit}')
+        text = re.sub(r"max_new_tokens = \d+", "max_new_tokens = 6", text)
+        (root / "benchmarks" / f"{bench}.toml").write_text(text)
+    variables = {"POVID_EVAL_MODELS": str(root / "models"), "POVID_EVAL_BENCHMARKS": str(root / "benchmarks"),
+                 "POVID_EVAL_CACHE": str(root / "cache")}
+    return root, variables
+
+
+@pytest.fixture
+def use_tiny_env(tiny_env, monkeypatch):
+    root, variables = tiny_env
+    for k, v in variables.items():
+        monkeypatch.setenv(k, v)
+    return root
