@@ -11,16 +11,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from povid_eval import paths
 from povid_eval.errors import InputError
 from povid_eval.io import atomic_write_text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = paths.ROOT
 BENCHES = ("chair", "pope", "mme", "mmhal")
 DTYPES = ("fp32", "bf16", "fp16")
 BACKENDS = ("hf", "openai")
@@ -129,26 +132,80 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(BenchCard)}
 
 
 def resolve_path(value: str | Path) -> Path:
-    """A path of a card: relative to the project root unless absolute (``~`` expanded)."""
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else ROOT / p
+    """A path of a card: relative to the project root unless absolute (``~`` expanded); see paths.py."""
+    return paths.project(value)
 
 
-def check_keys(path: Path, table: dict, cls, required: tuple[str, ...], prefix: str = "") -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,)}
+_TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false", "dict": "a table"}
+
+
+def _type_problem(value: Any, kind: str) -> str | None:
+    """Why ``value`` is not of the field type ``kind`` (a dataclass annotation: str, int, float, bool, dict)."""
+    types = _TYPES.get(kind)
+    if types is None:
+        return None
+    if isinstance(value, bool) and kind != "bool" or not isinstance(value, types):
+        return f"expected {_TYPE_WORDS[kind]}, got {type(value).__name__} {value!r}"[:200]
+    if kind == "float" and not math.isfinite(value):
+        return f"expected a finite number, got {value!r}"
+    return None
+
+
+def at_least(low: float, integer: bool = True) -> Callable[[Any], str | None]:
+    word = "an integer" if integer else "a number"
+    return lambda v: None if v >= low else f"expected {word} >= {low:g}, got {v!r}"
+
+
+def above(low: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v > low else f"expected a number > {low:g}, got {v!r}"
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+
+
+def matches(pattern: str, what: str) -> Callable[[Any], str | None]:
+    return lambda v: None if re.fullmatch(pattern, v) else f"expected {what}, got {v!r}"
+
+
+def check_table(path: Path, table: dict, cls, required: tuple[str, ...] = (), prefix: str = "",
+                rules: dict[str, Callable[[Any], str | None]] | None = None) -> None:
+    """Every key of ``table`` is a field of the dataclass ``cls`` with a value of the field's type that passes
+    its rule; ``required`` keys are present. An InputError names the file and the key otherwise."""
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
     for key in table:
-        if key not in known:
-            raise InputError(path, f"unknown key '{prefix}{key}' (known: {', '.join(sorted(known))})")
+        if key not in fields:
+            raise InputError(path, f"unknown key '{prefix}{key}' (known: {', '.join(sorted(fields))})")
     for key in required:
         if key not in table:
             raise InputError(path, f"missing key '{prefix}{key}'")
+    for key, value in table.items():
+        problem = _type_problem(value, fields[key])
+        if problem is None and rules and key in rules:
+            problem = rules[key](value)
+        if problem:
+            raise InputError(path, problem, field=f"{prefix}{key}")
 
 
-def _decoding(path: Path, table: Any) -> Decoding:
+def check_keys(path: Path, table: dict, cls, required: tuple[str, ...], prefix: str = "") -> None:
+    """check_table without value rules (the keys and the types of the values)."""
+    check_table(path, table, cls, required, prefix)
+
+
+_DECODING_RULES = {"max_new_tokens": at_least(1), "temperature": at_least(0, integer=False),
+                   "top_p": lambda v: None if 0 < v <= 1 else f"expected a number in (0, 1], got {v!r}",
+                   "seed": at_least(0)}
+
+
+def _decoding(path: Path, table: Any, prefix: str) -> Decoding:
     if not isinstance(table, dict):
-        raise InputError(path, "'decoding'/'generation' must be a table")
-    check_keys(path, table, Decoding, (), prefix="decoding.")
-    return Decoding(**table)
+        raise InputError(path, f"expected a table, got {type(table).__name__}", field=prefix.rstrip("."))
+    check_table(path, table, Decoding, (), prefix=prefix, rules=_DECODING_RULES)
+    decoding = Decoding(**table)
+    if decoding.do_sample and decoding.temperature == 0:
+        raise InputError(path, "do_sample = true needs a temperature > 0", field=f"{prefix}temperature")
+    return decoding
 
 
 def read_toml(path: Path) -> dict:
@@ -157,6 +214,8 @@ def read_toml(path: Path) -> dict:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise InputError(path, f"invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not UTF-8 text (byte {e.start}): a TOML file must be UTF-8") from None
 
 
 def models_dir() -> Path:
@@ -182,29 +241,36 @@ def _card_path(name_or_path: str, folder: Path) -> Path:
     return nested[0] if not path.is_file() and len(nested) == 1 else path
 
 
-def _read_card(name_or_path: str, folder: Path, kind: str, cls, required: tuple[str, ...]) -> tuple[Path, dict]:
-    """The checked table of a card given by name or by path (see _card_path)."""
+def _read_card(name_or_path: str, folder: Path, kind: str) -> tuple[Path, dict]:
+    """The table of a card given by name or by path (see _card_path), with its ``name`` (default: the file's
+    stem) checked to be a valid name."""
+    if not name_or_path.endswith(".toml"):
+        paths.check_name(name_or_path.split("/")[-1], f"{kind} name")
     path = _card_path(name_or_path, folder)
     if not path.is_file():
+        if path.exists():
+            raise InputError(path, f"{kind} card expected, found a folder")
         raise InputError(path, f"unknown {kind} '{name_or_path}' (known: {', '.join(_names(folder)) or 'none'})")
     data = read_toml(path)
     data.setdefault("name", path.stem)
-    check_keys(path, data, cls, required)
+    paths.check_name(data["name"], f"{kind} name", path, "name")
     return path, data
 
 
-def _choice(path: Path, data: dict, key: str, choices: tuple[str, ...], default: str) -> None:
-    if data.get(key, default) not in choices:
-        raise InputError(path, f"{key} must be one of {', '.join(choices)}, got {data[key]!r}", field=key)
+_DEVICE = r"cpu|auto|mps|cuda(:\d+)?"
+_MODEL_RULES = {
+    "backend": one_of(BACKENDS), "format": one_of(FORMATS), "dtype": one_of(DTYPES),
+    "device": matches(_DEVICE, "cpu, cuda, cuda:N, mps or auto"), "threads": at_least(0),
+    "concurrency": at_least(1), "timeout": above(0), "max_retries": at_least(0),
+}
 
 
 def load_model_card(name_or_path: str, folder: Path | None = None) -> ModelCard:
     from povid_eval.vlm.prompts import template_problem
 
-    path, data = _read_card(name_or_path, folder or models_dir(), "model", ModelCard, ())
-    _choice(path, data, "dtype", DTYPES, "fp32")
-    _choice(path, data, "backend", BACKENDS, "hf")
-    _choice(path, data, "format", FORMATS, "auto")
+    path, data = _read_card(name_or_path, folder or models_dir(), "model")
+    generation = data.pop("generation", {})
+    check_table(path, data, ModelCard, (), rules=_MODEL_RULES)
     if data.get("backend", "hf") == "openai":
         for key in ("base_url", "api_model"):
             if not data.get(key):
@@ -214,16 +280,53 @@ def load_model_card(name_or_path: str, folder: Path | None = None) -> ModelCard:
     problem = template_problem(data.get("template", DEFAULT_TEMPLATE))
     if problem:
         raise InputError(path, problem, field="template")
-    return ModelCard(generation=_decoding(path, data.pop("generation", {})), **data)
+    return ModelCard(generation=_decoding(path, generation, "generation."), **data)
+
+
+# What each bench kind accepts: its variants (scorer / parser) and the [files] keys it needs (and may have).
+VARIANTS = {"chair": ("singularize", "wordnet"), "pope": ("llava", "strict"), "mme": ("eval_tool",),
+            "mmhal": ("original-parser",)}
+FILES = {"chair": (("instances", "annotations", "images"), ("split",)),
+         "pope": (("questions", "labels", "images"), ()),
+         "mme": (("ground_truth", "images"), ()),
+         "mmhal": (("template",), ("images",))}
+_BENCH_RULES = {"bench": one_of(BENCHES), "judge": one_of(JUDGES), "limit": at_least(0), "sample": at_least(0),
+                "sample_seed": at_least(0)}
+
+
+def _check_files(path: Path, bench: str, files: Any) -> None:
+    needed, optional = FILES[bench]
+    if not isinstance(files, dict):
+        raise InputError(path, f"expected a table of data paths, got {type(files).__name__}", field="files")
+    for key in needed:
+        if key not in files:
+            raise InputError(path, f"missing key 'files.{key}' (a {bench} card needs {', '.join(needed)})")
+    for key, value in files.items():
+        if key not in needed + optional:
+            raise InputError(path, f"unknown key 'files.{key}' (known for {bench}: {', '.join(needed + optional)})")
+        if not isinstance(value, str) or not value:
+            raise InputError(path, f"expected a path (a non-empty string), got {value!r}", field=f"files.{key}")
 
 
 def load_bench_card(name_or_path: str, folder: Path | None = None) -> BenchCard:
-    path, data = _read_card(name_or_path, folder or benchmarks_dir(), "bench", BenchCard, ("bench", "variant", "data"))
-    if data["bench"] not in BENCHES:
-        raise InputError(path, f"bench must be one of {', '.join(BENCHES)}, got {data['bench']!r}")
-    if data.get("judge"):
-        _choice(path, data, "judge", JUDGES, "")
-    return BenchCard(decoding=_decoding(path, data.pop("decoding", {})), **data)
+    path, data = _read_card(name_or_path, folder or benchmarks_dir(), "bench")
+    decoding = data.pop("decoding", {})
+    check_table(path, data, BenchCard, ("bench", "variant", "data"), rules=_BENCH_RULES)
+    decoding = _decoding(path, decoding, "decoding.")
+    bench = data["bench"]
+    if data["variant"] not in VARIANTS[bench]:
+        raise InputError(path, f"unknown {bench} variant {data['variant']!r} (known: {', '.join(VARIANTS[bench])})",
+                         field="variant")
+    _check_files(path, bench, data.get("files", {}))
+    if bench == "mmhal" and not data.get("judge"):
+        raise InputError(path, f"missing key 'judge' (an mmhal card needs one of {', '.join(JUDGES)})")
+    for key in ("judge", "judge_model", "judge_base_url", "judge_key_env", "judge_prompt"):
+        if data.get(key) and bench != "mmhal":
+            raise InputError(path, f"'{key}' applies to mmhal cards only, not {bench}", field=key)
+    for key in ("image_ids", "sample"):
+        if data.get(key) and bench != "chair":
+            raise InputError(path, f"'{key}' applies to chair cards only, not {bench}", field=key)
+    return BenchCard(decoding=decoding, **data)
 
 
 def bench_names(group: str = "all") -> list[str]:

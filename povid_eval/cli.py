@@ -4,11 +4,47 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
-from povid_eval import __version__
-from povid_eval.errors import PovidError
+from povid_eval import __version__, paths
+from povid_eval.errors import InputError, PovidError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``povid-eval: error: <command>: <message>``, exit code 2."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"povid-eval: error: {self.prog}: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _count(minimum: int):
+    """An argparse type for an integer >= minimum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = "count"
+    return parse
+
+
+def _name(what: str):
+    """An argparse type for a model / output name (paths.NAME_PATTERN)."""
+    def parse(text: str) -> str:
+        from povid_eval.paths import name_problem
+
+        problem = name_problem(text)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return text
+    parse.__name__ = what
+    return parse
 
 
 def _fmt(value, decimals: int) -> str:
@@ -75,7 +111,6 @@ def cmd_score_pope(args) -> None:
 
 
 def cmd_score_mme(args) -> None:
-    from povid_eval.errors import InputError
     from povid_eval.score import mme_from_llava, mme_from_results_dir
 
     if args.results_dir is not None:
@@ -90,7 +125,6 @@ def cmd_score_mme(args) -> None:
 
 
 def cmd_score_mmhal(args) -> None:
-    from povid_eval.errors import InputError
     from povid_eval.score import mmhal_from_files
 
     options = [o for o, v in (("--judge-model", args.judge_model), ("--judge-base-url", args.judge_base_url),
@@ -113,12 +147,16 @@ def cmd_run(args) -> None:
     from povid_eval import cards, runner
 
     names = cards.bench_names(args.bench)
-    cards.load_model_card(args.model)  # unknown model: fail before any work
+    cards.load_model_card(args.model)  # unknown model or bad card: fail before any work
+    kinds = {name: cards.load_bench_card(name).bench for name in names}
+    for flag, value, kind in (("--image-ids", args.image_ids, "chair"), ("--judge-prompt", args.judge_prompt, "mmhal")):
+        if value and kind not in kinds.values():
+            raise InputError(None, f"{flag} applies to {kind} benches only, and --bench {args.bench} has none")
+    out = paths.results_root(args.out)
     for name in names:
-        cards.load_bench_card(name)
-    for name in names:
-        result = runner.run(args.model, name, batch_size=args.batch_size, limit=args.limit, out=args.out,
-                            image_ids=args.image_ids, data=args.data, judge_prompt=args.judge_prompt)
+        result = runner.run(args.model, name, batch_size=args.batch_size, limit=args.limit, out=out,
+                            image_ids=args.image_ids if kinds[name] == "chair" else None, data=args.data,
+                            judge_prompt=args.judge_prompt if kinds[name] == "mmhal" else None, fresh=args.fresh)
         if result is not None:
             _print_result(result, args.json)
             if not args.json:
@@ -130,27 +168,34 @@ def cmd_doctor(args) -> None:
 
     if not args.model and not args.bench:
         args.model, args.bench = "base", "all"
-    found = doctor.checks(args.model, args.bench, out=args.out, data=args.data, judge_prompt=args.judge_prompt)
+    found = doctor.checks(args.model, args.bench, out=paths.results_root(args.out), data=args.data,
+                          judge_prompt=args.judge_prompt)
     print(doctor.as_json(found) if args.json else doctor.report(found))
     if not all(c.ok for c in found):
         raise SystemExit(2)
 
 
 def _numbers(kind):
-    """An argparse type for comma-separated numbers: '0,1,2.5' -> [0.0, 1.0, 2.5] with kind=float."""
+    """An argparse type for comma-separated finite numbers: '0,1,2.5' -> [0.0, 1.0, 2.5] with kind=float."""
     def parse(text: str) -> list:
+        parts = [x.strip() for x in text.split(",")]
         try:
-            return [kind(x) for x in text.split(",") if x.strip()]
+            values = [kind(x) for x in parts]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+            values = []
+        if not values or not all(math.isfinite(v) for v in values):
+            finite = " (finite)" if kind is float else ""
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s{finite}, got {text!r}")
+        return values
+    parse.__name__ = "numbers"
     return parse
 
 
 def cmd_frontier(args) -> None:
     from povid_eval.frontier import frontier
 
-    result = frontier(args.model, args.bench, biases=args.biases, out=args.out, batch_size=args.batch_size,
-                      limit=args.limit)
+    result = frontier(args.model, args.bench, biases=args.biases, out=paths.results_root(args.out),
+                      batch_size=args.batch_size, limit=args.limit)
     if result is not None:
         rows = {f"{p['bias']:g}": {"CHAIRs": p["CHAIRs"], "CHAIRi": p["CHAIRi"], "Recall": p["Recall"],
                                    "words": p["mean_words"]} for p in sorted(result["points"], key=lambda p: p["bias"])}
@@ -164,24 +209,26 @@ def cmd_world_build(args) -> None:
     from povid_eval.world import SUMMARY_FILE, build_world
 
     start = time.time()
-    manifest = build_world(Path(args.out), seed=args.seed, summary_path=SUMMARY_FILE if args.write_summary else None)
-    print(f"world built in {time.time() - start:.1f} s: {args.out} (sha256 {manifest['sha256'][:16]}, "
+    out = paths.from_cli(args.out, "data/world")
+    manifest = build_world(out, seed=args.seed, summary_path=SUMMARY_FILE if args.write_summary else None)
+    print(f"world built in {time.time() - start:.1f} s: {out} (sha256 {manifest['sha256'][:16]}, "
           f"{manifest['counts']})")
 
 
 def cmd_pretrain(args) -> None:
     from povid_eval.vlm.pretrain import pretrain
 
-    pretrain(Path(args.world), Path(args.out), seed=args.seed)
+    pretrain(paths.from_cli(args.world, "data/world"), paths.from_cli(args.out, "models/base"), seed=args.seed)
 
 
 def cmd_train(args) -> None:
     from povid_eval.train import povid
 
     stages = tuple(args.stages)
+    world = paths.from_cli(args.world, "data/world")
     injector = None
     if args.injector == "llm":
-        injector = povid.llm_injector(args.llm_base_url, args.llm_model, args.llm_key_env, world=args.world,
+        injector = povid.llm_injector(args.llm_base_url, args.llm_model, args.llm_key_env, world=world,
                                       seed=args.seed or 0)
     config = povid.load_recipe_config(args.config) if args.config else povid.RecipeConfig()
     if args.seed is not None:
@@ -189,8 +236,9 @@ def cmd_train(args) -> None:
     if args.images:
         config.images = args.images
     povid.run_recipe(args.base, args.out, recipe=args.recipe, stages=stages, config=config,
-                     preferences=args.preferences, image_root=args.image_root, world=args.world,
-                     results=args.results, merge=args.merge, injector=injector)
+                     preferences=args.preferences, image_root=args.image_root, world=world,
+                     results=paths.results_root(args.results), merge=args.merge, injector=injector,
+                     overwrite=args.overwrite)
 
 
 def _print_written(paths: list[Path]) -> None:
@@ -204,15 +252,17 @@ def cmd_compare(args) -> None:
     from povid_eval.report import compare
 
     benches = cards.bench_names(args.bench)
-    compare.ensure_results(args.models, benches, args.out)
+    out = paths.results_root(args.out)
+    compare.ensure_results(args.models, benches, out)
     for b in args.models[1:]:
-        _print_written(compare.write_comparison(args.models[0], b, benches, args.out))
+        _print_written(compare.write_comparison(args.models[0], b, benches, out))
 
 
 def cmd_leaderboard(args) -> None:
     from povid_eval.report.leaderboard import write_leaderboard
 
-    _print_written(write_leaderboard(args.out, frontier_model=args.frontier_model, group=args.bench))
+    _print_written(write_leaderboard(paths.results_root(args.out), frontier_model=args.frontier_model,
+                                     group=args.bench))
 
 
 def cmd_perf(args) -> None:
@@ -230,13 +280,13 @@ def cmd_perf(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="povid-eval", description="POVID-style preference tuning of VLMs and "
+    parser = Parser(prog="povid-eval", description="POVID-style preference tuning of VLMs and "
                                      "faithful hallucination benchmarks (CHAIR, POPE, MME, MMHal-Bench).")
     parser.add_argument("--version", action="version", version=f"povid-eval {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     score = commands.add_parser("score", help="score existing model outputs (no model needed)")
-    benches = score.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    benches = score.add_subparsers(dest="bench", required=True, metavar="BENCH", parser_class=Parser)
 
     def bench(name: str, help: str, func) -> argparse.ArgumentParser:
         p = benches.add_parser(name, help=help)
@@ -286,15 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", required=True, help="a bench card name (benchmarks/<name>.toml), 'all' (the "
                    "embedded world's cards) or a bench set folder such as 'real' (benchmarks/real/*.toml)")
     p.add_argument("--model", default="base", help="a model card name (models/<name>.toml); default base")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--limit", type=int, default=0, help="first N items (MME: N image pairs)")
+    p.add_argument("--batch-size", type=_count(1), default=16, help="prompts per generation batch (default 16)")
+    p.add_argument("--limit", type=_count(0), default=0, help="first N items (MME: N image pairs; 0 = all)")
     p.add_argument("--image-ids", metavar="FILE", help="CHAIR: use these image ids (one per line) instead of the "
                    "card's pinned list, e.g. another paper's 500")
     p.add_argument("--data", metavar="DIR", help="data root instead of the bench card's (e.g. where COCO, POPE, "
                    "MME and MMHal live on this node)")
     p.add_argument("--judge-prompt", metavar="FILE", help="MMHal: the judge prompt file instead of the bench card's "
                    "(four {} slots; e.g. the original evaluation's prompt); its sha256 goes into metrics.json")
-    p.add_argument("--out", default="results", help="results folder (default results)")
+    p.add_argument("--out", help="results folder (default: the project's results/)")
+    p.add_argument("--fresh", action="store_true", help="discard this model's earlier samples and metrics of these "
+                   "benches first (e.g. after retraining a model under the same name)")
     p.add_argument("--json", action="store_true", help="print each bench's metrics record as JSON")
     p.set_defaults(func=cmd_run)
 
@@ -304,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", help="a bench card name, 'all' or a bench set folder ('real')")
     p.add_argument("--data", metavar="DIR", help="data root instead of the bench cards' (as run --data)")
     p.add_argument("--judge-prompt", metavar="FILE", help="MMHal judge prompt to check (as run --judge-prompt)")
-    p.add_argument("--out", default="results", help="results folder whose free disk is checked (default results)")
+    p.add_argument("--out", help="results folder whose free disk is checked (default: the project's results/)")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.set_defaults(func=cmd_doctor)
 
@@ -313,16 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", default="chair", help="a CHAIR bench card name (default chair)")
     p.add_argument("--biases", type=_numbers(float), default=None,
                    help="comma-separated logit biases (default: povid_eval.frontier.DEFAULT_BIASES)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--limit", type=int, default=0, help="first N images")
-    p.add_argument("--out", default="results", help="results folder (default results)")
+    p.add_argument("--batch-size", type=_count(1), default=16, help="prompts per generation batch (default 16)")
+    p.add_argument("--limit", type=_count(0), default=0, help="first N images (0 = all)")
+    p.add_argument("--out", help="results folder (default: the project's results/)")
     p.set_defaults(func=cmd_frontier)
 
     world = commands.add_parser("world", help="the embedded synthetic world").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION", parser_class=Parser)
     p = world.add_parser("build", help="build the synthetic COCO-format world (deterministic)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="data/world")
+    p.add_argument("--seed", type=_count(0), default=0)
+    p.add_argument("--out", help="folder to build into: new, empty, or a world built before (default: the "
+                   "project's data/world)")
     p.add_argument("--write-summary", action="store_true",
                    help="also write benchmarks/world_manifest.json (the committed seed, counts and hash)")
     p.set_defaults(func=cmd_world_build)
@@ -335,26 +388,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generate", choices=["llava-1.5-7b", "tiny"], help="instead: batched greedy generation of a "
                    "randomly initialised model of that shape in bf16 (tokens/s, peak GPU memory)")
     p.add_argument("--device", default="cuda", help="device for --generate (default cuda)")
-    p.add_argument("--batch", type=int, default=16, help="batch size for --generate (default 16)")
+    p.add_argument("--batch", type=_count(1), default=16, help="batch size for --generate (default 16)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perf)
 
     p = commands.add_parser("compare", help="paired comparison of models: deltas with 95%% intervals, Holm, plots")
-    p.add_argument("models", nargs="+", help="model card names: the first is the baseline, each other is compared to it")
+    p.add_argument("models", nargs="+", type=_name("model name"),
+                   help="model card names: the first is the baseline, each other is compared to it")
     p.add_argument("--bench", default="all", help="a bench card name, 'all' (default) or a bench set folder ('real')")
-    p.add_argument("--out", default="results", help="results folder (default results)")
+    p.add_argument("--out", help="results folder (default: the project's results/)")
     p.set_defaults(func=cmd_compare)
 
     p = commands.add_parser("leaderboard", help="every model in results/: results/leaderboard.{md,csv,html}")
-    p.add_argument("--out", default="results", help="results folder (default results)")
-    p.add_argument("--frontier-model", default="base", help="whose stop-bias frontier the plot draws (default base)")
+    p.add_argument("--out", help="results folder (default: the project's results/)")
+    p.add_argument("--frontier-model", default="base", type=_name("model name"),
+                   help="whose stop-bias frontier the plot draws (default base)")
     p.add_argument("--bench", default="all", help="bench set: 'all' (the embedded world, default) or a folder of "
                    "benchmarks/ such as 'real' (writes leaderboard-real.{md,csv,html})")
     p.set_defaults(func=cmd_leaderboard)
 
     p = commands.add_parser("train", help="POVID / DPO preference tuning of a base card -> LoRA adapter + card")
     p.add_argument("--base", default="base", help="model card to start from (default base)")
-    p.add_argument("--out", default="povid", help="name of the trained model: models/<out>.toml (default povid)")
+    p.add_argument("--out", default="povid", type=_name("model name"),
+                   help="name of the trained model: models/<out>.toml (default povid)")
     p.add_argument("--recipe", default="povid", choices=["povid", "dpo", "noise-only"],
                    help="povid: stage 1 DPO on injected text, stage 2 + the noisy-image term; dpo: text pairs "
                         "only; noise-only: the noisy-image term only (the paper's ablation)")
@@ -366,20 +422,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-key-env", help="environment variable holding the API key (never written anywhere)")
     p.add_argument("--preferences", help="preference jsonl (or the POVID release json) instead of the world's")
     p.add_argument("--image-root", help="folder the preference records' image paths are relative to")
-    p.add_argument("--images", type=int, default=0, help="training images of the world (default: the recipe's)")
+    p.add_argument("--images", type=_count(0), default=0, help="training images of the world (default: the recipe's)")
     p.add_argument("--merge", action="store_true", help="also write the merged model and point the card at it")
     p.add_argument("--config", help="recipe TOML: RecipeConfig keys, [stage1] / [stage2] TrainConfig keys")
-    p.add_argument("--world", default="data/world", help="the synthetic world (default data/world)")
-    p.add_argument("--results", default="results", help="results folder; training goes to <results>/train/<out>")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: the recipe's, 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace models/<out>.toml and <results>/train/<out> "
+                   "written by an earlier `povid-eval train` with other settings (never a card it did not write)")
+    p.add_argument("--world", help="the synthetic world (default: the project's data/world)")
+    p.add_argument("--results", help="results folder; training goes to <results>/train/<out> (default: the "
+                   "project's results/)")
+    p.add_argument("--seed", type=_count(0), default=None, help="seed (default: the recipe's, 0)")
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("pretrain", help="build and train the tiny base LLaVA on the synthetic world")
-    p.add_argument("--world", default="data/world")
-    p.add_argument("--out", default="models/base")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--world", help="the synthetic world (default: the project's data/world)")
+    p.add_argument("--out", help="model folder to write (default: the project's models/base)")
+    p.add_argument("--seed", type=_count(0), default=0)
     p.set_defaults(func=cmd_pretrain)
     return parser
+
+
+def _storage_hint(code: int) -> str:
+    import errno
+
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free some space and run the same command again: it resumes where it stopped"
+    return "give a folder you can write to (e.g. --out DIR), or fix its permissions"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,6 +455,13 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except PovidError as e:
         print(f"povid-eval: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine's: a full disk, a read-only folder (io.STORAGE_ERRNOS); not a bug
+        from povid_eval.io import STORAGE_ERRNOS
+
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        print(f"povid-eval: error: {e.filename or 'writing'}: {e.strerror}; {_storage_hint(e.errno)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("povid-eval: interrupted", file=sys.stderr)

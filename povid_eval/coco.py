@@ -11,20 +11,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 from povid_eval.benches import chair
 from povid_eval.errors import InputError
 from povid_eval.io import atomic_write_json, read_json, require_dir
-
-
-def cache_dir() -> Path:
-    """Where derived data is cached: $POVID_EVAL_CACHE, else $XDG_CACHE_HOME/povid-eval, else ~/.cache/povid-eval."""
-    if os.environ.get("POVID_EVAL_CACHE"):
-        return Path(os.environ["POVID_EVAL_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "povid-eval"
+from povid_eval.paths import cache_dir  # re-exported: callers use coco.cache_dir
 
 
 def load_gt_objects(path: str | Path) -> dict[str, frozenset[str]]:

@@ -1,4 +1,5 @@
-"""torchrun, the little the runner and the training loop need of it: rank, world size, a barrier (gloo)."""
+"""torchrun, the little the runner and the training loop need of it: rank, world size, a barrier (gloo), and
+rank 0's verdict shared with every rank."""
 
 from __future__ import annotations
 
@@ -23,3 +24,20 @@ def barrier(world: int) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def share_error(error: Exception | None, world: int) -> None:
+    """Raise on every rank the error rank 0 met (``error`` is rank 0's; other ranks pass None). Every rank
+    calls it, in step, so that a check failing on rank 0 alone stops all ranks instead of leaving them at a
+    barrier."""
+    if world > 1:
+        import torch.distributed as dist
+
+        from povid_eval.errors import PovidError
+
+        box = [None if error is None else str(error)]
+        dist.broadcast_object_list(box, src=0)
+        if error is None and box[0] is not None:
+            error = PovidError(box[0])
+    if error is not None:
+        raise error

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from povid_eval.errors import InputError
+
+# Errors of the machine, not of the program: a full disk, a quota, a read-only or forbidden folder. The CLI
+# reports them in one line naming the path (cli.main); every write names its path (``writing``).
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+@contextmanager
+def writing(path: str | Path):
+    """Name ``path`` in an OSError raised while writing it (a failing ``write()`` names no file)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
 
 
 def _open_text(path: Path):
@@ -102,7 +119,11 @@ def read_image(path: str | Path, context: str = ""):
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
+    except Image.DecompressionBombError as e:
+        raise InputError(path, f"image too large{suffix}: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+            raise
         raise InputError(path, f"unreadable image{suffix}: {e}") from None
 
 
@@ -110,16 +131,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write bytes to path via a temp file in the same folder and an atomic rename. The file gets the usual
     permissions (0666 minus the umask), not mkstemp's private 0600."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(p):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -14,9 +14,9 @@ fixed chunks of the item list, so every sample is generated in the same batch as
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import platform
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from povid_eval import __version__, cards, dist, score
+from povid_eval import __version__, cards, dist, fingerprint, paths, score
 from povid_eval.report.stats import bootstrap_intervals
-from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_json, atomic_write_jsonl, iter_jsonl, read_image, read_json
+from povid_eval.errors import InputError, PovidError
+from povid_eval.io import atomic_write_json, atomic_write_jsonl, iter_jsonl, read_image, read_json, writing
 
 # generate(images, questions, decoding) -> answers; the model's prompt template is applied inside (a
 # chat endpoint applies its own).
@@ -219,19 +219,25 @@ def read_samples(path: Path, *, repair: bool = False) -> dict[str, tuple[int, di
         with open(path, "r+b") as f:
             f.truncate(end)
     out: dict[str, tuple[int, dict]] = {}
-    for lineno, line in enumerate(raw[:end].decode("utf-8").splitlines(), 1):
+    for lineno, line in enumerate(raw[:end].split(b"\n"), 1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(path, "corrupt sample line (delete the file to regenerate)", line=lineno) from None
+            rec = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InputError(path, "corrupt sample line (not JSON): delete the file, or run with --fresh, to "
+                                   "regenerate", line=lineno) from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
+            raise InputError(path, "sample line without a string 'key' (hand-edited?): delete the file, or run with "
+                                   "--fresh, to regenerate", line=lineno)
         out.setdefault(rec["key"], (lineno, rec))
     return out
 
 
 def _append(path: Path, rows: list[dict]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
+    """Append rows, one json line each, and fsync. A write cut short (a kill, a full disk) leaves whole lines
+    and at most one torn last line, which read_samples(repair=True) cuts off before the next append."""
+    with writing(path), open(path, "a", encoding="utf-8") as f:
         f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         f.flush()
         os.fsync(f.fileno())
@@ -254,37 +260,9 @@ def _merge_shards(folder: Path, samples_path: Path, items: list[Item]) -> None:
 
 # ----------------------------------------------------------------------------------- the run
 
-def _file_hash(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def model_fingerprint(card: cards.ModelCard) -> dict:
-    """Card fields plus hashes of the adapter files and of the checkpoint's config and weight-file sizes (the
-    weights of a 7B model are too large to hash on every run; config and sizes pin it well enough). An API
-    model is its endpoint and model name (never the key)."""
-    if card.backend == "openai":
-        return {"card": card.name, "backend": "openai", "base_url": card.base_url, "api_model": card.api_model}
-    info = {"card": card.name, "path": card.path, "adapter": card.adapter, "dtype": card.dtype,
-            "template": card.template}
-    if card.format != "auto" or card.model_base:
-        info.update(format=card.format, model_base=card.model_base)
-    folders = [card.resolve(p) for p in (card.path, card.model_base) if p and card.resolve(p).is_dir()]
-    if folders:
-        h = hashlib.sha256()
-        for folder in folders:
-            config = folder / "config.json"
-            files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-            sizes = {p.name: p.stat().st_size for p in files}
-            h.update((config.read_text() if config.exists() else "").encode() + json.dumps(sizes).encode())
-        info["base_hash"] = h.hexdigest()[:16]
-    if card.adapter:
-        adapter = card.resolve(card.adapter)
-        info["adapter_hash"] = _file_hash([p for p in adapter.glob("*") if p.is_file()]) if adapter.is_dir() else ""
-    return info
+    """fingerprint.fingerprint (what decides the model's answers), for metrics.json."""
+    return fingerprint.fingerprint(card)
 
 
 def versions() -> dict:
@@ -305,6 +283,7 @@ def ensure_world(bench: cards.BenchCard) -> None:
     root = bench.data_path()
     if not bench.world or (root / "manifest.json").is_file():
         return
+    paths.require_ours(root, f"data folder of bench {bench.name} (no world manifest.json in it)")
     from povid_eval.world import SUMMARY_FILE, build_world
 
     committed = read_json(SUMMARY_FILE) if SUMMARY_FILE.is_file() else {}
@@ -356,25 +335,71 @@ def _load_generate(model: cards.ModelCard) -> Generate:
     return generate
 
 
-def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 0, out: str | Path = "results",
+SAMPLE_FILES = ("samples.jsonl", "metrics.json", "details.jsonl", "judge_replies.jsonl")
+
+
+def discard(folder: Path) -> None:
+    """``--fresh``: remove the run's own files from a results folder (which carries the tool's marker)."""
+    for name in SAMPLE_FILES:
+        (folder / name).unlink(missing_ok=True)
+    for shard in folder.glob("samples.rank*.jsonl"):
+        shard.unlink()
+
+
+def check_samples(done: dict[str, tuple[int, dict]], path: Path, protocol: str, model: str, model_fp: str) -> None:
+    """Every cached sample was made under this protocol by this model (fingerprint), else an InputError that
+    says how to start fresh."""
+    for key, (line, rec) in done.items():
+        if rec.get("protocol") != protocol:
+            raise InputError(path, f"sample {key!r} was made with protocol {rec.get('protocol')}, not "
+                                   f"{protocol}: the bench card changed; use another --out, or --fresh to discard "
+                                   f"the old samples", line=line)
+        if rec.get("model_fp") != model_fp:
+            raise InputError(path, f"sample {key!r} was generated by another version of model {model!r} "
+                                   f"(fingerprint {rec.get('model_fp')}, now {model_fp}: its weights, adapter, "
+                                   f"template or decoding changed); rerun with --fresh to discard the old answers, "
+                                   f"or use another --out", line=line)
+
+
+def check_current(model: cards.ModelCard, bench_name: str, out: Path) -> None:
+    """A finished run's metrics.json belongs to the model as its card is now, else an InputError saying how
+    to rerun (reports never show a stale number)."""
+    path = Path(out) / model.name / bench_name / "metrics.json"
+    recorded = read_json(path).get("model_fp") if path.is_file() else None
+    now = fingerprint.fingerprint_hash(fingerprint.fingerprint(model))
+    if path.is_file() and recorded != now:
+        raise InputError(path, f"made by another version of model {model.name!r} (fingerprint {recorded}, now {now}): "
+                               f"rerun `povid-eval run --model {model.name} --bench {bench_name} --fresh`")
+
+
+def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 0, out: str | Path | None = None,
         generate: Generate | None = None, progress: bool = True, image_ids: str | Path | None = None,
-        data: str | Path | None = None, judge_prompt: str | Path | None = None) -> dict | None:
+        data: str | Path | None = None, judge_prompt: str | Path | None = None, fresh: bool = False) -> dict | None:
     """Generate what is missing, then score; returns the metrics record (None on ranks other than 0).
     ``image_ids``: a file of image ids replacing the CHAIR card's list; ``data``: the data root instead of the
     card's; ``judge_prompt``: MMHal's judge prompt file instead of the card's (metrics.json's ``judge``
-    records its sha256; the protocol hash, which ties the samples, does not change)."""
+    records its sha256; the protocol hash, which ties the samples, does not change); ``fresh``: discard the
+    folder's earlier samples and metrics first. The results folder is out/<model>/<bench>, claimed (see
+    paths.claim) and locked for the run: a second concurrent run of the same model and bench stops at once."""
+    if batch_size < 1 or limit < 0:
+        raise InputError(None, f"batch_size must be >= 1 and limit >= 0, got {batch_size} and {limit}")
     model = cards.load_model_card(model_name)
     overrides = {k: str(Path(v).resolve()) for k, v in (("data", data), ("image_ids", image_ids)) if v}
     bench = dataclasses.replace(cards.load_bench_card(bench_name), **overrides)
+    out = paths.results_root(out)
     rank, world = dist.info()
     judge = None
     if bench.bench == "mmhal":  # a bad judge setting or prompt fails first (no request is sent here)
         from povid_eval import judges
 
         judge = judges.make_judge(bench, judge_prompt=judge_prompt)
+    error = None
     if rank == 0:
-        ensure_world(bench)
-    dist.barrier(world)
+        try:
+            ensure_world(bench)
+        except PovidError as e:
+            error = e
+    dist.share_error(error, world)
     # The checks of `povid-eval doctor`, before any work and on every rank (a rank that stopped alone would
     # leave the others waiting at a barrier): the data files and the judge, then every image of the bench.
     from povid_eval import doctor
@@ -384,10 +409,32 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     every_item = card_items(bench)
     doctor.require([doctor.image_check(bench, every_item)], bench.name)
     items = limit_items(bench, every_item, limit)
-    folder = Path(out) / model.name / bench.name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = paths.inside(out, model.name, bench.name)
+    with contextlib.ExitStack() as held:
+        error = None
+        if rank == 0:  # one writer per results folder: rank 0 holds the lock for all ranks of this run
+            try:
+                paths.claim(out, model.name, bench.name, kind="results")
+                held.enter_context(paths.writer_lock(folder, f"the results of {model.name} on {bench.name}"))
+                if fresh:
+                    discard(folder)
+            except PovidError as e:
+                error = e
+        dist.share_error(error, world)
+        return _generate_and_score(model, bench, items, folder, rank, world, batch_size=batch_size, limit=limit,
+                                   generate=generate, progress=progress, judge=judge, overrides=overrides)
+
+
+def _generate_and_score(model: cards.ModelCard, bench: cards.BenchCard, items: list[Item], folder: Path, rank: int,
+                        world: int, *, batch_size: int, limit: int, generate: Generate | None, progress: bool,
+                        judge, overrides: dict) -> dict | None:
+    """The locked part of run(): resume the samples, generate the missing batches, merge, score, write."""
+    from povid_eval import doctor
+
     samples_path = folder / "samples.jsonl"
     protocol = bench.protocol_hash()
+    model_info = model_fingerprint(model)
+    model_fp = fingerprint.fingerprint_hash(model_info)
     start = time.time()
 
     if rank == 0:
@@ -397,11 +444,7 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     for shard in sorted(folder.glob("samples.rank*.jsonl")):
         done.update({k: v for k, v in read_samples(shard, repair=shard.name == f"samples.rank{rank}.jsonl").items()
                      if k not in done})
-    for key, (line, rec) in done.items():
-        if rec.get("protocol") != protocol:
-            raise InputError(samples_path, f"sample {key!r} was made with protocol {rec.get('protocol')}, not "
-                                           f"{protocol}: the bench card changed; use another --out or delete it",
-                             line=line)
+    check_samples(done, samples_path, protocol, model.name, model_fp)
     # One generation per distinct (image, prompt): POPE asks each image's positive questions in all three
     # splits. Batches are fixed chunks of that list, so a batch always holds the same prompts whatever was
     # done before a kill and whichever rank runs it: outputs do not depend on resuming or the process count.
@@ -425,7 +468,7 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
             images = [read_image(groups[pair][0].image, f"item {groups[pair][0].key}") for pair in batch]
             answers = generate(images, [prompt for _, prompt in batch], bench.decoding)
             rows = [it.record | {"key": it.key, "prompt": it.prompt, "text": answer, "protocol": protocol,
-                                 "model": model.name}
+                                 "model": model.name, "model_fp": model_fp}
                     for pair, answer in zip(batch, answers) for it in groups[pair] if it.key not in done]
             _append(target, rows)
             bar.update(sum(len(groups[pair]) for pair in batch))
@@ -451,7 +494,8 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
         **({"overrides": overrides} if overrides else {}),
         "protocol": bench.protocol(),
         "protocol_hash": protocol,
-        "model": model_fingerprint(model),
+        "model": model_info,
+        "model_fp": model_fp,
         "limit": limit or bench.limit,
         "seed": bench.decoding.seed,
         "versions": versions(),
@@ -463,4 +507,3 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
         record["hallucination_sources"] = prior_share(details, bench.data_path("instances"))
     atomic_write_json(folder / "metrics.json", record)
     return record
-

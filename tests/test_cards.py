@@ -31,7 +31,7 @@ def test_protocol_hash_follows_what_changes_numbers():
 @pytest.mark.parametrize("text, fragment", [
     ('bench = "chair"\nvariant = "singularize"\n', "missing key 'data'"),
     ('bench = "chair"\nvariant = "x"\ndata = "d"\npromt = "typo"\n', "unknown key 'promt'"),
-    ('bench = "chiar"\nvariant = "x"\ndata = "d"\n', "bench must be one of"),
+    ('bench = "chiar"\nvariant = "x"\ndata = "d"\n', "bench: must be one of"),
     ('bench = "chair"\nvariant = "x"\ndata = "d"\n[decoding]\nmax_tokens = 3\n', "unknown key 'decoding.max_tokens'"),
     ('bench = "chair\n', "invalid TOML"),
 ])
@@ -46,6 +46,6 @@ def test_unknown_names_list_known(tmp_path):
     (tmp_path / "alpha.toml").write_text('path = "x"\n')
     with pytest.raises(InputError, match=r"unknown model 'beta' \(known: alpha\)"):
         cards.load_model_card("beta", tmp_path)
-    with pytest.raises(InputError, match="dtype must be one of"):
+    with pytest.raises(InputError, match="dtype: must be one of"):
         (tmp_path / "bad.toml").write_text('path = "x"\ndtype = "int4"\n')
         cards.load_model_card("bad", tmp_path)

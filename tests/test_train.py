@@ -243,8 +243,9 @@ def test_train_cli_resumes_after_a_kill(tmp_path, world):
     assert done.returncode == 0, done.stderr
     card = (models / "tuned.toml").read_text()
     assert 'adapter = "' in card and "stage2/adapter" in card
-    # the same run killed once stage 2 has its first checkpoint, then run again
-    cmd, env = _train_cli(models, world, tmp_path / "b")
+    # the same run into another results folder (so another card: --overwrite), killed once stage 2 has its
+    # first checkpoint, then run again
+    cmd, env = _train_cli(models, world, tmp_path / "b", "--overwrite")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "b" / "train" / "tuned" / "stage2" / "checkpoints" / "step-2" / "state.json"
     deadline = time.time() + 120

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import pytest
 
-from povid_eval import coco, score
+from povid_eval import coco, paths, score
 from povid_eval.benches import chair, mmhal, pope
 from povid_eval.world import build_world, catalog, export, load_manifest, text
 from povid_eval.world.benchsets import TOPICS
@@ -53,6 +53,7 @@ def test_failed_build_leaves_old_world(world, tmp_path, monkeypatch):
     out = tmp_path / "w"
     out.mkdir()
     (out / "keep.txt").write_text("old")
+    paths.mark(out, "world")  # a world built before (the tool replaces only what it made)
 
     def boom(*args):
         raise RuntimeError("killed")
@@ -60,7 +61,7 @@ def test_failed_build_leaves_old_world(world, tmp_path, monkeypatch):
     monkeypatch.setattr(export, "pope_files", boom)
     with pytest.raises(RuntimeError):
         build_world(out, seed=0, n_train=3, n_val=3, n_mme_images=1)
-    assert [p.name for p in tmp_path.iterdir()] == ["w"] and _files(out) == ["keep.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["w"] and _files(out) == [paths.MARKER, "keep.txt"]
 
 
 def test_layout_and_manifest(world):
@@ -68,7 +69,7 @@ def test_layout_and_manifest(world):
     assert len(list((out / "images/train").glob("*.png"))) == 40
     assert len(list((out / "images/val").glob("*.png"))) == 30
     assert manifest["counts"]["train"]["images"] == 40 and manifest["counts"]["mmhal"] == 96
-    assert manifest["files"] == len(_files(out)) - 1  # all but the manifest itself
+    assert manifest["files"] == len(_files(out)) - 2  # all but the manifest itself and the tool's marker
     vocab = (out / "vocab.txt").read_text().split()
     assert vocab == text.vocabulary() and len(vocab) == manifest["vocabulary_size"] < 400
     from PIL import Image

@@ -187,12 +187,18 @@ def compare_models(a: str, b: str, benches: Sequence[str], out: str | Path = "re
 
 
 def ensure_results(models: Sequence[str], benches: Sequence[str], out: str | Path = "results") -> None:
-    """Run (through the runner's cache) every model x bench whose metrics.json is missing."""
+    """Run (through the runner's cache) every model x bench whose metrics.json is missing; refuse results
+    that an earlier version of a model made (runner.check_current), when the model's card is still there."""
     from povid_eval import runner
 
     for model in models:
+        card = cards.load_model_card(model) if (cards.models_dir() / f"{model}.toml").is_file() else None
         for bench in benches:
-            if not (Path(out) / model / cards.load_bench_card(bench).name / "metrics.json").is_file():
+            name = cards.load_bench_card(bench).name
+            if (Path(out) / model / name / "metrics.json").is_file():
+                if card is not None:
+                    runner.check_current(card, name, Path(out))
+            else:
                 cards.load_model_card(model)   # a model with no results and no card: a clear error
                 runner.run(model, bench, out=out)
 

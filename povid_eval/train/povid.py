@@ -22,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -161,7 +163,7 @@ def load_preference_file(path: str, image_root: str | None) -> list[Preference]:
     return read_preferences(path, image_root)
 
 
-def llm_injector(base_url: str | None, model: str | None, key_env: str | None, *, world: str = "data/world",
+def llm_injector(base_url: str | None, model: str | None, key_env: str | None, *, world: str | Path = "data/world",
                  seed: int = 0):
     """The ``llm`` injector on an OpenAI-compatible endpoint (answers cached in $POVID_EVAL_CACHE/llm)."""
     from povid_eval.coco import cache_dir
@@ -172,7 +174,8 @@ def llm_injector(base_url: str | None, model: str | None, key_env: str | None, *
     if not base_url or not model:
         raise InputError(None, "--injector llm needs --llm-base-url and --llm-model")
     client = ChatClient(base_url, model, api_key_env=key_env, cache_dir=cache_dir() / "llm")
-    stats = CooccurrenceInjector.from_instances(cards.ROOT / world / "annotations" / "instances_train.json", seed=seed)
+    stats = CooccurrenceInjector.from_instances(cards.resolve_path(world) / "annotations" / "instances_train.json",
+                                                seed=seed)
     return LLMInjection(LLMInjector(client), stats)
 
 
@@ -214,26 +217,83 @@ def _from_rank0(obj, world: int, group):
     return box[0]
 
 
+def written_by_train(path: Path) -> bool:
+    """Is the card at ``path`` one that `povid-eval train` wrote (its ``[info] command``)?"""
+    try:
+        info = cards.read_toml(path).get("info", {})
+    except (cards.InputError, OSError):
+        return False
+    return isinstance(info, dict) and str(info.get("command", "")).startswith("povid-eval train ")
+
+
+def _planned_card(base: str, base_card: cards.ModelCard, out: str, recipe: str, seed: int, run_dir: Path,
+                  adapter: Path, merge: bool) -> cards.ModelCard:
+    """The card ``train`` writes: the base card's settings, the adapter (or the merged folder) and provenance."""
+    local = lambda value: _project_path(base_card.resolve(value)) if value else ""  # noqa: E731
+    card = replace(base_card, name=out, path=_base_path(base_card), adapter=_project_path(adapter),
+                   model_base=local(base_card.model_base), vision_tower=local(base_card.vision_tower),
+                   info={"command": f"povid-eval train --base {base} --out {out} --recipe {recipe}",
+                         "recipe": recipe, "seed": seed, "train_info": _project_path(run_dir / "train_info.json")})
+    if merge:  # saved in the transformers layout, whatever the base's format
+        card = replace(card, path=_project_path(run_dir / "merged"), adapter="", format="hf", model_base="",
+                       vision_tower="")
+    return card
+
+
+def _file_sha256(path: str | Path | None) -> str | None:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path and Path(path).is_file() else None
+
+
+def check_outputs(card_path: Path, card: cards.ModelCard, run_dir: Path, request: dict, overwrite: bool) -> None:
+    """Never overwrite what train did not write, nor (without ``overwrite``) what an earlier train with other
+    settings wrote: the card models/<out>.toml and the training folder <results>/train/<out>. With
+    ``overwrite`` the earlier training folder (which carries the tool's marker) is emptied."""
+    from povid_eval import paths
+
+    if card_path.exists() and not written_by_train(card_path):
+        raise InputError(card_path, "this model card was not written by `povid-eval train`: refusing to overwrite it; "
+                                    "choose another --out")
+    paths.require_ours(run_dir, "training folder")
+    previous = run_dir / "request.json"
+    earlier = read_json(previous) if previous.is_file() else None
+    retrain = earlier is not None and earlier != request
+    changed = []
+    if retrain:
+        changed.append(f"{run_dir} was trained with other settings "
+                       f"({', '.join(k for k in request if earlier.get(k) != request[k]) or 'format'})")
+    if card_path.exists() and card_path.read_text() != cards.to_toml(asdict(card)):
+        changed.append(f"{card_path} differs from the card this training writes")
+    if changed and not overwrite:
+        raise InputError(None, f"{'; '.join(changed)}: pass --overwrite to replace them, or choose another --out")
+    if retrain:  # the card is replaced at the end; the earlier training's files go now
+        for child in run_dir.iterdir():
+            if child.name not in (paths.MARKER, paths.LOCK):
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
 def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[int] = (1, 2),
                config: RecipeConfig | None = None, preferences: str | None = None, image_root: str | None = None,
-               world: str | Path = "data/world", results: str | Path = "results", merge: bool = False,
-               injector=None, log: Callable[[str], None] = print) -> Path:
+               world: str | Path | None = None, results: str | Path | None = None, merge: bool = False,
+               injector=None, log: Callable[[str], None] = print, overwrite: bool = False) -> Path:
     """Train ``out`` from the base card ``base`` into <results>/train/<out>/ (resumable: the preference data
     and every stage's checkpoints are kept there); write models/<out>.toml; return the card's path.
+    ``world`` and ``results`` default to the project's data/world and results/. A second run with the same
+    settings resumes (or does nothing); other settings need ``overwrite`` (see check_outputs). The training
+    folder is locked while a run writes it.
 
     Under torchrun (WORLD_SIZE > 1; loop.train is data parallel) every rank runs this with the same arguments:
     rank 0 alone makes (or reads) the preference records and writes the data file, the other ranks receive
     rank 0's records (waiting until they are made); rank 0 alone logs and writes train_info.json, the merged
     model and the card; every rank returns the card's path."""
-    import torch
-    from transformers.utils import logging as hf_logging
-
+    from povid_eval import paths
+    from povid_eval.dist import share_error
     from povid_eval.dist import info as dist_info
-    from povid_eval.vlm import load_vlm_card
+    from povid_eval.errors import PovidError
 
     rank, n_ranks = dist_info()
     if rank:
         log = lambda line: None  # noqa: E731  (rank 0 prints)
+    paths.check_name(out, "--out")
     cfg = config or RecipeConfig()
     base_card = cards.load_model_card(base)
     if base_card.backend != "hf":
@@ -242,11 +302,46 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
     if base_card.adapter:
         raise InputError(cards.models_dir() / f"{base}.toml", "the base card already has an adapter; "
                          "train from a card without one (or merge it first)")
+    world = Path(world) if world is not None else paths.project("data/world")
+    results = paths.results_root(results)
+    run_dir = paths.inside(results, "train", out)
+    card_path = paths.inside(cards.models_dir(), f"{out}.toml")
+    plan = stages_for(recipe, cfg, stages)
+    card = _planned_card(base, base_card, out, recipe, cfg.seed, run_dir, run_dir / plan[-1][0] / "adapter", merge)
+    from povid_eval.fingerprint import fingerprint, fingerprint_hash
+
+    request = {"base": base, "base_fp": fingerprint_hash(fingerprint(base_card)), "recipe": recipe,
+               "stages": [n for n, _ in plan], "config": json.loads(json.dumps(asdict(cfg))),
+               "preferences": _file_sha256(preferences), "image_root": str(image_root or ""),
+               "world": str(world) if not preferences else "", "merge": merge}
+    with ExitStack() as held:
+        error = None
+        if rank == 0:
+            try:
+                check_outputs(card_path, card, run_dir, request, overwrite)
+                paths.claim(results, "train", out, kind="train")
+                held.enter_context(paths.writer_lock(run_dir, f"the training of {out}"))
+                atomic_write_json(run_dir / "request.json", request)
+            except PovidError as e:
+                error = e
+        share_error(error, n_ranks)
+        _train(base, base_card, card, card_path, recipe, plan, cfg, run_dir, world=world, preferences=preferences,
+               image_root=image_root, merge=merge, injector=injector, log=log, rank=rank, n_ranks=n_ranks)
+    return card_path
+
+
+def _train(base: str, base_card: cards.ModelCard, card: cards.ModelCard, card_path: Path, recipe: str, plan,
+           cfg: RecipeConfig, run_dir: Path, *, world: Path, preferences, image_root, merge: bool, injector, log, rank: int,
+           n_ranks: int) -> None:
+    """The locked part of run_recipe: preference data, the stages, train_info.json, the merged model, the card."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from povid_eval.vlm import load_vlm_card
+
     if base_card.threads:
         torch.set_num_threads(base_card.threads)
     t0 = time.time()
-    run_dir = cards.ROOT / results / "train" / out
-    plan = stages_for(recipe, cfg, stages)
     needs_noisy = any(c.loss in ("povid", "noise") for _, c in plan)
     data_key = hashlib.sha256(json.dumps([base_card.path, str(world), cfg.images, cfg.chosen, cfg.injector_weights,
                                           cfg.noise_step, cfg.max_new_tokens, cfg.seed], sort_keys=True)
@@ -265,9 +360,9 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
         if prefs is None:
             from povid_eval.runner import ensure_world
 
-            if Path(world) == Path("data/world"):
+            if world == cards.resolve_path(cards.load_bench_card("chair").data):
                 ensure_world(cards.load_bench_card("chair"))
-            prefs = world_preferences(vlm, cards.ROOT / world, cfg, base_card.template, injector)
+            prefs = world_preferences(vlm, world, cfg, base_card.template, injector)
         if needs_noisy and any(p.rejected_noisy_ids is None and p.rejected_noisy is None for p in prefs):
             prefs = add_noisy_rejections(vlm, prefs, base_card.template, step=cfg.noise_step, seed=cfg.seed,
                                          batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens)
@@ -280,29 +375,20 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
         infos[name] = train(vlm, prefs, stage_cfg, run_dir / name, template=base_card.template, log=log)
         if not infos[name]["complete"]:
             raise InputError(run_dir / name, "training stopped before the last step")
-    adapter = run_dir / plan[-1][0] / "adapter"
-    info = {"recipe": recipe, "base": base, "stages": [n for n, _ in plan], "config": asdict(cfg),
-            "train": infos, "wall_s": round(time.time() - t0, 1)}
+    info = {"recipe": recipe, "base": base, "stages": [n for n, _ in plan], "config": asdict(cfg), "train": infos, "wall_s": round(time.time() - t0, 1)}
     if rank:  # rank 0 writes train_info.json, the merged model and the card; the others wait for it
         import torch.distributed as dist
 
         dist.barrier(group=group)
-        return cards.models_dir() / f"{out}.toml"
+        return
     atomic_write_json(run_dir / "train_info.json", info)
-    local = lambda value: _project_path(base_card.resolve(value)) if value else ""  # noqa: E731
-    card = replace(base_card, name=out, path=_base_path(base_card), adapter=_project_path(adapter),
-                   model_base=local(base_card.model_base), vision_tower=local(base_card.vision_tower),
-                   info={"command": f"povid-eval train --base {base} --out {out} --recipe {recipe}",
-                         "recipe": recipe, "seed": cfg.seed, "train_info": _project_path(run_dir / "train_info.json")})
-    if merge:  # saved in the transformers layout, whatever the base's format
+    if merge:
         from povid_eval.train.loop import merge_adapter
 
-        merged = merge_adapter(vlm, run_dir / "merged")
-        card = replace(card, path=_project_path(merged), adapter="", format="hf", model_base="", vision_tower="")
-    path = cards.save_model_card(card)
-    log(f"wrote {path} ({time.time() - t0:.0f}s in all)")
+        merge_adapter(vlm, run_dir / "merged")
+    cards.save_model_card(card, card_path.parent)
+    log(f"wrote {card_path} ({time.time() - t0:.0f}s in all)")
     if n_ranks > 1:  # the others return once the card is there
         import torch.distributed as dist
 
         dist.barrier(group=group)
-    return path

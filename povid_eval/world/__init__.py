@@ -25,6 +25,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from povid_eval import paths
 from povid_eval.benches.mmhal import TYPES as mmhal_types
 from povid_eval.errors import MissingAssetError, PovidError
 from povid_eval.io import atomic_write_json, read_json
@@ -46,14 +47,17 @@ MAX_TRIES = 500
 
 def build_world(out: Path, seed: int = 0, n_train: int = 4000, n_val: int = 500, *, n_pope_images: int = 500,
                 n_mme_images: int = 40, summary_path: Path | None = None) -> dict:
-    """Build the world into ``out`` (replacing it) and return its manifest; ``summary_path`` also gets the
-    small committed summary (seed, counts, hash)."""
-    out = Path(out)
+    """Build the world into ``out`` and return its manifest; ``summary_path`` also gets the small committed
+    summary (seed, counts, hash). ``out`` must be new, empty, or a world built before (it carries the tool's
+    marker, paths.MARKER): anything else is refused, never replaced."""
+    out = Path(out).resolve()
+    paths.require_ours(out, "world")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)
     try:
         manifest = _build(tmp, seed, n_train, n_val, n_pope_images, n_mme_images)
+        paths.mark(tmp, "world")
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

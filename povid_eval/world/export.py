@@ -85,8 +85,9 @@ def llava_pope_questions(splits: dict[str, list[dict]]) -> list[dict]:
             for s in POPE_OFFSETS for r in splits[s]]
 
 
-def tree_hash(root: Path, exclude: tuple[str, ...] = ("manifest.json",)) -> tuple[str, int]:
-    """sha256 over every file under root (sorted relative posix paths, each path then its bytes)."""
+def tree_hash(root: Path, exclude: tuple[str, ...] = ("manifest.json", ".povid-eval.json")) -> tuple[str, int]:
+    """sha256 over every file under root (sorted relative posix paths, each path then its bytes), but the
+    manifest and the tool's folder marker."""
     h = hashlib.sha256()
     paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     paths = [p for p in paths if p not in exclude]
