@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,25 +73,36 @@ def _device_check(device: str) -> Check | None:
 
 
 def probe_endpoint(base_url: str, key_env: str, asset: str) -> list[Check]:
-    """Key presence and ``GET {base_url}/models`` (5 s): reachable, and the key accepted."""
+    """Key presence and ``GET {base_url}/models`` (5 s): reachable, and the key accepted.
+
+    The GET goes through the chat client's opener (openai_client.open_endpoint): a redirect to another origin
+    fails the check and the key is not sent there; the key is redacted from every detail."""
+    import http.client
+
+    from povid_eval.openai_client import ChatAPIError, open_endpoint, redact
+
     out = []
     key = os.environ.get(key_env) if key_env else None
     if key_env:
         out.append(Check(f"{asset} key", bool(key), f"${key_env} " + ("is set" if key else "is not set"),
                          f"export {key_env}=<your key>"))
-    request = urllib.request.Request(base_url.rstrip("/") + "/models",
-                                     headers={"Authorization": f"Bearer {key}"} if key else {})
+
+    def endpoint(ok: bool, detail: str, fix: str = "") -> Check:
+        return Check(f"{asset} endpoint", ok, redact(detail, key), fix)
+
     try:
-        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
-            out.append(Check(f"{asset} endpoint", True, f"{base_url} answers (HTTP {response.status})"))
+        with open_endpoint(base_url.rstrip("/") + "/models", key, PROBE_TIMEOUT_S) as response:
+            out.append(endpoint(True, f"{base_url} answers (HTTP {response.status})"))
     except urllib.error.HTTPError as e:
         ok = e.code not in (401, 403)
-        out.append(Check(f"{asset} endpoint", ok, f"{base_url} answers HTTP {e.code}" +
-                         ("" if ok else ": the key was refused"), f"check ${key_env or 'the key'}"))
-    except (urllib.error.URLError, OSError) as e:
+        out.append(endpoint(ok, f"{base_url} answers HTTP {e.code}" + ("" if ok else ": the key was refused"),
+                            f"check ${key_env or 'the key'}"))
+    except ChatAPIError as e:  # a redirect refused (another origin): one line that says so, the key redacted
+        out.append(endpoint(False, str(e)))
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", e)
-        out.append(Check(f"{asset} endpoint", False, f"{base_url} unreachable ({reason})",
-                         "start the server or check base_url (and that this node can reach it)"))
+        out.append(endpoint(False, f"{base_url} unreachable ({reason})",
+                            "start the server or check base_url (and that this node can reach it)"))
     return out
 
 
@@ -262,6 +272,9 @@ def disk_check(out: str | Path, need_gb: float = MIN_FREE_GB) -> Check:
     folder = Path(out).resolve()
     while not folder.exists():
         folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        why = "a read-only file system" if os.statvfs(folder).f_flag & os.ST_RDONLY else "no write permission"
+        return Check("disk", False, f"{folder} is not writable ({why})", "give a folder you can write to with --out")
     free = shutil.disk_usage(folder).free / 1e9
     return Check("disk", free >= need_gb, f"{free:.1f} GB free under {folder} ({need_gb:g} GB wanted for results)",
                  "free some space or pass --out on a larger disk")

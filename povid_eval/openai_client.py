@@ -8,13 +8,21 @@ Protocol, one request:
     answer   choices[0].message.content
 
 The key is read from the environment variable named by ``api_key_env`` when a request is sent, never
-stored on the client, and never written to caches, logs, exceptions or results (an error body that echoes
-it is redacted).
+stored on the client, and never written to caches, logs, exceptions or results: every message the client
+makes (ChatAPIError, hence also its log warnings) goes through ChatAPIError's constructor, which replaces the
+key, its JSON-escaped and its URL-quoted forms by ``***`` (``redact``), so an answer that echoes it shows none.
+
+Redirects: every request goes through one opener, ``open_endpoint`` (also used by ``povid-eval doctor``'s
+``GET {base_url}/models`` probe). A redirect to another origin (scheme, host, port; so also https -> http)
+is never followed: it fails at once with RedirectRefused, naming the other origin and saying the key was not
+sent there (set base_url to the final address). A same-origin redirect is followed with the same method, body
+and headers (the key included); a POST is never turned into a GET (a 303 to a POST is refused too).
 
 Retries: HTTP 429, 5xx, connection errors and timeouts are retried up to ``max_retries`` times; the wait
 before retry k (0-based) is ``min(max_backoff, backoff * 2**k)``, or the server's ``Retry-After`` (seconds
-or an HTTP date), capped at ``max_backoff``. Any other 4xx fails at once. Both raise ChatAPIError, a one-line
-PovidError: URL, status, a short excerpt of the body.
+or an HTTP date), capped at ``max_backoff``, each retry logged as a warning. Any other 4xx (and a refused
+redirect) fails at once. Both raise ChatAPIError, a one-line PovidError: URL, status, a short excerpt of the
+body.
 
 Cache: with ``cache_dir``, every answer lives in ``cache_dir/<sha256>.json``, where the hash is taken over
 the canonical json (sorted keys, compact) of ``{"base_url", "request": body}``, the key excluded. Files are
@@ -36,8 +44,10 @@ import io
 import json
 import logging
 import os
+import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,12 +66,21 @@ EXCERPT_CHARS = 200
 
 
 class ChatAPIError(PovidError):
-    """A chat request failed: ``URL: HTTP status: body excerpt`` (or the connection error), one line."""
+    """A chat request failed: ``URL: HTTP status: detail`` (or ``URL: detail``), one line.
 
-    def __init__(self, url: str, status: int | None, detail: str):
-        self.url, self.status, self.detail = url, status, detail
-        where = f"{url}: HTTP {status}" if status is not None else url
-        super().__init__(f"{where}: {detail}")
+    The one place where text from the wire becomes a message: every form of ``secret`` (the key) is redacted
+    from url and detail, then the detail is cut to one line of at most EXCERPT_CHARS (after redacting, so no
+    piece of the key survives the cut)."""
+
+    def __init__(self, url: str, status: int | None, detail: str, secret: str | None = None):
+        self.url, self.status = redact(url, secret), status
+        self.detail = _one_line(redact(detail, secret))
+        where = f"{self.url}: HTTP {status}" if status is not None else self.url
+        super().__init__(f"{where}: {self.detail}")
+
+
+class RedirectRefused(ChatAPIError):
+    """The endpoint redirected somewhere the request is not sent again (another origin, or a POST to a GET)."""
 
 
 def _one_line(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -69,8 +88,90 @@ def _one_line(text: str, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret else text
+def secret_forms(secret: str) -> list[str]:
+    """The ways an echo may spell secret: raw, JSON-escaped (also with ``\\/``), URL-quoted; longest first."""
+    escaped = json.dumps(secret)[1:-1]
+    forms = {secret, escaped, escaped.replace("/", "\\/"), json.dumps(secret, ensure_ascii=False)[1:-1],
+             urllib.parse.quote(secret), urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    return sorted(forms, key=len, reverse=True)
+
+
+def redact(text: str, secret: str | None) -> str:
+    """text with every form of secret (``secret_forms``, any letter case) replaced by ``***``."""
+    if not secret:
+        return text
+    pattern = "|".join(re.escape(form) for form in secret_forms(secret))
+    return re.sub(pattern, "***", text, flags=re.IGNORECASE)
+
+
+# --- the one opener --------------------------------------------------------------------------------------
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of url, lower case, with the scheme's default port filled in."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: an origin of its own
+        return f"{scheme}://{parts.netloc.lower()}"
+    port = port if port is not None else {"http": 80, "https": 443}.get(scheme)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # IPv6
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def redirect_refusal(url: str, new_url: str, method: str, code: int) -> str | None:
+    """Why the redirect (code) of a method request from url to new_url is not followed; None to follow it."""
+    if origin(new_url) != origin(url):
+        return (f"the endpoint redirected to {origin(new_url)}, another origin; the key was not sent there: "
+                f"set base_url to the final address")
+    if code == 303 and method not in ("GET", "HEAD"):
+        return (f"the endpoint answered the {method} with 303 See Other, which would turn it into a GET; not "
+                f"followed: set base_url to the final address")
+    return None
+
+
+class _Refused(Exception):
+    """Raised inside the opener (which knows neither base_url nor the key); open_endpoint makes it an error."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only within the origin, as the same request (method, body, headers); see
+    redirect_refusal. urllib's own handler would send the headers (the key) to any host, as a GET."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        """urllib's hook: the same request to newurl, or _Refused (the response closed, nothing sent)."""
+        reason = redirect_refusal(req.full_url, newurl, req.get_method(), code)
+        if reason is not None:
+            fp.close()
+            raise _Refused(code, reason)
+        return urllib.request.Request(newurl, data=req.data, headers=dict(req.headers), method=req.get_method(),
+                                      origin_req_host=req.origin_req_host, unverifiable=True)
+
+
+def build_opener() -> urllib.request.OpenerDirector:
+    """urllib's default opener (proxies from the environment now), with SameOriginRedirects."""
+    return urllib.request.build_opener(SameOriginRedirects)
+
+
+def open_endpoint(url: str, key: str | None, timeout: float, data: bytes | None = None):
+    """Send one request, ``POST`` json data or (data None) ``GET``, with ``Authorization: Bearer key`` when key
+    is given, through build_opener(). The response (a context manager), or urllib's errors as urlopen raises
+    them, or RedirectRefused (nothing sent to the new address)."""
+    headers = {"Accept": "application/json"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=data, headers=headers, method="GET" if data is None else "POST")
+    try:
+        return build_opener().open(request, timeout=timeout)
+    except _Refused as refused:
+        raise RedirectRefused(url, refused.code, refused.reason, secret=key) from None
 
 
 def canonical_json(obj: Any) -> str:
@@ -150,7 +251,7 @@ class ChatClient:
         path = self.cache_path(body)
         if path is not None and path.is_file():
             return self._read_cached(path)
-        content = _content_of(self._post(body), self.url)
+        content = self._post(body)
         if path is not None:
             record = {"base_url": self.base_url, "request": _without_image_data(body), "content": content}
             atomic_write_json(path, record)
@@ -184,48 +285,46 @@ class ChatClient:
             return min(self.max_backoff, retry_after)
         return min(self.max_backoff, self.backoff * 2 ** attempt)
 
-    def _post(self, body: dict[str, Any]) -> Any:
-        """POST body with retries; the decoded json answer, or ChatAPIError."""
+    def _post(self, body: dict[str, Any]) -> str:
+        """POST body with retries; the answer's content, or ChatAPIError (every one made here, with the key)."""
         key = self._api_key()
         data = json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
         for attempt in range(self.max_retries + 1):
-            status, detail, retry_after = self._attempt(data, headers, key)
+            status, detail, retry_after = self._attempt(data, key)
             if status == 200:
-                return detail
+                return _content_of(detail, self.url, key)
             retryable = status is None or status in RETRYABLE_STATUS
-            if not retryable or attempt == self.max_retries:
-                if retryable and self.max_retries:
-                    detail = f"gave up after {attempt + 1} attempts: {detail}"
-                raise ChatAPIError(self.url, status, detail)
+            last = not retryable or attempt == self.max_retries
+            if last and retryable and self.max_retries:
+                detail = f"gave up after {attempt + 1} attempts: {detail}"
+            error = ChatAPIError(self.url, status, detail, secret=key)
+            if last:
+                raise error
             wait = self._delay(attempt, retry_after)
-            log.warning("%s: %s; retry %d/%d in %.1fs", self.url, f"HTTP {status}" if status else detail,
-                        attempt + 1, self.max_retries, wait)
+            log.warning("%s; retry %d/%d in %.1fs", error, attempt + 1, self.max_retries, wait)
             self.sleep(wait)
         raise AssertionError("unreachable")
 
-    def _attempt(self, data: bytes, headers: dict[str, str], key: str | None) -> tuple[int | None, Any, float | None]:
-        """One POST: (200, json, None), (status, body excerpt, Retry-After seconds) or (None, error, None)."""
-        request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+    def _attempt(self, data: bytes, key: str | None) -> tuple[int | None, Any, float | None]:
+        """One POST: (200, json, None), (status, body, Retry-After seconds) or (None, error, None).
+
+        The texts are raw (the key not yet redacted): they may only reach a message through ChatAPIError."""
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with open_endpoint(self.url, key, self.timeout, data) as response:
                 raw = response.read()
         except urllib.error.HTTPError as e:
-            text = _redact(_error_body(e), key)
-            return e.code, _one_line(text) or "(empty body)", parse_retry_after(e.headers.get("Retry-After"))
+            return e.code, _error_body(e).strip() or "(empty body)", parse_retry_after(e.headers.get("Retry-After"))
         except urllib.error.URLError as e:
-            return None, _redact(_one_line(f"connection failed: {e.reason}"), key), None
+            return None, f"connection failed: {e.reason}", None
         except TimeoutError as e:  # socket.timeout while reading the answer
             return None, f"timed out after {self.timeout}s ({e})", None
         except (OSError, http.client.HTTPException) as e:  # reset, remote closed or garbled mid-response
-            return None, _redact(_one_line(f"connection failed: {type(e).__name__}: {e}"), key), None
+            return None, f"connection failed: {type(e).__name__}: {e}", None
         try:
             return 200, json.loads(raw), None
         except (json.JSONDecodeError, UnicodeDecodeError):
-            excerpt = _one_line(_redact(raw.decode("utf-8", "replace"), key))
-            raise ChatAPIError(self.url, 200, f"answer is not JSON: {excerpt}") from None
+            raise ChatAPIError(self.url, 200, f"answer is not JSON: {raw.decode('utf-8', 'replace')}",
+                               secret=key) from None
 
 
 def _error_body(error: urllib.error.HTTPError) -> str:
@@ -246,15 +345,16 @@ def _without_image_data(obj: Any) -> Any:
     return obj
 
 
-def _content_of(answer: Any, url: str) -> str:
+def _content_of(answer: Any, url: str, key: str | None) -> str:
     """choices[0].message.content of an OpenAI chat answer (a list of text parts is joined)."""
     try:
         content = answer["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        raise ChatAPIError(url, 200, f"no choices[0].message.content in the answer: "
-                                     f"{_one_line(json.dumps(answer))}") from None
+        raise ChatAPIError(url, 200, f"no choices[0].message.content in the answer: {json.dumps(answer)}",
+                           secret=key) from None
     if isinstance(content, list):
         content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
     if not isinstance(content, str):
-        raise ChatAPIError(url, 200, f"choices[0].message.content is {type(content).__name__}, not text")
+        raise ChatAPIError(url, 200, f"choices[0].message.content is {type(content).__name__}, not text",
+                           secret=key)
     return content

@@ -3,6 +3,7 @@
     with ChatServer(answer) as server:        # answer(body: dict) -> str, the reply's content
         client = ChatClient(server.url, ...)  # server.url == "http://127.0.0.1:PORT/v1"
         server.script.append((429, {"Retry-After": "0"}, "slow down"))   # next POST fails so
+        server.redirects["/old/v1/models"] = (307, server.url + "/models")  # GETs and POSTs there redirected
         ...
         server.requests    # every POST received: {"path", "headers", "body"} (failed ones too)
         server.gets        # every GET received: {"path", "headers"}
@@ -12,7 +13,10 @@
 ``GET /v1/models`` lists one model, ``server.model`` (what ``povid-eval doctor`` probes); any other path is
 a 404. ``ChatServer(answer, key="sk-...")`` answers 401 to any request without ``Authorization: Bearer
 sk-...``. A ``script`` entry is consumed by one request before answering: ``(status, headers, text)``
-sends that response instead, ``("hang", seconds)`` stalls, then answers. ``answer`` runs on the server's
+sends that response instead, ``("hang", seconds)`` stalls, then answers. A request (GET or POST) to a path
+in ``redirects`` (``{path: (status, location)}``, path as sent, query included) is answered with that status,
+a ``Location: location`` header and an empty body, before any key check, and consumes no script entry;
+``server.origin`` is ``http://127.0.0.1:PORT`` (``server.url`` without ``/v1``). ``answer`` runs on the server's
 handler threads (one per request), concurrently: guard shared state with a lock. An exception in it becomes
 an HTTP 500 and is kept in ``server.errors``.
 
@@ -74,17 +78,19 @@ class ChatServer:
         self.requests: list[dict[str, Any]] = []
         self.gets: list[dict[str, Any]] = []
         self.script: list[tuple] = []
+        self.redirects: dict[str, tuple[int, str]] = {}
         self.errors: list[str] = []
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
-        self.url = ""
+        self.url = self.origin = ""
         self._httpd: ThreadingHTTPServer | None = None
 
     def __enter__(self) -> "ChatServer":
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.chat = self  # type: ignore[attr-defined]
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        self.origin = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self.url = self.origin + "/v1"
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
         return self
 
@@ -103,10 +109,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _refused(self, server: ChatServer) -> bool:
         return server.key is not None and self.headers.get("Authorization") != f"Bearer {server.key}"
 
+    def _redirected(self, server: ChatServer) -> bool:
+        """Answer the redirect configured for this path, if any (True then)."""
+        moved = server.redirects.get(self.path)
+        if moved is not None:
+            self._send(moved[0], {"Location": moved[1]}, "")
+        return moved is not None
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         server: ChatServer = self.server.chat  # type: ignore[attr-defined]
         with server.lock:
             server.gets.append({"path": self.path, "headers": dict(self.headers)})
+        if self._redirected(server):
+            return
         if self._refused(server):
             return self._send(401, {}, "invalid api key")
         if self.path.rstrip("/") != "/v1/models":
@@ -123,6 +138,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, {}, "body is not json")
         with server.lock:
             server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        if self._redirected(server):
+            return
+        with server.lock:
             step = server.script.pop(0) if server.script else None
             server.in_flight += 1
             server.max_in_flight = max(server.max_in_flight, server.in_flight)

@@ -107,7 +107,7 @@ def world_preferences(vlm, world_dir: Path, cfg: "RecipeConfig", template: str, 
     stubs = []
     for r in picked:
         longest = max(r.captions, key=lambda c: (len(c), c))
-        stubs.append(Preference(id=str(r.image_id), image=_project_path(r.path), prompt=CAPTION_PROMPT,
+        stubs.append(Preference(id=str(r.image_id), image=str(Path(r.path).resolve()), prompt=CAPTION_PROMPT,
                                 chosen=longest, rejected_text=longest))
     stubs = add_noisy_rejections(vlm, stubs, template, step=cfg.noise_step, seed=cfg.seed,
                                  batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens, progress=progress)
@@ -367,7 +367,8 @@ def _train(base: str, base_card: cards.ModelCard, card: cards.ModelCard, card_pa
             prefs = add_noisy_rejections(vlm, prefs, base_card.template, step=cfg.noise_step, seed=cfg.seed,
                                          batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens)
         if not preferences:
-            write_preferences(data_path, prefs)
+            # image paths written relative to the project root (paths.py), read back with image_root = ROOT
+            write_preferences(data_path, [replace(p, image=_project_path(p.image)) for p in prefs])
     prefs = _from_rank0(prefs, n_ranks, group)
     log(f"{len(prefs)} preference records ({time.time() - t0:.0f}s)")
     infos = {}

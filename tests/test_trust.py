@@ -1,0 +1,366 @@
+"""Trust: the tool never deletes or overwrites what it did not make, never scores another model's cached answers,
+allows one writer per results folder, keeps every output under its root, works from any directory, and reports
+a full disk or a read-only folder in one line that a resume repairs. Each test here failed before the trust work
+(issue 11) and passes after it."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from povid_eval import cards, paths, runner
+from povid_eval.cli import main
+from povid_eval.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_main(capsys, *argv):
+    """(exit code, stderr) of the CLI run in-process."""
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+def one_line(err: str, *fragments) -> str:
+    """The error is one line (a progress bar drawn before it, on stderr too, is not part of it)."""
+    lines = [ln for ln in err.replace("\r", "\n").strip().splitlines() if "%|" not in ln and ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("povid-eval: error: ") and "Traceback" not in err, err
+    for f in fragments:
+        assert str(f) in lines[0], (f, lines[0])
+    return lines[0]
+
+
+def tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def says(text):
+    return lambda images, prompts, decoding: [text] * len(prompts)
+
+
+# ------------------------------------------------------------------------------------------- data loss
+
+def test_world_build_refuses_a_folder_it_did_not_make(tmp_path, capsys):
+    out = tmp_path / "mine"
+    (out / "thesis").mkdir(parents=True)
+    (out / "thesis" / "chapter1.tex").write_text("years of work")
+    before = tree(out)
+    rc, err = run_main(capsys, "world", "build", "--out", out)
+    assert rc == 2 and tree(out) == before
+    one_line(err, out, "not made by povid-eval")
+
+
+def test_world_build_replaces_its_own_world(tmp_path, capsys):
+    from povid_eval.world import build_world
+
+    out = tmp_path / "w"
+    build_world(out, seed=0, n_train=3, n_val=3, n_mme_images=1)
+    assert paths.is_ours(out)
+    build_world(out, seed=1, n_train=3, n_val=3, n_mme_images=1)  # a world it made: replaced
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 1
+
+
+def test_run_data_on_a_world_card_refuses_a_foreign_folder(use_tiny_env, tmp_path, capsys):
+    data = tmp_path / "coco"
+    (data / "val2014").mkdir(parents=True)
+    (data / "val2014" / "COCO_val2014_000000000042.jpg").write_bytes(b"precious")
+    before = tree(data)
+    rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--data", data, "--out", tmp_path / "r")
+    assert rc == 2 and tree(data) == before
+    one_line(err, data, "not made by povid-eval")
+
+
+def test_train_refuses_to_overwrite_a_card_it_did_not_write(tmp_path, monkeypatch, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "base.toml").write_text((ROOT / "models" / "base.toml").read_text().replace(
+        'path = "models/base"', f'path = "{ROOT / "models" / "base"}"'))
+    mine = '# my hand-written card, comments and all\npath = "models/base"\n'
+    (models / "povid.toml").write_text(mine)
+    monkeypatch.setenv("POVID_EVAL_MODELS", str(models))
+    for extra in ((), ("--overwrite",)):  # not even with --overwrite: that replaces only what train wrote
+        rc, err = run_main(capsys, "train", "--base", "base", "--out", "povid", "--results", tmp_path / "r", *extra)
+        assert rc == 2 and (models / "povid.toml").read_text() == mine
+        one_line(err, models / "povid.toml", "not written by `povid-eval train`")
+    assert not (tmp_path / "r" / "train" / "povid").exists()
+
+
+def test_train_needs_overwrite_for_a_card_it_wrote_with_other_settings(tmp_path):
+    from povid_eval.train import povid
+
+    base = cards.load_model_card("base")
+    run_dir = tmp_path / "train" / "x"
+    card = povid._planned_card("base", base, "x", "povid", 0, run_dir, run_dir / "stage2" / "adapter", False)
+    card_path = tmp_path / "x.toml"
+    cards.save_model_card(card, tmp_path)
+    request = {"recipe": "povid", "config": {"seed": 0}}
+    povid.check_outputs(card_path, card, run_dir, request, overwrite=False)  # the same card again: a resume
+    other = povid._planned_card("base", base, "x", "dpo", 0, run_dir, run_dir / "stage1" / "adapter", False)
+    with pytest.raises(InputError, match="--overwrite"):
+        povid.check_outputs(card_path, other, run_dir, request, overwrite=False)
+    povid.check_outputs(card_path, other, run_dir, request, overwrite=True)
+    # a training folder made with other settings: refused, then emptied with --overwrite
+    paths.claim(tmp_path, "train", "x", kind="train")
+    (run_dir / "request.json").write_text(json.dumps({"recipe": "dpo", "config": {"seed": 0}}))
+    (run_dir / "stage1").mkdir()
+    with pytest.raises(InputError, match=r"other settings \(recipe\)"):
+        povid.check_outputs(card_path, card, run_dir, request, overwrite=False)
+    povid.check_outputs(card_path, card, run_dir, request, overwrite=True)
+    assert sorted(p.name for p in run_dir.iterdir()) == [paths.MARKER]
+
+
+# ------------------------------------------------------------------------------------------- stale answers
+
+@pytest.fixture
+def own_model(use_tiny_env, tmp_path, monkeypatch):
+    """A model card 'mine' over a copy of the tiny model's folder (so the test may retrain it in place)."""
+    root = use_tiny_env
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copytree(root / "tiny", tmp_path / "weights")
+    (models / "mine.toml").write_text(f'path = "{tmp_path / "weights"}"\n')
+    monkeypatch.setenv("POVID_EVAL_MODELS", str(models))
+    return tmp_path / "weights"
+
+
+def _retrain(folder: Path) -> None:
+    """Stand-in for `train --overwrite`: new weights under the same name (same file sizes, new content)."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1.0
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def test_retrained_model_never_scores_the_old_answers(own_model, tmp_path, capsys):
+    out = tmp_path / "results"
+    first = runner.run("mine", "pope", out=out, generate=says("Yes"), progress=False)
+    _retrain(own_model)
+    with pytest.raises(InputError, match="another version of model 'mine'.*--fresh"):
+        runner.run("mine", "pope", out=out, generate=says("No"), progress=False)
+    rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "mine", "--out", out)
+    assert rc == 2
+    one_line(err, out / "mine" / "pope" / "samples.jsonl", "--fresh")
+    fresh = runner.run("mine", "pope", out=out, generate=says("No"), progress=False, fresh=True)
+    assert fresh["model_fp"] != first["model_fp"] and fresh["metrics"] != first["metrics"]
+    texts = {json.loads(x)["text"] for x in (out / "mine" / "pope" / "samples.jsonl").read_text().splitlines()}
+    assert texts == {"No"}
+
+
+def test_compare_refuses_metrics_of_an_earlier_model(own_model, tmp_path, capsys):
+    out = tmp_path / "results"
+    runner.run("mine", "pope", out=out, generate=says("Yes"), progress=False)
+    _retrain(own_model)
+    with pytest.raises(InputError, match="another version of model 'mine'"):
+        runner.check_current(cards.load_model_card("mine"), "pope", out)
+    rc, err = run_main(capsys, "compare", "mine", "mine", "--bench", "pope", "--out", out)
+    assert rc == 2
+    one_line(err, out / "mine" / "pope" / "metrics.json", "--fresh")
+
+
+def test_hand_edited_sample_without_key(use_tiny_env, tmp_path, capsys):
+    out = tmp_path / "r"
+    runner.run("tiny", "pope", out=out, generate=says("Yes"), progress=False)
+    samples = out / "tiny" / "pope" / "samples.jsonl"
+    lines = samples.read_text().splitlines()
+    lines[3] = json.dumps({k: v for k, v in json.loads(lines[3]).items() if k != "key"})
+    samples.write_text("\n".join(lines) + "\n")
+    rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--out", out)
+    assert rc == 2
+    one_line(err, f"{samples}:4:", "key")
+
+
+# ------------------------------------------------------------------------------------------- one writer
+
+HOLD = "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); " \
+       "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'pid %d' % os.getpid()); print('held', flush=True); time.sleep(600)"
+
+
+def test_second_concurrent_run_exits_and_a_killed_holder_leaves_no_stale_lock(use_tiny_env, tmp_path, capsys):
+    out = tmp_path / "r"
+    folder = paths.claim(out, "tiny", "pope", kind="results")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder / paths.LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--out", out)
+        assert rc == 2
+        one_line(err, folder, f"pid {holder.pid}")
+        assert not (folder / "samples.jsonl").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a writer killed mid-run: the kernel drops its lock
+        holder.wait()
+    record = runner.run("tiny", "pope", out=out, generate=says("Yes"), progress=False)
+    assert record["n"] == 12
+
+
+def test_two_concurrent_runs_never_duplicate_samples(tiny_env, tmp_path):
+    root, variables = tiny_env
+    out = tmp_path / "r"
+    args = [sys.executable, "-m", "povid_eval", "run", "--bench", "chair", "--model", "tiny", "--batch-size", "1",
+            "--out", str(out)]
+    procs = [subprocess.Popen(args, env={**os.environ, **variables}, cwd=root, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(), p.stderr.read()) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes in ([0, 0], [0, 2]), results  # the second waits for nothing: it stops, or finds all done
+    for rc, err in results:
+        if rc == 2:
+            one_line(err, "being written by")
+    keys = [json.loads(x)["key"] for x in (out / "tiny" / "chair" / "samples.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 6
+
+
+# ------------------------------------------------------------------------------------------- escapes
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "/abs", ".hidden", ""])
+def test_card_names_cannot_leave_their_root(use_tiny_env, tmp_path, monkeypatch, capsys, name):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "evil.toml").write_text(f'name = {json.dumps(name)}\npath = "x"\n')
+    monkeypatch.setenv("POVID_EVAL_MODELS", str(models))
+    rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "evil", "--out", tmp_path / "r" / "s")
+    assert rc == 2 and not (tmp_path / "r").exists() and not (tmp_path / "x").exists()
+    one_line(err, models / "evil.toml", "name")
+
+
+@pytest.mark.parametrize("out", ["../../x", "/tmp/abs-model", "a/b", "..", "-"])
+def test_train_out_is_a_name(tmp_path, capsys, out):
+    rc, err = run_main(capsys, "train", "--out", out, "--results", tmp_path / "r")
+    assert rc == 2 and not (tmp_path / "r").exists()
+    one_line(err, "--out")
+
+
+def test_inside_refuses_paths_that_leave_the_root(tmp_path):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "link").symlink_to(tmp_path)
+    assert paths.inside(tmp_path / "root", "a", "b") == (tmp_path / "root" / "a" / "b").resolve()
+    for parts in (("..", "x"), ("/etc",), ("link", "x")):
+        with pytest.raises(InputError, match="would leave"):
+            paths.inside(tmp_path / "root", *parts)
+
+
+def test_relative_paths_follow_one_rule(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert paths.results_root("rel") == tmp_path / "rel"          # the command line: the current directory
+    assert paths.results_root(None) == ROOT / "results"            # a default: the project's own folder
+    assert paths.project("data/world") == ROOT / "data" / "world"  # a card: the project root
+    assert paths.from_cli("w", "data/world") == tmp_path / "w"
+
+
+def test_run_from_another_directory_writes_under_its_out(tiny_env, tmp_path):
+    root, variables = tiny_env
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "povid_eval", "run", "--bench", "mme", "--model", "tiny", "--out",
+                           "res"], env={**os.environ, **variables}, cwd=elsewhere, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (elsewhere / "res" / "tiny" / "mme" / "metrics.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------- disk full, read-only
+
+def _mount_tmpfs(path: Path, size: str, *options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    opts = ",".join((f"size={size}",) + options)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 48 KB tmpfs (the test is skipped where this machine does not allow mounting)."""
+    mnt = tmp_path / "disk"
+    if not _mount_tmpfs(mnt, "48k"):
+        pytest.skip("mounting a tmpfs is not allowed here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_disk_is_one_line_and_a_resume_gives_identical_metrics(use_tiny_env, tmp_path, small_disk, monkeypatch,
+                                                                    capsys):
+    from povid_eval import doctor
+
+    check = doctor.disk_check  # the run's own free-space check wants 1 GB; this disk is 48 KB on purpose
+    monkeypatch.setattr(doctor, "disk_check", lambda out, need_gb=0: check(out, 0))
+    filler = small_disk / "filler"
+    filler.write_bytes(b"x" * 30_000)  # leaves a few KB: some samples fit, then the disk is full
+    args = ("run", "--bench", "chair", "--model", "tiny", "--batch-size", "1", "--out", small_disk / "r", "--json")
+    rc, err = run_main(capsys, *args)
+    assert rc == 2
+    line = one_line(err, "No space left on device", "run the same command again")
+    assert str(small_disk) in line
+    filler.unlink()  # space freed
+    rc, err = run_main(capsys, *args)
+    assert rc == 0, err
+    resumed = json.loads((small_disk / "r" / "tiny" / "chair" / "metrics.json").read_text())
+    straight = runner.run("tiny", "chair", out=tmp_path / "straight", progress=False)
+    assert resumed["metrics"] == straight["metrics"]
+    keys = [json.loads(x)["key"] for x in (small_disk / "r" / "tiny" / "chair" / "samples.jsonl").read_text().split("\n")
+            if x]
+    assert len(keys) == len(set(keys)) == 6
+
+
+def test_read_only_results_folder_is_one_line(use_tiny_env, tmp_path, capsys, monkeypatch):
+    from povid_eval import doctor
+
+    mnt = tmp_path / "ro"
+    if not _mount_tmpfs(mnt, "4g", "ro"):
+        pytest.skip("mounting a tmpfs is not allowed here")
+    try:
+        rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--out", mnt / "r")
+        assert rc == 2
+        one_line(err, mnt, "read-only file system", "give a folder you can write to")
+        # past the run's own check (a folder that turns read-only mid-run): the write fails in one line too
+        monkeypatch.setattr(doctor, "disk_check", lambda out, need_gb=0: doctor.Check("disk", True, "skipped"))
+        rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--out", mnt / "r")
+        assert rc == 2
+        one_line(err, mnt / "r", "Read-only file system", "give a folder you can write to")
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_storage_errors_name_the_path_of_a_failing_write(tmp_path, monkeypatch):
+    import errno
+
+    from povid_eval import io
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io.os, "replace", full)
+    with pytest.raises(OSError) as e:
+        io.atomic_write_text(tmp_path / "metrics.json", "{}")
+    assert e.value.filename == str(tmp_path / "metrics.json") and e.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []  # no temp file left behind
+
+
+def test_every_help_exits_zero(capsys):
+    """`povid-eval --help` and every subcommand's --help (the parser walked, nested subcommands too)."""
+    import argparse
+
+    from povid_eval.cli import build_parser
+
+    def walk(parser, prefix):
+        yield prefix
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, prefix + [name])
+
+    commands = list(walk(build_parser(), []))
+    assert len(commands) >= 14
+    for command in commands:
+        with pytest.raises(SystemExit) as e:
+            main(command + ["--help"])
+        assert e.value.code == 0, command
+        assert "usage:" in capsys.readouterr().out
