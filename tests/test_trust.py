@@ -364,3 +364,37 @@ def test_every_help_exits_zero(capsys):
             main(command + ["--help"])
         assert e.value.code == 0, command
         assert "usage:" in capsys.readouterr().out
+
+
+def test_train_from_another_directory(use_tiny_env, tmp_path, monkeypatch, capsys):
+    """The world's preference images lie under the project root (cards.ROOT here); the data file keeps them
+    relative to it, but training from elsewhere must still find them."""
+    root = use_tiny_env
+    monkeypatch.setattr(cards, "ROOT", root)
+    (tmp_path / "recipe.toml").write_text("images = 4\ngen_batch_size = 4\nmax_new_tokens = 8\n"
+                                          "[stage1]\nsteps = 1\nbatch_size = 2\nwarmup = 0\n"
+                                          "[stage2]\nsteps = 1\nbatch_size = 2\nwarmup = 0\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    models = tmp_path / "models"
+    shutil.copytree(root / "models", models)
+    monkeypatch.setenv("POVID_EVAL_MODELS", str(models))
+    rc, err = run_main(capsys, "train", "--base", "tiny", "--out", "t", "--world", root / "world", "--results", "res",
+                       "--config", tmp_path / "recipe.toml")
+    assert rc == 0, err
+    assert (elsewhere / "res" / "train" / "t" / "stage2" / "adapter").is_dir() and (models / "t.toml").is_file()
+    data = next((elsewhere / "res" / "train" / "t").glob("preferences.*.jsonl")).read_text()
+    assert '"image": "world/images/train/' in data  # relative to the project root, as the paths rule says
+
+
+def test_leaderboard_refuses_metrics_of_an_earlier_model(own_model, tmp_path, capsys):
+    out = tmp_path / "results"
+    for bench in ("chair", "pope", "mme", "mmhal"):
+        runner.run("mine", bench, out=out, generate=says("Yes"), progress=False)
+    rc, err = run_main(capsys, "leaderboard", "--out", out, "--frontier-model", "mine")
+    assert rc == 0, err
+    _retrain(own_model)
+    rc, err = run_main(capsys, "leaderboard", "--out", out, "--frontier-model", "mine")
+    assert rc == 2
+    one_line(err, "metrics.json", "another version of model 'mine'", "--fresh")

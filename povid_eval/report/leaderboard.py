@@ -50,9 +50,11 @@ Table = dict[str, dict[str, tuple[float, list[float] | None]]]
 
 def collect(results: str | Path = "results", group: str = "all") -> Table:
     """{model: {column title: (value, [lo, hi] or None)}} for every model folder with a metrics.json of the
-    bench set ``group``."""
+    bench set ``group``. Results that an earlier version of a model made are refused (runner.check_current)
+    when the model's card is still there; a model without a card is shown as its results stand."""
     import math
 
+    from povid_eval import cards, runner
     from povid_eval.report.plots import interval, load_metrics, value
 
     root = Path(results)
@@ -62,6 +64,10 @@ def collect(results: str | Path = "results", group: str = "all") -> Table:
         row = {}
         loaded = {kind: load_metrics(folder.name, name, root) for kind, name in folders.items()
                   if (folder / name / "metrics.json").is_file()}
+        if loaded and (cards.models_dir() / f"{folder.name}.toml").is_file():
+            card = cards.load_model_card(folder.name)
+            for name in (folders[kind] for kind in loaded):
+                runner.check_current(card, name, root)
         for bench, key, title, _ in COLUMNS:
             v = value(loaded[bench], key, required=False) if bench in loaded else math.nan
             if not math.isnan(v):
