@@ -320,6 +320,9 @@ def load_bench_card(name_or_path: str, folder: Path | None = None) -> BenchCard:
     _check_files(path, bench, data.get("files", {}))
     if bench == "mmhal" and not data.get("judge"):
         raise InputError(path, f"missing key 'judge' (an mmhal card needs one of {', '.join(JUDGES)})")
+    if data.get("judge") in ("openai", "hf") and not data.get("judge_model"):
+        raise InputError(path, f"missing key 'judge_model' (the {data['judge']} judge needs a model"
+                               f"{': a local folder' if data['judge'] == 'hf' else ', pinned'})")
     for key in ("judge", "judge_model", "judge_base_url", "judge_key_env", "judge_prompt"):
         if data.get(key) and bench != "mmhal":
             raise InputError(path, f"'{key}' applies to mmhal cards only, not {bench}", field=key)

@@ -47,6 +47,15 @@ def _name(what: str):
     return parse
 
 
+def _device(text: str) -> str:
+    """An argparse type for a torch device: cpu, cuda or cuda:N."""
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
 def _fmt(value, decimals: int) -> str:
     return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
 
@@ -114,8 +123,9 @@ def cmd_score_mme(args) -> None:
     from povid_eval.score import mme_from_llava, mme_from_results_dir
 
     if args.results_dir is not None:
-        if args.answers or args.ground_truth_dir:
-            raise InputError(None, "give either --results-dir or --answers with --ground-truth-dir, not both")
+        if args.answers or args.ground_truth_dir or args.questions:
+            raise InputError(None, "--results-dir holds the predictions and the ground truth: give it alone, or "
+                                   "--answers with --ground-truth-dir (and --questions)")
         result = mme_from_results_dir(args.results_dir)
     elif args.answers and args.ground_truth_dir:
         result = mme_from_llava(args.answers, args.ground_truth_dir, args.questions)
@@ -133,6 +143,10 @@ def cmd_score_mmhal(args) -> None:
     if args.judge_replies is not None:
         if options:
             raise InputError(None, f"{options[0]} goes with --judge, not with --judge-replies")
+    elif args.judge == "rule" and options and options[0] != "--save-replies":
+        raise InputError(None, f"{options[0]} goes with --judge openai or hf: the rule judge uses no prompt, model "
+                               "or endpoint")
+    if args.judge_replies is not None:
         result = mmhal_from_files(args.responses, args.judge_replies)
     else:
         from povid_eval import judges
@@ -171,8 +185,10 @@ def cmd_doctor(args) -> None:
     found = doctor.checks(args.model, args.bench, out=paths.results_root(args.out), data=args.data,
                           judge_prompt=args.judge_prompt)
     print(doctor.as_json(found) if args.json else doctor.report(found))
-    if not all(c.ok for c in found):
-        raise SystemExit(2)
+    problems = [c for c in found if not c.ok]
+    if problems:
+        more = f" (and {len(problems) - 1} more problems, listed above)" if len(problems) > 1 else ""
+        raise PovidError(problems[0].line() + more)
 
 
 def _numbers(kind):
@@ -224,7 +240,18 @@ def cmd_pretrain(args) -> None:
 def cmd_train(args) -> None:
     from povid_eval.train import povid
 
-    stages = tuple(args.stages)
+    stages = tuple(args.stages) if args.stages is not None else None
+    llm_flags = [f for f, v in (("--llm-base-url", args.llm_base_url), ("--llm-model", args.llm_model),
+                                ("--llm-key-env", args.llm_key_env)) if v]
+    if llm_flags and args.injector != "llm":
+        raise InputError(None, f"{llm_flags[0]} goes with --injector llm")
+    if args.injector == "llm" and not (args.llm_base_url and args.llm_model):
+        raise InputError(None, f"--injector llm needs {'--llm-base-url' if not args.llm_base_url else '--llm-model'}")
+    if args.preferences and (args.injector != "cooccurrence" or args.images):
+        flag = "--injector" if args.injector != "cooccurrence" else "--images"
+        raise InputError(None, f"{flag} shapes the world's preference data; --preferences brings its own")
+    if args.image_root and not args.preferences:
+        raise InputError(None, "--image-root goes with --preferences (the folder its image paths are relative to)")
     world = paths.from_cli(args.world, "data/world")
     injector = None
     if args.injector == "llm":
@@ -251,8 +278,13 @@ def cmd_compare(args) -> None:
     from povid_eval import cards
     from povid_eval.report import compare
 
+    if len(args.models) < 2:
+        raise InputError(None, "models: compare needs a baseline and at least one more model (povid-eval compare A B ...)")
     benches = cards.bench_names(args.bench)
     out = paths.results_root(args.out)
+    for model in args.models:  # every name known before any run starts
+        if not (out / model).is_dir():
+            cards.load_model_card(model)
     compare.ensure_results(args.models, benches, out)
     for b in args.models[1:]:
         _print_written(compare.write_comparison(args.models[0], b, benches, out))
@@ -268,6 +300,14 @@ def cmd_leaderboard(args) -> None:
 def cmd_perf(args) -> None:
     from povid_eval import perf
 
+    given = [flag for flag, value in (("--captions", args.captions), ("--gt-objects", args.gt_objects)) if value]
+    if given and (args.train or args.generate):
+        raise InputError(None, f"{given[0]} times CHAIR scoring; it does not go with --train or --generate")
+    for value in (args.captions, args.gt_objects):
+        if value:
+            from povid_eval.io import require_file
+
+            require_file(value)
     results = perf.main(Path(args.captions) if args.captions else None,
                         Path(args.gt_objects) if args.gt_objects else None, train=args.train,
                         generate=args.generate, device=args.device, batch=args.batch)
@@ -387,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "TRL's DPOTrainer on the base model (16 records, median of 5)")
     p.add_argument("--generate", choices=["llava-1.5-7b", "tiny"], help="instead: batched greedy generation of a "
                    "randomly initialised model of that shape in bf16 (tokens/s, peak GPU memory)")
-    p.add_argument("--device", default="cuda", help="device for --generate (default cuda)")
+    p.add_argument("--device", default="cuda", type=_device, help="device for --generate: cuda, cuda:N or cpu "
+                   "(default cuda)")
     p.add_argument("--batch", type=_count(1), default=16, help="batch size for --generate (default 16)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perf)
@@ -414,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="povid", choices=["povid", "dpo", "noise-only"],
                    help="povid: stage 1 DPO on injected text, stage 2 + the noisy-image term; dpo: text pairs "
                         "only; noise-only: the noisy-image term only (the paper's ablation)")
-    p.add_argument("--stages", type=_numbers(int), default=[1, 2], help="POVID stages to run, e.g. 1 or 1,2 (default 1,2)")
+    p.add_argument("--stages", type=_numbers(int), default=None, help="POVID stages to run, e.g. 1 or 1,2 (default 1,2)")
     p.add_argument("--injector", default="cooccurrence", choices=["cooccurrence", "llm"],
                    help="how y_l^t is made (default cooccurrence: offline, COCO co-occurrence statistics)")
     p.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for --injector llm (e.g. http://host:8000/v1)")

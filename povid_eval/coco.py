@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import sys
+import io
 from pathlib import Path
 
 from povid_eval.benches import chair
 from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_json, read_json, require_dir
+from povid_eval.io import atomic_write_json, read_json, require_dir, require_fields, require_id, require_text
 from povid_eval.paths import cache_dir  # re-exported: callers use coco.cache_dir
 
 
@@ -47,21 +46,46 @@ def annotation_files(ann_dir: Path, split: str | None = None) -> tuple[list[Path
     return instances, captions
 
 
-@contextlib.contextmanager
-def _quiet_stdout():
-    """pycocotools prints progress on stdout; keep stdout clean for --json."""
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+def check_coco(path: Path, data, kind: str) -> dict:
+    """A COCO annotation dict, checked for what the readers use: ``images`` (objects with an ``id``) and
+    ``annotations`` (objects with an ``image_id``; instances: a ``category_id`` and ``categories``; captions: a
+    ``caption`` string); an InputError names the file and the record otherwise."""
+    if not isinstance(data, dict):
+        raise InputError(path, f"expected a COCO {kind} file (a JSON object), got {type(data).__name__}")
+    needed = ("images", "annotations") + (("categories",) if kind == "instances" else ())
+    for key in needed:
+        if not isinstance(data.get(key), list):
+            raise InputError(path, f"expected a list of {key}", field=key)
+    for i, im in enumerate(data["images"]):
+        require_fields(path, im, ("id",), field=f"images[{i}]")
+        require_id(path, im["id"], "id", field=f"images[{i}]")
+    for i, cat in enumerate(data.get("categories", [])):
+        require_fields(path, cat, ("id", "name"), field=f"categories[{i}]")
+        require_id(path, cat["id"], "id", field=f"categories[{i}]")
+    fields = ("image_id", "category_id") if kind == "instances" else ("image_id", "caption")
+    for i, ann in enumerate(data["annotations"]):
+        require_fields(path, ann, fields, field=f"annotations[{i}]")
+        require_id(path, ann["image_id"], "image_id", field=f"annotations[{i}]")
+        if kind == "instances":
+            require_id(path, ann["category_id"], "category_id", field=f"annotations[{i}]")
+        else:
+            require_text(path, ann["caption"], "caption", field=f"annotations[{i}]")
+    return data
 
 
-def _load_coco(path: Path):
+def _load_coco(path: Path, kind: str | None = None):
+    """pycocotools' COCO object of a checked annotation file (read by read_json: located errors; pycocotools'
+    progress lines go nowhere, so stdout stays clean for --json and stderr for errors). ``kind``: instances or
+    captions (default: from the file name, captions_* or instances_*)."""
     from pycocotools.coco import COCO
 
-    try:
-        with _quiet_stdout():
-            return COCO(str(path))
-    except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as e:
-        raise InputError(path, f"not a COCO annotation file: {e}") from None
+    kind = kind or ("captions" if Path(path).name.startswith("captions") else "instances")
+    data = check_coco(path, read_json(path), kind)
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
 
 
 def gt_objects_from_annotations(instances: list[Path], captions: list[Path], variant: str,
@@ -98,13 +122,25 @@ def _files_key(paths: list[Path], variant: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _read_gt_cache(cache: Path) -> dict[str, frozenset[str]]:
+    try:
+        data = read_json(cache)
+        if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(o, str) for o in v)
+                                                 for v in data.values()):
+            raise InputError(cache, "not a map of image ids to object names")
+    except InputError as e:
+        raise InputError(cache, f"corrupt CHAIR ground-truth cache ({e.message}): delete it, and it is rebuilt "
+                                f"from the annotations") from None
+    return {k: frozenset(v) for k, v in data.items()}
+
+
 def gt_objects_from_coco(ann_dir: str | Path, variant: str, split: str | None = None) -> dict[str, frozenset[str]]:
     """CHAIR ground truth of a COCO annotations folder (or one split of it), cached as JSON in cache_dir()."""
     ann_dir = require_dir(ann_dir, "COCO annotations folder")
     instances, captions = annotation_files(ann_dir, split)
     cache = cache_dir() / f"chair_gt_{_files_key(instances + captions, variant)}.json"
     if cache.is_file():
-        return {k: frozenset(v) for k, v in json.loads(cache.read_text()).items()}
+        return _read_gt_cache(cache)
     gt = gt_objects_from_annotations(instances, captions, variant)
     atomic_write_json(cache, {k: sorted(v) for k, v in gt.items()})
     return gt

@@ -121,7 +121,8 @@ def frontier(model_name: str, bench: str = "chair", biases: Sequence[float] | No
     model = cards.load_model_card(model_name)
     card = cards.load_bench_card(bench)
     if card.bench != "chair":
-        raise InputError(None, f"the frontier is traced on a CHAIR bench; {card.name!r} is a {card.bench} bench")
+        raise InputError(None, f"--bench: the frontier is traced on a CHAIR bench; {card.name!r} is a {card.bench} "
+                               "bench")
     biases = sorted({float(b) for b in (DEFAULT_BIASES if biases is None else biases)})
     if not biases:
         raise InputError(None, "no biases given")

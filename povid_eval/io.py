@@ -29,10 +29,13 @@ def writing(path: str | Path):
         raise
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+MAX_TEXT_CHARS = 200_000   # a text field longer than this (a caption, an answer, a reply) is refused: no model
+                           # writes one (1,024 new tokens are about 6,000 characters), and NLTK's tokenizer
+                           # would take minutes on it
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:
@@ -50,45 +53,87 @@ def require_dir(path: str | Path, what: str = "folder") -> Path:
     return p
 
 
+@contextmanager
+def reading(path: Path):
+    """Make a failure to read ``path`` (gzip that is not gzip, a vanished file) an InputError naming it; the
+    machine's errors (io.STORAGE_ERRNOS) stay OSErrors."""
+    try:
+        yield
+    except (OSError, EOFError) as e:
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+            raise
+        raise InputError(path, f"unreadable: {e}") from None
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The content of a (possibly .gz) file."""
+    p = require_file(path)
+    with reading(p), _open_binary(p) as f:
+        return f.read()
+
+
+def decode(path: Path, raw: bytes, line: int | None = None) -> str:
+    """raw as UTF-8; a byte that is not UTF-8 is an InputError naming the file (and line)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        where = f"byte {e.start + 1} of the line" if line is not None else f"byte {e.start + 1}"
+        raise InputError(path, f"not UTF-8 text ({where}: {raw[e.start:e.start + 1]!r})", line=line) from None
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file (or .gz) as a str; see decode."""
+    p = Path(path)
+    return decode(p, read_bytes(p))
+
+
+def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text without the line end) of a UTF-8 text file (or .gz); a byte that is not UTF-8
+    names its line."""
+    p = require_file(path)
+    with reading(p), _open_binary(p) as f:
+        for lineno, raw in enumerate(f, 1):
+            yield lineno, decode(p, raw, lineno).rstrip("\r\n")
+
+
 def read_json(path: str | Path) -> Any:
     """Load a .json or .json.gz file; a syntax error names the line."""
-    p = require_file(path)
+    p = Path(path)
+    text = read_text(p)
     try:
-        with _open_text(p) as f:
-            return json.load(f)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(p, f"invalid JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
-    except (UnicodeDecodeError, OSError, EOFError) as e:
-        raise InputError(p, f"unreadable: {e}") from None
+    except RecursionError:
+        raise InputError(p, "invalid JSON: nested too deeply") from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     """Yield (line number, object) for each non-blank line of a jsonl file."""
-    p = require_file(path)
-    try:
-        with _open_text(p) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(p, f"invalid JSON line: {e.msg} (column {e.colno})", line=lineno) from None
-    except UnicodeDecodeError as e:
-        raise InputError(p, f"not UTF-8 text: {e}") from None
+    p = Path(path)
+    for lineno, line in read_lines(p):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(p, f"invalid JSON line: {e.msg} (column {e.colno})", line=lineno) from None
+        except RecursionError:
+            raise InputError(p, "invalid JSON line: nested too deeply", line=lineno) from None
 
 
 def read_records(path: str | Path) -> list[tuple[int | None, Any]]:
     """Records of a JSON list file or a jsonl file, as (line number or None, record).
 
     A file whose first non-blank character is '[' is one JSON list (records have no line numbers);
-    anything else is read as jsonl.
-    """
+    anything else is read as jsonl. A JSON file whose top level is not a list is an error."""
     p = require_file(path)
-    with _open_text(p) as f:
+    with reading(p), _open_binary(p) as f:
         head = f.read(4096).lstrip()
-    if head.startswith("["):
+    if head.startswith(b"["):
         data = read_json(p)
+        if not isinstance(data, list):
+            raise InputError(p, f"expected a JSON list of records, got {type(data).__name__}")
         return [(None, r) for r in data]
     return list(iter_jsonl(p))
 
@@ -101,6 +146,24 @@ def require_fields(path: Path, record: Any, fields: tuple[str, ...], *, line: in
     for name in fields:
         if name not in record:
             raise InputError(path, f"missing field '{name}'", line=line, field=field)
+
+
+def require_id(path: str | Path, value: Any, key: str, *, line: int | None = None, field: str | None = None):
+    """An id field's value: an integer or a non-empty string (not a float, a bool, a list or an object)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or value == "":
+        shown = json.dumps(value)[:80] if not isinstance(value, str) else repr(value)
+        raise InputError(path, f"'{key}' must be an integer or a non-empty string, got {shown}", line=line, field=field)
+    return value
+
+
+def require_text(path: str | Path, value: Any, key: str, *, line: int | None = None, field: str | None = None) -> str:
+    """A text field's value: a string of at most MAX_TEXT_CHARS characters."""
+    if not isinstance(value, str):
+        raise InputError(path, f"'{key}' must be a string, got {json.dumps(value)[:80]}", line=line, field=field)
+    if len(value) > MAX_TEXT_CHARS:
+        raise InputError(path, f"'{key}' is {len(value):,} characters long, more than any model answer "
+                               f"(limit {MAX_TEXT_CHARS:,})", line=line, field=field)
+    return value
 
 
 def _umask() -> int:
@@ -127,10 +190,32 @@ def read_image(path: str | Path, context: str = ""):
         raise InputError(path, f"unreadable image{suffix}: {e}") from None
 
 
+def check_image(path: str | Path, context: str = "") -> None:
+    """A quick look at an image file's header (no decoding): an InputError unless it is a file PIL can open
+    within its size limit. A truncated file passes; read_image finds it when the pixels are needed."""
+    from PIL import Image, UnidentifiedImageError
+
+    suffix = f" ({context})" if context else ""
+    if not Path(path).is_file():
+        raise InputError(path, f"image not found{suffix}" if not Path(path).exists() else f"image expected, found a "
+                               f"folder{suffix}")
+    try:
+        with Image.open(path):
+            pass
+    except Image.DecompressionBombError as e:
+        raise InputError(path, f"image too large{suffix}: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+            raise
+        raise InputError(path, f"unreadable image{suffix}: {e}") from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write bytes to path via a temp file in the same folder and an atomic rename. The file gets the usual
     permissions (0666 minus the umask), not mkstemp's private 0600."""
     p = Path(path)
+    if p.is_dir():
+        raise InputError(p, "a folder is in the way of the file to write")
     with writing(p):
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)

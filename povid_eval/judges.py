@@ -400,6 +400,9 @@ def make_judge(card, *, judge_prompt: str | Path | None = None, cache_dir: str |
     ``cache_dir`` defaults to $POVID_EVAL_CACHE/judge."""
     from povid_eval.cards import resolve_path
 
+    if judge_prompt is not None and (card.judge or "rule") == "rule":
+        raise InputError(None, f"--judge-prompt: bench card '{card.name}': the rule judge uses no prompt (a judge "
+                               "prompt needs judge = openai or hf)")
     if judge_prompt is None and card.judge_prompt:
         judge_prompt = resolve_path(card.judge_prompt)
     return build_judge(card.judge or "rule", model=card.judge_model, base_url=card.judge_base_url,

@@ -31,7 +31,8 @@ from typing import Callable
 from povid_eval import __version__, cards, dist, fingerprint, paths, score
 from povid_eval.report.stats import bootstrap_intervals
 from povid_eval.errors import InputError, PovidError
-from povid_eval.io import atomic_write_json, atomic_write_jsonl, iter_jsonl, read_image, read_json, writing
+from povid_eval.io import (atomic_write_json, atomic_write_jsonl, iter_jsonl, read_image, read_json, read_lines,
+                           writing)
 
 # generate(images, questions, decoding) -> answers; the model's prompt template is applied inside (a
 # chat endpoint applies its own).
@@ -53,7 +54,7 @@ class Item:
 def read_image_ids(path: Path) -> list[int]:
     """Image ids, one per line ('#' starts a comment; blank lines skipped)."""
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in read_lines(path):
         text = line.split("#", 1)[0].strip()
         if text:
             if not text.isdigit():
@@ -199,12 +200,39 @@ def score_samples(card: cards.BenchCard, samples: list[tuple[int, dict]], judge=
 
 # ----------------------------------------------------------------------------------- samples file
 
+def _number_pair(value) -> bool:
+    return (isinstance(value, list) and len(value) == 2
+            and all(x is None or isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
+
+
+def read_metrics(path: Path) -> dict:
+    """A run's metrics.json, checked for what reports read: ``metrics`` (an object), ``intervals`` (name ->
+    [lo, hi]), ``overrides`` (data / image_ids paths), ``limit`` (an integer >= 0); InputError otherwise."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+        raise InputError(path, "no 'metrics' object (not a `povid-eval run` metrics.json?)")
+    intervals = data.get("intervals", {})
+    if not isinstance(intervals, dict):
+        raise InputError(path, "expected an object of [lo, hi] pairs", field="intervals")
+    for key, pair in intervals.items():
+        if not _number_pair(pair):
+            raise InputError(path, f"expected [lo, hi] numbers, got {json.dumps(pair)[:60]}", field=f"intervals.{key}")
+    overrides = data.get("overrides", {})
+    if not isinstance(overrides, dict) or not all(k in ("data", "image_ids") and isinstance(v, str)
+                                                  for k, v in overrides.items()):
+        raise InputError(path, "expected an object with 'data' and/or 'image_ids' paths", field="overrides")
+    limit = data.get("limit", 0)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InputError(path, f"expected an integer >= 0, got {json.dumps(limit)[:40]}", field="limit")
+    return data
+
+
 def run_card(model: str, bench_name: str, out: str | Path = "results") -> cards.BenchCard:
     """The bench card as a model's finished run used it: the card plus the run's ``--data`` / ``--image-ids``
     (recorded in its metrics.json), so reports rebuild the same items."""
     card = cards.load_bench_card(bench_name)
     metrics = Path(out) / model / card.name / "metrics.json"
-    overrides = read_json(metrics).get("overrides") if metrics.is_file() else None
+    overrides = read_metrics(metrics).get("overrides") if metrics.is_file() else None
     return dataclasses.replace(card, **overrides) if overrides else card
 
 
@@ -365,7 +393,7 @@ def check_current(model: cards.ModelCard, bench_name: str, out: Path) -> None:
     """A finished run's metrics.json belongs to the model as its card is now, else an InputError saying how
     to rerun (reports never show a stale number)."""
     path = Path(out) / model.name / bench_name / "metrics.json"
-    recorded = read_json(path).get("model_fp") if path.is_file() else None
+    recorded = read_metrics(path).get("model_fp") if path.is_file() else None
     now = fingerprint.fingerprint_hash(fingerprint.fingerprint(model))
     if path.is_file() and recorded != now:
         raise InputError(path, f"made by another version of model {model.name!r} (fingerprint {recorded}, now {now}): "
@@ -462,17 +490,17 @@ def _generate_and_score(model: cards.ModelCard, bench: cards.BenchCard, items: l
         generate = generate or default_generate(model)
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(len(groups[p]) for batch in mine for p in batch), unit="sample", file=sys.stderr,
-                   disable=not progress, desc=f"{model.name}/{bench.name}" + (f" rank {rank}" if world > 1 else ""))
-        for batch in mine:
-            images = [read_image(groups[pair][0].image, f"item {groups[pair][0].key}") for pair in batch]
-            answers = generate(images, [prompt for _, prompt in batch], bench.decoding)
-            rows = [it.record | {"key": it.key, "prompt": it.prompt, "text": answer, "protocol": protocol,
-                                 "model": model.name, "model_fp": model_fp}
-                    for pair, answer in zip(batch, answers) for it in groups[pair] if it.key not in done]
-            _append(target, rows)
-            bar.update(sum(len(groups[pair]) for pair in batch))
-        bar.close()
+        with tqdm(total=sum(len(groups[p]) for batch in mine for p in batch), unit="sample", file=sys.stderr,
+                  disable=not progress, desc=f"{model.name}/{bench.name}" + (f" rank {rank}" if world > 1 else "")
+                  ) as bar:  # closed (its line ended) before an error is printed
+            for batch in mine:
+                images = [read_image(groups[pair][0].image, f"item {groups[pair][0].key}") for pair in batch]
+                answers = generate(images, [prompt for _, prompt in batch], bench.decoding)
+                rows = [it.record | {"key": it.key, "prompt": it.prompt, "text": answer, "protocol": protocol,
+                                     "model": model.name, "model_fp": model_fp}
+                        for pair, answer in zip(batch, answers) for it in groups[pair] if it.key not in done]
+                _append(target, rows)
+                bar.update(sum(len(groups[pair]) for pair in batch))
     dist.barrier(world)
     if rank != 0:
         return None
@@ -483,7 +511,7 @@ def _generate_and_score(model: cards.ModelCard, bench: cards.BenchCard, items: l
     missing = [k for k in keys if k not in done]
     if missing:
         raise InputError(samples_path, f"{len(missing)} samples missing after generation (e.g. {missing[0]!r})")
-    kept = sorted((done[k] for k in keys), key=lambda p: p[0])
+    kept = score.Located(sorted((done[k] for k in keys), key=lambda p: p[0]), samples_path)
     details = {"chair": folder / "details.jsonl", "mmhal": folder / "judge_replies.jsonl"}.get(bench.bench)
     result = score_samples(bench, kept, judge=judge, with_units=True, details=details)
     matrix, from_sums = result.pop("units")

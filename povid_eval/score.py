@@ -7,13 +7,15 @@ expected), joins answers with ground truth, and calls the bench's pure scorer. T
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from povid_eval import coco
 from povid_eval.benches import chair, mme, mmhal, pope
 from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_jsonl, iter_jsonl, read_json, read_records, require_dir, require_fields
+from povid_eval.io import (atomic_write_jsonl, iter_jsonl, read_json, read_lines, read_records, require_dir,
+                           require_fields, require_id, require_text)
 
 
 def _result(bench: str, variant: str, n: int, metrics: dict) -> dict:
@@ -32,8 +34,16 @@ def _with_units(result: dict, units) -> dict:
     return {**result, "units": units}
 
 
+class Located(list):
+    """(line, record) pairs held in memory, with the file they were read from (named in errors)."""
+
+    def __init__(self, pairs, path: str | Path):
+        super().__init__(pairs)
+        self.path = path
+
+
 def _name(source) -> str | Path:
-    return source if isinstance(source, (str, Path)) else "samples"
+    return source if isinstance(source, (str, Path)) else getattr(source, "path", "samples")
 
 
 def _where(line: int | None, index: int) -> dict:
@@ -62,12 +72,11 @@ def chair_from_files(captions, *, gt_objects: str | Path | None = None,
     for i, (line, rec) in enumerate(records):
         where = _where(line, i)
         require_fields(_name(captions), rec, (image_id_key, caption_key), **where)
-        caption = rec[caption_key]
-        if not isinstance(caption, str):
-            raise InputError(_name(captions), f"'{caption_key}' must be a string, got {type(caption).__name__}", **where)
-        image_id = chair.normalize_image_id(rec[image_id_key])
+        caption = require_text(_name(captions), rec[caption_key], caption_key, **where)
+        image_id = chair.normalize_image_id(require_id(_name(captions), rec[image_id_key], image_id_key, **where))
         if image_id not in gt:
             raise InputError(_name(captions), f"image_id {rec[image_id_key]!r} has no ground truth in {gt_source}", **where)
+
         scores.append(chair.score_caption(image_id, caption, gt[image_id], variant))
         texts.append(caption)
     if not scores:
@@ -85,7 +94,12 @@ def load_pope_questions(path: str | Path) -> dict:
     questions, per_category = {}, {}
     for line, rec in iter_jsonl(path):
         require_fields(Path(path), rec, ("question_id", "category", "text"), line=line)
-        qid, category = rec["question_id"], rec["category"]
+        qid = require_id(path, rec["question_id"], "question_id", line=line)
+        category = rec["category"]
+        if not isinstance(category, str) or not category:
+            raise InputError(path, f"'category' must be a split name (random, popular, adversarial), got "
+                                   f"{json.dumps(category)}", line=line)
+        require_text(path, rec["text"], "text", line=line)
         if qid in questions:
             raise InputError(path, f"duplicate question_id {qid!r}", line=line)
         index = per_category.get(category, 0)
@@ -105,6 +119,8 @@ def load_pope_labels(labels_dir: Path, split: str) -> list[tuple[int, dict]]:
         require_fields(path, rec, ("label",), line=line)
         if rec["label"] not in ("yes", "no"):
             raise InputError(path, f"label must be 'yes' or 'no', got {rec['label']!r}", line=line)
+        if "text" in rec:
+            require_text(path, rec["text"], "text", line=line)
     return labels
 
 
@@ -124,7 +140,8 @@ def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
     seen = set()
     for line, rec in _records(answers):
         require_fields(_name(answers), rec, ("question_id", "text"), line=line)
-        qid = rec["question_id"]
+        qid = require_id(_name(answers), rec["question_id"], "question_id", line=line)
+        require_text(_name(answers), rec["text"], "text", line=line)
         if qid not in qs:
             raise InputError(_name(answers), f"question_id {qid!r} has no question in {questions}, so no label", line=line)
         if qid in seen:
@@ -140,7 +157,7 @@ def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
         if "text" in label and not str(text).startswith(label["text"]):
             raise InputError(labels_dir / f"coco_pope_{split}.json", f"label line does not match question "
                              f"{qid!r} of {questions} ({label['text']!r} vs {text!r})", line=label_line)
-        by_split.setdefault(split, []).append((index, str(rec["text"]), label["label"], image))
+        by_split.setdefault(split, []).append((index, rec["text"], label["label"], image))
     if not by_split:
         raise InputError(_name(answers), "no answers")
     ordered = [s for s in pope.SPLITS if s in by_split] + sorted(s for s in by_split if s not in pope.SPLITS)
@@ -156,6 +173,8 @@ def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
 
 def _check_pairs(path: Path, rows: list[tuple[int, mme.Question]]) -> list[mme.Question]:
     """Rows come in image pairs (consecutive lines of the same image)."""
+    if not rows:
+        raise InputError(path, "no questions (an MME subtask file has two lines per image)")
     if len(rows) % 2:
         raise InputError(path, f"{len(rows)} questions: MME needs two per image (an even number of lines)")
     for (line_a, a), (line_b, b) in zip(rows[::2], rows[1::2]):
@@ -166,25 +185,27 @@ def _check_pairs(path: Path, rows: list[tuple[int, mme.Question]]) -> list[mme.Q
 
 
 def read_mme_tsv(path: Path, columns: int) -> list[tuple[int, list[str]]]:
-    """(line, columns) of an MME file: `image<TAB>question<TAB>Yes|No` (+ `<TAB>prediction` when columns == 4);
-    the third column is checked to be a yes/no ground truth."""
+    """(line, columns) of an MME file: `image<TAB>question<TAB>Yes|No` (+ `<TAB>prediction` when columns == 4),
+    exactly that many columns (as eval_tool's calculation.py unpacks them); the third column is checked to
+    be a yes/no ground truth."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t", columns - 1)
-            if len(parts) != columns:
-                raise InputError(path, f"expected {columns} tab-separated columns, got {len(parts)}", line=lineno)
-            if parts[2].strip().lower() not in ("yes", "no"):
-                raise InputError(path, f"ground-truth answer must be Yes or No, got {parts[2]!r}", line=lineno)
-            rows.append((lineno, parts))
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != columns:
+            raise InputError(path, f"expected {columns} tab-separated columns, got {len(parts)}", line=lineno)
+        if parts[2].strip().lower() not in ("yes", "no"):
+            raise InputError(path, f"ground-truth answer must be Yes or No, got {parts[2]!r}", line=lineno)
+        rows.append((lineno, parts))
     return rows
 
 
 def _subtask_files(folder: Path) -> dict[str, Path]:
     files = {p.stem: p for p in sorted(folder.glob("*.txt")) if p.stem in mme.SUBTASKS}
+    for path in files.values():
+        if not path.is_file():
+            raise InputError(path, "MME subtask file expected, found a folder")
     if not files:
         raise InputError(folder, f"no MME subtask files (<subtask>.txt for {', '.join(mme.SUBTASKS)})")
     return files
@@ -236,17 +257,21 @@ def mme_from_llava(answers, ground_truth_dir: str | Path, questions: str | Path 
     answered: dict[str, dict[int, str]] = {}
     for i, (line, rec) in enumerate(_records(answers)):
         require_fields(_name(answers), rec, ("question_id", "text"), line=line)
-        qid = str(rec["question_id"])
+        qid = str(require_id(_name(answers), rec["question_id"], "question_id", line=line))
+        require_text(_name(answers), rec["text"], "text", line=line)
         prompt = rec.get("prompt")
+        if prompt is not None:
+            require_text(_name(answers), prompt, "prompt", line=line)
         if question_list is not None:
             if i >= len(question_list):
                 raise InputError(_name(answers), f"more answers than questions in {questions}", line=line)
             q_line, q = question_list[i]
             require_fields(Path(questions), q, ("question_id", "text"), line=q_line)
+            require_id(questions, q["question_id"], "question_id", line=q_line)
             if str(q["question_id"]) != qid:
                 raise InputError(_name(answers), f"question_id {qid!r} but line {q_line} of {questions} has "
                                           f"{q['question_id']!r} (answers must follow the questions' order)", line=line)
-            prompt = q["text"]
+            prompt = require_text(questions, q["text"], "text", line=q_line)
         if prompt is None:
             raise InputError(_name(answers), "answer has no 'prompt'; pass the questions file (--questions)", line=line)
         subtask, image = qid.split("/")[0], qid.split("/")[-1]
@@ -260,7 +285,7 @@ def mme_from_llava(answers, ground_truth_dir: str | Path, questions: str | Path 
                                       f"question {prompt!r}", line=line)
         if pos in answered.setdefault(subtask, {}):
             raise InputError(_name(answers), f"second answer for the same question of {qid!r}", line=line)
-        answered[subtask][pos] = str(rec["text"])
+        answered[subtask][pos] = rec["text"]
     if not answered:
         raise InputError(_name(answers), "no answers")
     subtasks = {}
@@ -287,6 +312,8 @@ def load_mmhal_template(path: str | Path, *, need_answer: bool = True) -> list[d
     fields = mmhal.RECORD_FIELDS + (("model_answer",) if need_answer else ())
     for i, rec in enumerate(records):
         require_fields(Path(path), rec, fields, field=f"record {i}")
+        for key in ("question", "gt_answer") + (("model_answer",) if need_answer else ()):
+            require_text(path, rec[key], key, field=f"record {i}")
         if rec["question_type"] not in mmhal.TYPES:
             raise InputError(path, f"question_type {rec['question_type']!r} is not one of {', '.join(mmhal.TYPES)}",
                              field=f"record {i}")
@@ -299,12 +326,11 @@ def load_judge_replies(path: str | Path, n: int) -> list[str]:
     for line, rec in iter_jsonl(path):
         require_fields(Path(path), rec, ("index", "reply"), line=line)
         i = rec["index"]
-        if not isinstance(i, int) or not 0 <= i < n:
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n:
             raise InputError(path, f"index must be an integer in 0..{n - 1}, got {i!r}", line=line)
         if i in replies:
             raise InputError(path, f"second reply for record {i}", line=line)
-        if not isinstance(rec["reply"], str):
-            raise InputError(path, "'reply' must be a string", line=line)
+        require_text(path, rec["reply"], "reply", line=line)
         replies[i] = rec["reply"]
     missing = [i for i in range(n) if i not in replies]
     if missing:

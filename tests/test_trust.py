@@ -111,7 +111,7 @@ def test_train_needs_overwrite_for_a_card_it_wrote_with_other_settings(tmp_path)
     # a training folder made with other settings: refused, then emptied with --overwrite
     paths.claim(tmp_path, "train", "x", kind="train")
     (run_dir / "request.json").write_text(json.dumps({"recipe": "dpo", "config": {"seed": 0}}))
-    (run_dir / "stage1").mkdir()
+    (run_dir / "stage1" / "checkpoints" / "step-2").mkdir(parents=True)  # something a resume would use
     with pytest.raises(InputError, match=r"other settings \(recipe\)"):
         povid.check_outputs(card_path, card, run_dir, request, overwrite=False)
     povid.check_outputs(card_path, card, run_dir, request, overwrite=True)

@@ -11,10 +11,11 @@ the two models answer differently (McNemar 1947). Reads result files only: what 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
-from povid_eval import cards
+from povid_eval import cards, score
 from povid_eval.errors import InputError
 
 HEADLINE = {
@@ -40,7 +41,7 @@ def aligned_samples(model: str, bench: str, out: str | Path = "results") -> list
     if missing:
         raise InputError(path, f"{len(missing)} of {len(items)} samples missing (e.g. {missing[0]!r}): "
                                f"finish `povid-eval run --bench {bench} --model {model}` first")
-    return [done[it.key] for it in items]
+    return score.Located([done[it.key] for it in items], path)
 
 
 def units_of(card: cards.BenchCard, samples: list[tuple[int, dict]], judge_prompt: str | None = None):
@@ -54,11 +55,13 @@ def units_of(card: cards.BenchCard, samples: list[tuple[int, dict]], judge_promp
 def recorded_judge_prompt(model: str, card: cards.BenchCard, out: str | Path = "results") -> str | None:
     """The judge prompt file a model's MMHal run used (the card's, or ``run --judge-prompt``), from its
     metrics.json; None for the rule judge or another bench."""
-    from povid_eval.io import read_json
+    from povid_eval.runner import read_metrics
 
     path = Path(out) / model / card.name / "metrics.json"
-    judge = (read_json(path).get("judge") or {}) if card.bench == "mmhal" and path.is_file() else {}
-    prompt = judge.get("prompt_file")
+    judge = (read_metrics(path).get("judge") or {}) if card.bench == "mmhal" and path.is_file() else {}
+    prompt = judge.get("prompt_file") if isinstance(judge, dict) else None
+    if prompt is not None and not isinstance(prompt, str):
+        raise InputError(path, f"expected a path, got {json.dumps(prompt)[:40]}", field="judge.prompt_file")
     if not prompt:
         return None
     if not Path(prompt).is_file():
@@ -117,10 +120,10 @@ def mcnemar_rows(card: cards.BenchCard, samples_a: list, samples_b: list) -> lis
 
 
 def _recorded_limit(folder: Path) -> int:
-    from povid_eval.io import read_json
+    from povid_eval.runner import read_metrics
 
     metrics = folder / "metrics.json"
-    return int(read_json(metrics).get("limit") or 0) if metrics.is_file() else 0
+    return int(read_metrics(metrics).get("limit") or 0) if metrics.is_file() else 0
 
 
 def matched_recall_row(a: str, bench: str, units_b, from_sums, out: str | Path = "results", *,

@@ -171,11 +171,12 @@ def write_leaderboard(results: str | Path = "results", frontier_model: str = "ba
     table = collect(root, group)
     stem = "leaderboard" if group == "all" else f"leaderboard-{group.replace('/', '-')}"
     paths = [root / f"{stem}.md", root / f"{stem}.csv", root / f"{stem}.html"]
-    atomic_write_text(paths[0], to_markdown(table))
-    atomic_write_text(paths[1], to_csv(table))
-    png = None
     chair_models = [m for m in table if (root / m / "chair" / "metrics.json").is_file()]
+    texts = [to_markdown(table), to_csv(table)]
+    png = None  # the plot first: a broken frontier.json stops us before any table is written
     if group == "all" and chair_models and (root / frontier_model / "frontier.json").is_file():
         png = plots.chair_tradeoff(chair_models, root, root / "plots", frontier_model=frontier_model).read_bytes()
-    atomic_write_text(paths[2], to_html(table, png))
+    texts.append(to_html(table, png))
+    for path, text in zip(paths, texts):
+        atomic_write_text(path, text)
     return paths

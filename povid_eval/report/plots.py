@@ -10,6 +10,7 @@ dots there, e.g. ``random.f1``, ``subtasks.color.score``); a metric without an i
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_bytes, read_json
+from povid_eval.io import atomic_write_bytes, read_json, require_fields
 
 POPE_SPLITS = ("random", "popular", "adversarial")
 DPI = 100
@@ -53,12 +54,15 @@ def load_metrics(model: str, bench: str, results: str | Path) -> dict:
     if not path.is_file():
         raise InputError(path, f"no {bench} results of model '{model}': run `povid-eval run --bench {bench} "
                                f"--model {model}`")
-    data = read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
-        raise InputError(path, "no 'metrics' object (not a `povid-eval run` metrics.json?)")
+    from povid_eval.runner import read_metrics
+
+    data = read_metrics(path)
     data.setdefault("intervals", {})
     data["_path"] = path
     return data
+
+
+FRONTIER_FIELDS = ("Recall", "CHAIRi")  # what every reader needs; the trade-off plot also needs bias, mean_words
 
 
 def load_frontier(model: str, results: str | Path) -> dict:
@@ -68,6 +72,12 @@ def load_frontier(model: str, results: str | Path) -> dict:
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("points"), list) or not data["points"]:
         raise InputError(path, "no 'points' list (not a `povid-eval frontier` frontier.json?)")
+    for i, point in enumerate(data["points"]):
+        require_fields(path, point, FRONTIER_FIELDS, field=f"points[{i}]")
+        for key in FRONTIER_FIELDS:
+            if isinstance(point[key], bool) or not isinstance(point[key], (int, float)):
+                raise InputError(path, f"expected a number, got {json.dumps(point[key])[:40]}",
+                                 field=f"points[{i}].{key}")
     return data
 
 

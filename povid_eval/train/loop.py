@@ -45,7 +45,7 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -54,7 +54,8 @@ import torch
 from povid_eval.dist import barrier as _barrier
 from povid_eval.dist import info as _dist_info
 from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_json, read_image
+from povid_eval.io import (STORAGE_ERRNOS, atomic_write_json, atomic_write_text, iter_jsonl, read_image, read_json,
+                           writing)
 from povid_eval.train.dpo import PreferenceStats, combine, dpo_loss, ipo_loss
 from povid_eval.train.noise import DEFAULT_STEP, noisy_image
 from povid_eval.train.preferences import Preference
@@ -334,7 +335,9 @@ def _load_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:
     for key, value in tensors.items():
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = value
-    groups = json.loads((folder / "optimizer_groups.json").read_text())
+    groups = read_json(folder / "optimizer_groups.json")
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise InputError(folder / "optimizer_groups.json", "expected a list of parameter groups")
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
@@ -357,12 +360,40 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def load_checkpoint(model, opt, folder: Path) -> dict:
+    """Restore the adapter and the optimizer from a checkpoint; its state.json ({step, config}). A checkpoint
+    that cannot be read (truncated by a full disk, edited) is an InputError naming it."""
     from peft import set_peft_model_state_dict
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
-    _load_optimizer(opt, folder)
-    return json.loads((folder / "state.json").read_text())
+    state = read_json(folder / "state.json")
+    if not isinstance(state, dict) or isinstance(state.get("step"), bool) or not isinstance(state.get("step"), int) \
+            or state["step"] < 1 or not isinstance(state.get("config"), dict):
+        raise InputError(folder / "state.json", "corrupt checkpoint state (expected {step >= 1, config}): delete "
+                                                f"{folder} to train this stage again from its start")
+    for name, restore in (("adapter_model.safetensors",
+                           lambda f: set_peft_model_state_dict(model, load_file(str(f)))),
+                          ("optimizer.safetensors", lambda f: _load_optimizer(opt, folder))):
+        try:
+            restore(folder / name)
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+            if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+                raise
+            raise InputError(folder / name, f"corrupt checkpoint ({type(e).__name__}: {str(e).strip()[:160]}): "
+                                            f"delete {folder} to train this stage again from its start") from None
+    return state
+
+
+def read_log(path: Path, before: int) -> list[str]:
+    """The lines of a train_log.jsonl whose step is below ``before`` (the steps a checkpoint holds)."""
+    kept = []
+    for line, rec in iter_jsonl(path):
+        if not isinstance(rec, dict) or isinstance(rec.get("step"), bool) or not isinstance(rec.get("step"), int):
+            raise InputError(path, "corrupt training log line (expected an object with an integer 'step'): "
+                                   "delete the file (it is only the log)", line=line)
+        if rec["step"] < before:
+            kept.append(json.dumps(rec))
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------- data parallel
@@ -485,8 +516,7 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
         start = state["step"]
         log(f"resuming from {last} (step {start})")
         if rank == 0 and log_path.is_file():  # keep the log lines of the steps the checkpoint holds, drop later ones
-            kept = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] < start]
-            log_path.write_text("".join(ln + "\n" for ln in kept))
+            atomic_write_text(log_path, "".join(ln + "\n" for ln in read_log(log_path, start)))
     elif rank == 0 and log_path.is_file():
         log_path.unlink()
     _barrier(world)  # every rank has read the checkpoint before rank 0 may replace it
@@ -531,7 +561,7 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
         opt.step()
         record = {"step": step, "lr": lr_at(step, cfg), **{k: round(v, 6) for k, v in sums.items()}}
         if rank == 0:
-            with open(log_path, "a") as f:
+            with writing(log_path), open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         done = step + 1
         if done % max(1, cfg.steps // 20) == 0 or done == cfg.steps:

@@ -34,7 +34,7 @@ from povid_eval import cards
 from povid_eval.errors import InputError
 from povid_eval.io import atomic_write_json, read_json
 from povid_eval.train.inject import DEFAULT_WEIGHTS
-from povid_eval.train.loop import TrainConfig, train
+from povid_eval.train.loop import LOSSES, NOISY_FORMS, TrainConfig, train
 from povid_eval.train.noise import DEFAULT_STEP
 from povid_eval.train.preferences import Preference, read_preferences, write_preferences
 
@@ -68,17 +68,38 @@ def load_recipe_config(path: str | Path) -> RecipeConfig:
 
     path = require_file(path, "recipe config")
     data = cards.read_toml(path)
-    cards.check_keys(path, data, RecipeConfig, ())
+    stages = {key: data.pop(key) for key in ("stage1", "stage2") if key in data}
+    cards.check_table(path, data, RecipeConfig, (), rules=RECIPE_RULES)
     cfg = RecipeConfig()
     for key, value in data.items():
-        if key in ("stage1", "stage2"):
-            if not isinstance(value, dict):
-                raise InputError(path, f"'{key}' must be a table")
-            cards.check_keys(path, value, TrainConfig, (), prefix=f"{key}.")
-            setattr(cfg, key, replace(getattr(cfg, key), **value))
-        else:
-            setattr(cfg, key, value)
+        setattr(cfg, key, value)
+    for key, value in stages.items():
+        if not isinstance(value, dict):
+            raise InputError(path, f"expected a table, got {type(value).__name__}", field=key)
+        cards.check_table(path, value, TrainConfig, (), prefix=f"{key}.", rules=TRAIN_RULES)
+        stage = replace(getattr(cfg, key), **value)
+        if stage.batch_size % stage.grad_accum:
+            raise InputError(path, f"batch_size {stage.batch_size} is not a multiple of grad_accum {stage.grad_accum}",
+                             field=f"{key}.grad_accum")
+        setattr(cfg, key, stage)
     return cfg
+
+
+_unit = lambda v: None if 0 <= v <= 1 else f"expected a number in [0, 1], got {v!r}"  # noqa: E731
+RECIPE_RULES = {"images": cards.at_least(1), "chosen": cards.one_of(CHOSEN),
+                "noise_step": lambda v: None if 1 <= v <= 1000 else f"expected an integer in 1..1000, got {v!r}",
+                "max_new_tokens": cards.at_least(1), "gen_batch_size": cards.at_least(1), "seed": cards.at_least(0),
+                "injector_weights": lambda v: None if all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                          and x >= 0 for x in v.values())
+                else "expected a table of weights >= 0"}
+TRAIN_RULES = {"loss": cards.one_of(LOSSES), "beta": cards.above(0), "noisy_weight": _unit,
+               "noisy_form": cards.one_of(NOISY_FORMS), "sft_weight": cards.at_least(0, integer=False),
+               "steps": cards.at_least(1), "batch_size": cards.at_least(1), "grad_accum": cards.at_least(1),
+               "lr": cards.above(0), "warmup": cards.at_least(0), "weight_decay": cards.at_least(0, integer=False),
+               "max_grad_norm": cards.at_least(0, integer=False), "lora_r": cards.at_least(1),
+               "lora_alpha": cards.above(0), "lora_dropout": lambda v: None if 0 <= v < 1 else
+               f"expected a number in [0, 1), got {v!r}", "checkpoint_every": cards.at_least(1),
+               "seed": cards.at_least(0)}
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -181,9 +202,15 @@ def llm_injector(base_url: str | None, model: str | None, key_env: str | None, *
 
 # ------------------------------------------------------------------------------------------ the recipe
 
-def stages_for(recipe: str, cfg: RecipeConfig, stages: Sequence[int] = (1, 2)) -> list[tuple[str, TrainConfig]]:
+def stages_for(recipe: str, cfg: RecipeConfig, stages: Sequence[int] | None = None) -> list[tuple[str, TrainConfig]]:
+    """The (name, TrainConfig) stages a recipe runs; ``stages`` (povid only) picks some of POVID's two."""
     if recipe not in RECIPES:
         raise InputError(None, f"unknown recipe {recipe!r} (known: {', '.join(RECIPES)})")
+    if stages is not None and recipe != "povid":
+        raise InputError(None, f"--stages picks POVID's stages; --recipe {recipe} has one stage of its own")
+    if stages is not None and len(set(stages)) != len(stages):
+        raise InputError(None, f"--stages names a stage twice: {','.join(map(str, stages))}")
+    stages = (1, 2) if stages is None else stages
     if recipe == "dpo":
         return [("stage1", replace(cfg.stage1, steps=cfg.stage1.steps + cfg.stage2.steps))]
     if recipe == "noise-only":
@@ -256,7 +283,9 @@ def check_outputs(card_path: Path, card: cards.ModelCard, run_dir: Path, request
     paths.require_ours(run_dir, "training folder")
     previous = run_dir / "request.json"
     earlier = read_json(previous) if previous.is_file() else None
-    retrain = earlier is not None and earlier != request
+    if earlier is not None and not isinstance(earlier, dict):
+        raise InputError(previous, "corrupt training request (expected a JSON object): delete it, or pass --overwrite")
+    retrain = earlier is not None and earlier != request and _has_state(run_dir)
     changed = []
     if retrain:
         changed.append(f"{run_dir} was trained with other settings "
@@ -265,13 +294,13 @@ def check_outputs(card_path: Path, card: cards.ModelCard, run_dir: Path, request
         changed.append(f"{card_path} differs from the card this training writes")
     if changed and not overwrite:
         raise InputError(None, f"{'; '.join(changed)}: pass --overwrite to replace them, or choose another --out")
-    if retrain:  # the card is replaced at the end; the earlier training's files go now
-        for child in run_dir.iterdir():
+    if run_dir.is_dir() and (retrain or not _has_state(run_dir)):  # the earlier training's files go now (the card
+        for child in run_dir.iterdir():                                 # is replaced at the end)
             if child.name not in (paths.MARKER, paths.LOCK):
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
-def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[int] = (1, 2),
+def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[int] | None = None,
                config: RecipeConfig | None = None, preferences: str | None = None, image_root: str | None = None,
                world: str | Path | None = None, results: str | Path | None = None, merge: bool = False,
                injector=None, log: Callable[[str], None] = print, overwrite: bool = False) -> Path:
@@ -314,6 +343,14 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
                "stages": [n for n, _ in plan], "config": json.loads(json.dumps(asdict(cfg))),
                "preferences": _file_sha256(preferences), "image_root": str(image_root or ""),
                "world": str(world) if not preferences else "", "merge": merge}
+    error, given = None, None
+    if rank == 0 and preferences:  # a bad preference file stops us before anything is written
+        try:
+            given = load_preference_file(preferences, image_root)
+        except PovidError as e:
+            error = e
+    share_error(error, n_ranks)
+    new = [p for p in (results / "train", run_dir) if not p.exists()]
     with ExitStack() as held:
         error = None
         if rank == 0:
@@ -325,14 +362,43 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
             except PovidError as e:
                 error = e
         share_error(error, n_ranks)
-        _train(base, base_card, card, card_path, recipe, plan, cfg, run_dir, world=world, preferences=preferences,
-               image_root=image_root, merge=merge, injector=injector, log=log, rank=rank, n_ranks=n_ranks)
+        try:
+            _train(base, base_card, card, card_path, recipe, plan, cfg, run_dir, world=world, given=given,
+                   merge=merge, injector=injector, log=log, rank=rank, n_ranks=n_ranks)
+        except BaseException:
+            if rank == 0:
+                _roll_back(run_dir, new)
+            raise
     return card_path
 
 
+STATE = ("preferences.*.jsonl", "*/checkpoints/step-*", "*/adapter", "merged", "train_info.json")
+
+
+def _has_state(run_dir: Path) -> bool:
+    """Does a training folder hold anything a resume would use: the world's preference data, a checkpoint,
+    an adapter, a merged model? (A stage folder with a log but no checkpoint starts again from its step 0.)"""
+    return run_dir.is_dir() and any(next(run_dir.glob(pattern), None) is not None for pattern in STATE)
+
+
+def _roll_back(run_dir: Path, new: list[Path]) -> None:
+    """A training that failed before it kept anything leaves nothing behind: its request.json goes, and so do
+    the folders this call made (``new``: <results>/train and <results>/train/<out>) once they hold only markers."""
+    from povid_eval import paths
+
+    if _has_state(run_dir):
+        return
+    for child in run_dir.iterdir() if run_dir.is_dir() else ():
+        if child.name not in (paths.MARKER, paths.LOCK):
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    for folder in (run_dir, run_dir.parent):
+        if folder in new and all(p.name in (paths.MARKER, paths.LOCK) for p in folder.iterdir()):
+            shutil.rmtree(folder)
+
+
 def _train(base: str, base_card: cards.ModelCard, card: cards.ModelCard, card_path: Path, recipe: str, plan,
-           cfg: RecipeConfig, run_dir: Path, *, world: Path, preferences, image_root, merge: bool, injector, log, rank: int,
-           n_ranks: int) -> None:
+           cfg: RecipeConfig, run_dir: Path, *, world: Path, given: list[Preference] | None, merge: bool, injector, log,
+           rank: int, n_ranks: int) -> None:
     """The locked part of run_recipe: preference data, the stages, train_info.json, the merged model, the card."""
     import torch
     from transformers.utils import logging as hf_logging
@@ -351,8 +417,8 @@ def _train(base: str, base_card: cards.ModelCard, card: cards.ModelCard, card_pa
     group = _rank0_group(n_ranks)
     prefs = None
     if rank == 0:
-        if preferences:
-            prefs = load_preference_file(preferences, image_root)
+        if given is not None:
+            prefs = given
         elif data_path.is_file():
             prefs = read_preferences(data_path, image_root=cards.ROOT)
     vlm = load_vlm_card(base_card)
@@ -366,7 +432,7 @@ def _train(base: str, base_card: cards.ModelCard, card: cards.ModelCard, card_pa
         if needs_noisy and any(p.rejected_noisy_ids is None and p.rejected_noisy is None for p in prefs):
             prefs = add_noisy_rejections(vlm, prefs, base_card.template, step=cfg.noise_step, seed=cfg.seed,
                                          batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens)
-        if not preferences:
+        if given is None:
             # image paths written relative to the project root (paths.py), read back with image_root = ROOT
             write_preferences(data_path, [replace(p, image=_project_path(p.image)) for p in prefs])
     prefs = _from_rank0(prefs, n_ranks, group)

@@ -18,12 +18,14 @@ Preference Fine-tuning", 2024):
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_jsonl, iter_jsonl, read_json
+from povid_eval.io import (atomic_write_jsonl, check_image, iter_jsonl, read_json, require_dir, require_id,
+                           require_text)
 
 REQUIRED = ("id", "image", "prompt", "chosen", "rejected_text")
 TEXT_FIELDS = ("prompt", "chosen", "rejected_text", "rejected_noisy")
@@ -48,10 +50,16 @@ class Preference:
         return {k: v for k, v in d.items() if v is not None}
 
 
-def _check(path: Path, line: int | None, rec, image_root: Path | None, check_images: bool) -> Preference:
-    where = f"record {rec.get('id')!r}" if isinstance(rec, dict) and "id" in rec else "record"
+def _check(path: Path, line: int | None, rec, image_root: Path | None, check_images: bool,
+           where: str | None = None) -> Preference:
+    """One record, checked: the fields and their types (an id is an integer or a non-empty string; texts are
+    non-empty strings; token ids are integers >= 0; noise_step in 1..1000, noise_seed an integer >= 0) and,
+    with ``check_images``, that the image is a file. An InputError names the file, line and record."""
     if not isinstance(rec, dict):
-        raise InputError(path, "expected a json object per line", line=line)
+        raise InputError(path, f"expected a JSON object, got {type(rec).__name__}", line=line, field=where)
+    if "id" in rec:
+        require_id(path, rec["id"], "id", line=line, field=where)
+        where = where or f"record {rec['id']!r}"
     for key in REQUIRED:
         if key not in rec:
             raise InputError(path, f"missing field '{key}' (expected {', '.join(REQUIRED)})", line=line, field=where)
@@ -64,14 +72,30 @@ def _check(path: Path, line: int | None, rec, image_root: Path | None, check_ima
             continue
         if not isinstance(value, str) or not value.strip():
             raise InputError(path, f"'{key}' must be a non-empty string", line=line, field=where)
+        require_text(path, value, key, line=line, field=where)
     ids = rec.get("rejected_noisy_ids")
-    if ids is not None and (not isinstance(ids, list) or not ids or not all(isinstance(t, int) for t in ids)):
-        raise InputError(path, "'rejected_noisy_ids' must be a non-empty list of token ids", line=line, field=where)
+    if ids is not None and (not isinstance(ids, list) or not ids
+                            or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in ids)):
+        raise InputError(path, "'rejected_noisy_ids' must be a non-empty list of token ids (integers >= 0)",
+                         line=line, field=where)
+    for key, low, high in (("noise_step", 1, 1000), ("noise_seed", 0, None)):
+        value = rec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low
+                                  or high is not None and value > high):
+            bounds = f"in {low}..{high}" if high is not None else f">= {low}"
+            raise InputError(path, f"'{key}' must be an integer {bounds}, got {json.dumps(value)[:40]}", line=line,
+                             field=where)
+    if not isinstance(rec["image"], str) or not rec["image"]:
+        raise InputError(path, f"'image' must be a path (a non-empty string), got {json.dumps(rec['image'])[:60]}",
+                         line=line, field=where)
     image = Path(rec["image"])
     if not image.is_absolute() and image_root is not None:
         image = image_root / image
-    if check_images and not image.is_file():
-        raise InputError(path, f"image not found: {image}", line=line, field=where)
+    if check_images:
+        try:
+            check_image(image)
+        except InputError as e:
+            raise InputError(path, f"{e.message}: {image}", line=line, field=where) from None
     fields = {**rec, "id": str(rec["id"]), "image": str(image)}
     if ids is not None:
         fields["rejected_noisy_ids"] = tuple(ids)
@@ -84,6 +108,8 @@ def read_preferences(path: str | Path, image_root: str | Path | None = None, *,
     one-line InputError naming the file, the line and the record's id. Duplicate ids are an error too."""
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
+    if image_root is not None:
+        require_dir(root, "image root (--image-root)")
     out, seen = [], {}
     for line, rec in iter_jsonl(path):
         pref = _check(path, line, rec, root, check_images)
@@ -116,11 +142,11 @@ def import_povid_release(path: str | Path, image_folder: str | Path, *, check_im
     "value": y_l^t}]}``. The ``<image>`` marker and surrounding whitespace are removed from the question (our
     template puts the image back). y_l^n is not in the release: POVID generates it during training.
     """
-    path, folder = Path(path), Path(image_folder)
+    path, folder = Path(path), require_dir(image_folder, "image root (--image-root)")
     data = read_json(path)
-    if not isinstance(data, list):
-        raise InputError(path, "expected a json list of LLaVA conversation records")
-    out = []
+    if not isinstance(data, list) or not data:
+        raise InputError(path, "expected a non-empty JSON list of LLaVA conversation records")
+    out, seen = [], {}
     for i, entry in enumerate(data):
         where = f"record {i}"
         if not isinstance(entry, dict):
@@ -129,10 +155,14 @@ def import_povid_release(path: str | Path, image_folder: str | Path, *, check_im
             if key not in entry:
                 raise InputError(path, f"missing '{key}'", field=where)
         question = _conversation_text(entry["conversations"], "human", path, f"{where}.conversations")
-        rec = {"id": str(entry.get("id", i)), "image": entry["image"],
+        rec = {"id": entry.get("id", i), "image": entry["image"],
                "prompt": question.replace("<image>", "").strip(),
                "chosen": _conversation_text(entry["conversations"], "gpt", path, f"{where}.conversations"),
                "rejected_text": _conversation_text(entry["rejected_conversations"], "gpt", path,
                                                    f"{where}.rejected_conversations")}
-        out.append(_check(path, None, rec, folder, check_images))
+        pref = _check(path, None, rec, folder, check_images, where=where)
+        if pref.id in seen:
+            raise InputError(path, f"duplicate id {pref.id!r} (first in record {seen[pref.id]})", field=where)
+        seen[pref.id] = i
+        out.append(pref)
     return out

@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from safetensors import SafetensorError
 
-from povid_eval.errors import MissingAssetError
+from povid_eval.errors import InputError, MissingAssetError
 from povid_eval.vlm.logprobs import response_logprobs
 from povid_eval.vlm.tokenizer import capitalize_sentences
 
 _ANCHOR = "ASSISTANT:"
+# What a corrupt weight or config file raises while loading (truncated safetensors, broken json).
+CORRUPT = (SafetensorError, ValueError, UnicodeDecodeError)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -144,13 +147,24 @@ def load_vlm(path: str | Path, adapter: str | Path | None = None, dtype: str = "
                     "POVID_EVAL_ALLOW_DOWNLOADS=1") if is_hub_id(path) else ""
             raise MissingAssetError(f"{path}: cannot load the model offline ({e.__class__.__name__}: "
                                     f"{str(e).splitlines()[0] if str(e) else 'missing files'}){hint}") from None
+        except CORRUPT as e:
+            raise InputError(path, f"unreadable model files ({_first_line(e)}): restore or re-download them") from None
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+        except (OSError, *CORRUPT) as e:
+            raise InputError(adapter, f"unreadable LoRA adapter ({_first_line(e)}): retrain it (povid-eval train "
+                                      "--overwrite) or fix the card's adapter path") from None
     model.to(device).eval()
     return VLM(model=model, processor=processor, path=str(path), adapter=None if adapter is None else str(adapter),
                device=device, dtype=dtype)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200] if text else 'no detail'}"
 
 
 def load_vlm_card(card) -> "VLM":

@@ -117,7 +117,7 @@ def world_hash(world_dir: str | Path) -> str:
     manifest = Path(world_dir) / "manifest.json"
     if not manifest.is_file():
         raise MissingAssetError(f"{manifest}: not found (build the world first: povid_eval.world.build_world)")
-    data = json.loads(manifest.read_text())
+    data = read_json(manifest)
     for key in ("hash", "world_hash", "sha256"):
         if isinstance(data, dict) and isinstance(data.get(key), str):
             return data[key]
