@@ -261,6 +261,8 @@ def test_train_cli_resumes_after_a_kill(tmp_path, world):
     a = load_file(str(tmp_path / "a" / "train" / "tuned" / "stage2" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "b" / "train" / "tuned" / "stage2" / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    config = "train/tuned/stage2/adapter/adapter_config.json"  # byte-identical (the model's fingerprint hashes it)
+    assert (tmp_path / "a" / config).read_bytes() == (tmp_path / "b" / config).read_bytes()
     log = (tmp_path / "b" / "train" / "tuned" / "stage2" / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in log] == [0, 1, 2, 3]
 

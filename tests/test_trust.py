@@ -398,3 +398,25 @@ def test_leaderboard_refuses_metrics_of_an_earlier_model(own_model, tmp_path, ca
     rc, err = run_main(capsys, "leaderboard", "--out", out, "--frontier-model", "mine")
     assert rc == 2
     one_line(err, "metrics.json", "another version of model 'mine'", "--fresh")
+
+
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tiny_env, tmp_path):
+    """SIGINT mid-run: exit 130 with one line, the lock released, and the resumed run has every sample once."""
+    root, variables = tiny_env
+    out = tmp_path / "r"
+    args = [sys.executable, "-m", "povid_eval", "run", "--bench", "chair", "--model", "tiny", "--batch-size", "1",
+            "--limit", "24", "--out", str(out)]
+    env = {**os.environ, **variables}
+    proc = subprocess.Popen(args, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    samples = out / "tiny" / "chair" / "samples.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate()[1]
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "povid-eval: interrupted" and "Traceback" not in err, err
+    resumed = subprocess.run(args, env=env, cwd=root, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    keys = [json.loads(x)["key"] for x in samples.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 24

@@ -341,12 +341,23 @@ def _load_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+def save_adapter(model, folder: Path) -> None:
+    """The PEFT adapter (safetensors) into ``folder``, byte-identical for the same weights: PEFT writes
+    ``target_modules`` from a set, in an order that changes from process to process, so it is sorted."""
+    model.save_pretrained(str(folder), safe_serialization=True)
+    config_path = folder / "adapter_config.json"
+    config = read_json(config_path)
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def save_checkpoint(model, opt, folder: Path, state: dict) -> None:
     """adapter + optimizer + state.json into ``folder`` (via a temp folder renamed at the end)."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    save_adapter(model, tmp)
     _save_optimizer(opt, tmp)
     atomic_write_json(tmp / "state.json", state)
     shutil.rmtree(folder, ignore_errors=True)
@@ -581,7 +592,7 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
             "wall_s": round(time.time() - t0, 1)}
     if rank == 0:
         if complete:
-            model.save_pretrained(str(out / "adapter.tmp"), safe_serialization=True)
+            save_adapter(model, out / "adapter.tmp")
             shutil.rmtree(out / "adapter", ignore_errors=True)
             (out / "adapter.tmp").rename(out / "adapter")
         atomic_write_json(out / "train_info.json", info)
