@@ -172,42 +172,35 @@ def _umask() -> int:
     return mask
 
 
-def read_image(path: str | Path, context: str = ""):
-    """An RGB PIL image; a missing or unreadable file is an InputError naming it (and ``context``)."""
+def _open_image(path: str | Path, context: str, decode: bool):
+    """The image at ``path`` as RGB (``decode``), or only its header checked; an InputError names the file
+    (and ``context``) when it is missing, a folder, too large for PIL's limit, or unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     suffix = f" ({context})" if context else ""
     if not Path(path).is_file():
-        raise InputError(path, f"image not found{suffix}")
+        raise InputError(path, f"image not found{suffix}" if not Path(path).exists() else
+                         f"image expected, found a folder{suffix}")
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return im.convert("RGB") if decode else None
     except Image.DecompressionBombError as e:
         raise InputError(path, f"image too large{suffix}: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
             raise
         raise InputError(path, f"unreadable image{suffix}: {e}") from None
+
+
+def read_image(path: str | Path, context: str = ""):
+    """An RGB PIL image; a missing or unreadable file is an InputError naming it (and ``context``)."""
+    return _open_image(path, context, decode=True)
 
 
 def check_image(path: str | Path, context: str = "") -> None:
     """A quick look at an image file's header (no decoding): an InputError unless it is a file PIL can open
     within its size limit. A truncated file passes; read_image finds it when the pixels are needed."""
-    from PIL import Image, UnidentifiedImageError
-
-    suffix = f" ({context})" if context else ""
-    if not Path(path).is_file():
-        raise InputError(path, f"image not found{suffix}" if not Path(path).exists() else f"image expected, found a "
-                               f"folder{suffix}")
-    try:
-        with Image.open(path):
-            pass
-    except Image.DecompressionBombError as e:
-        raise InputError(path, f"image too large{suffix}: {e}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
-            raise
-        raise InputError(path, f"unreadable image{suffix}: {e}") from None
+    _open_image(path, context, decode=False)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

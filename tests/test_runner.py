@@ -3,7 +3,6 @@ resume after SIGKILL, torchrun sharding, and clear errors."""
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -16,34 +15,13 @@ import pytest
 from povid_eval import cards, runner
 
 ROOT = Path(__file__).resolve().parents[1]
-LIMITS = {"chair": 6, "pope": 12, "mme": 3, "mmhal": 8}
+from conftest import TINY_LIMITS as LIMITS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    from povid_eval.vlm import build_tiny_llava
-    from povid_eval.vlm.tokenizer import vocab_from_texts
-    from povid_eval.world import build_world
-
-    root = tmp_path_factory.mktemp("run")
-    world = root / "world"
-    build_world(world, seed=0, n_train=8, n_val=24)
-    texts = [c["caption"] for c in json.loads((world / "annotations" / "captions_val.json").read_text())["annotations"]]
-    texts += [json.loads(x)["text"] for x in (world / "pope" / "llava_pope_test.jsonl").read_text().splitlines()]
-    model, processor = build_tiny_llava(vocab_from_texts(texts), seed=0)
-    model.save_pretrained(root / "tiny")
-    processor.save_pretrained(root / "tiny")
-    (root / "models").mkdir()
-    (root / "models" / "tiny.toml").write_text(f'path = "{root / "tiny"}"\n')
-    (root / "benchmarks").mkdir()
-    for bench in cards.BENCHES:
-        text = (ROOT / "benchmarks" / f"{bench}.toml").read_text()
-        text = text.replace('data = "data/world"', f'data = "{world}"\nlimit = {LIMITS[bench]}')
-        text = re.sub(r"max_new_tokens = \d+", "max_new_tokens = 6", text)
-        (root / "benchmarks" / f"{bench}.toml").write_text(text)
-    variables = {"POVID_EVAL_MODELS": str(root / "models"), "POVID_EVAL_BENCHMARKS": str(root / "benchmarks"),
-                 "POVID_EVAL_CACHE": str(root / "cache")}
-    return root, variables
+def env(tiny_env):
+    """The shared tiny world and model (conftest.tiny_env)."""
+    return tiny_env
 
 
 @pytest.fixture
