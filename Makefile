@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: setup browser test demo clean
 
 setup: $(STAMP)
-	@$(BIN)/python -m povid_eval.nltk_setup
+	@$(BIN)/python -m povid_eval.benches.chair.nltk_setup
 
 # Re-run the install only when the dependency list changes; torch is pinned by constraints.txt
 # (a range that admits a newer torch pulls a multi-GB CUDA build on CPU machines).

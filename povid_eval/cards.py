@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from povid_eval import paths
-from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_text
+from povid_eval.core import paths
+from povid_eval.core.errors import InputError
+from povid_eval.core.io import atomic_write_text
 
 ROOT = paths.ROOT
 BENCHES = ("chair", "pope", "mme", "mmhal")
@@ -266,7 +266,7 @@ _MODEL_RULES = {
 
 
 def load_model_card(name_or_path: str, folder: Path | None = None) -> ModelCard:
-    from povid_eval.vlm.prompts import template_problem
+    from povid_eval.prompts import template_problem
 
     path, data = _read_card(name_or_path, folder or models_dir(), "model")
     generation = data.pop("generation", {})

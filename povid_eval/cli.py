@@ -8,8 +8,9 @@ import math
 import sys
 from pathlib import Path
 
-from povid_eval import __version__, paths
-from povid_eval.errors import InputError, PovidError
+from povid_eval import __version__
+from povid_eval.core import paths
+from povid_eval.core.errors import InputError, PovidError
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,7 +38,7 @@ def _count(minimum: int):
 def _name(what: str):
     """An argparse type for a model / output name (paths.NAME_PATTERN)."""
     def parse(text: str) -> str:
-        from povid_eval.paths import name_problem
+        from povid_eval.core.paths import name_problem
 
         problem = name_problem(text)
         if problem:
@@ -149,7 +150,7 @@ def cmd_score_mmhal(args) -> None:
     if args.judge_replies is not None:
         result = mmhal_from_files(args.responses, args.judge_replies)
     else:
-        from povid_eval import judges
+        from povid_eval.benches.mmhal import judges
 
         judge = judges.build_judge(args.judge, model=args.judge_model or "", base_url=args.judge_base_url or "",
                                    key_env=args.judge_key_env or "", judge_prompt=args.judge_prompt)
@@ -158,7 +159,8 @@ def cmd_score_mmhal(args) -> None:
 
 
 def cmd_run(args) -> None:
-    from povid_eval import cards, runner
+    from povid_eval import cards
+    from povid_eval.run import runner
 
     names = cards.bench_names(args.bench)
     cards.load_model_card(args.model)  # unknown model or bad card: fail before any work
@@ -178,7 +180,7 @@ def cmd_run(args) -> None:
 
 
 def cmd_doctor(args) -> None:
-    from povid_eval import doctor
+    from povid_eval.run import doctor
 
     if not args.model and not args.bench:
         args.model, args.bench = "base", "all"
@@ -208,7 +210,7 @@ def _numbers(kind):
 
 
 def cmd_frontier(args) -> None:
-    from povid_eval.frontier import frontier
+    from povid_eval.run.frontier import frontier
 
     result = frontier(args.model, args.bench, biases=args.biases, out=paths.results_root(args.out),
                       batch_size=args.batch_size, limit=args.limit)
@@ -222,7 +224,7 @@ def cmd_frontier(args) -> None:
 def cmd_world_build(args) -> None:
     import time
 
-    from povid_eval.world import SUMMARY_FILE, build_world
+    from povid_eval.world import build_world, SUMMARY_FILE
 
     start = time.time()
     out = paths.from_cli(args.out, "data/world")
@@ -232,7 +234,7 @@ def cmd_world_build(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from povid_eval.vlm.pretrain import pretrain
+    from povid_eval.world.pretrain import pretrain
 
     pretrain(paths.from_cli(args.world, "data/world"), paths.from_cli(args.out, "models/base"), seed=args.seed)
 
@@ -305,7 +307,7 @@ def cmd_perf(args) -> None:
         raise InputError(None, f"{given[0]} times CHAIR scoring; it does not go with --train or --generate")
     for value in (args.captions, args.gt_objects):
         if value:
-            from povid_eval.io import require_file
+            from povid_eval.core.io import require_file
 
             require_file(value)
     results = perf.main(Path(args.captions) if args.captions else None,
@@ -369,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-key-env", help="environment variable holding the judge's API key (default "
                                            "OPENAI_API_KEY; the key is never written anywhere)")
     p.add_argument("--judge-prompt", metavar="FILE", help="judge prompt with four {} slots (image contents, question, "
-                   "standard answer, model answer); default: povid_eval/benches/mmhal_judge_prompt.txt")
+                   "standard answer, model answer); default: povid_eval/benches/mmhal/judge_prompt.txt")
     p.add_argument("--save-replies", metavar="FILE", help="write the judge's replies (the --judge-replies layout)")
 
     p = commands.add_parser("run", help="generate (cached, resumable) and score benches for a model")
@@ -404,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="base", help="a model card name (models/<name>.toml); default base")
     p.add_argument("--bench", default="chair", help="a CHAIR bench card name (default chair)")
     p.add_argument("--biases", type=_numbers(float), default=None,
-                   help="comma-separated logit biases (default: povid_eval.frontier.DEFAULT_BIASES)")
+                   help="comma-separated logit biases (default: povid_eval.run.frontier.DEFAULT_BIASES)")
     p.add_argument("--batch-size", type=_count(1), default=16, help="prompts per generation batch (default 16)")
     p.add_argument("--limit", type=_count(0), default=0, help="first N images (0 = all)")
     p.add_argument("--out", help="results folder (default: the project's results/)")
@@ -498,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"povid-eval: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the machine's: a full disk, a read-only folder (io.STORAGE_ERRNOS); not a bug
-        from povid_eval.io import STORAGE_ERRNOS
+        from povid_eval.core.io import STORAGE_ERRNOS
 
         if e.errno not in STORAGE_ERRNOS:
             raise

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from povid_eval import coco
-from povid_eval.benches import chair
-from povid_eval.io import read_records
-from povid_eval.report import stats
+from povid_eval.benches import coco
+from povid_eval.benches.chair import scorer as chair
+from povid_eval.core.io import read_records
+from povid_eval.core import stats
 
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "chair"
 
@@ -107,7 +107,7 @@ def _trl_trainer(card, prefs, cfg, out_dir: Path):
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from povid_eval.io import read_image
+    from povid_eval.core.io import read_image
     from povid_eval.train.loop import language_model_linear_names
     from povid_eval.vlm import load_vlm
 
@@ -151,7 +151,7 @@ def train_step_speed(n_records: int = 16, repeat: int = 5, warmup: int = 1, mode
     import torch
 
     from povid_eval import cards
-    from povid_eval.train.loop import Scorer, TrainConfig, add_lora
+    from povid_eval.train.loop import add_lora, Scorer, TrainConfig
     from povid_eval.train.povid import RecipeConfig, world_preferences
     from povid_eval.vlm import load_vlm
 
@@ -159,7 +159,7 @@ def train_step_speed(n_records: int = 16, repeat: int = 5, warmup: int = 1, mode
     torch.set_num_threads(card.threads or 1)
     world_dir = Path(world) if Path(world).is_absolute() else cards.ROOT / world
     if not (world_dir / "annotations").is_dir():
-        from povid_eval.runner import ensure_world
+        from povid_eval.run.runner import ensure_world
 
         ensure_world(cards.load_bench_card("chair"))
     vlm = load_vlm(card.resolve(card.path), dtype=card.dtype, device=card.device)

@@ -11,10 +11,13 @@ import json
 import sys
 from pathlib import Path
 
-from povid_eval import coco
-from povid_eval.benches import chair, mme, mmhal, pope
-from povid_eval.errors import InputError
-from povid_eval.io import (atomic_write_jsonl, iter_jsonl, read_json, read_lines, read_records, require_dir,
+from povid_eval.benches import coco
+from povid_eval.benches.chair import scorer as chair
+from povid_eval.benches.mme import scorer as mme
+from povid_eval.benches.mmhal import scorer as mmhal
+from povid_eval.benches.pope import scorer as pope
+from povid_eval.core.errors import InputError
+from povid_eval.core.io import (atomic_write_jsonl, iter_jsonl, read_json, read_lines, read_records, require_dir,
                            require_fields, require_id, require_text)
 
 
@@ -365,7 +368,7 @@ def mmhal_from_files(responses: str | Path, judge_replies: str | Path | None = N
     records = load_mmhal_template(responses)
     if judge_replies is not None:
         return mmhal_result(records, load_judge_replies(judge_replies, len(records)), "judge-replies")
-    from povid_eval import judges
+    from povid_eval.benches.mmhal import judges
 
     replies = judges.judge_all(judge, records)
     if save_replies is not None:

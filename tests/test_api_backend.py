@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from chat_server import ChatServer, clear_proxies, user_image, user_text
-from povid_eval import api_model, cards, runner
-from povid_eval.errors import MissingAssetError
-from povid_eval.io import read_image
-from povid_eval.openai_client import ChatAPIError
+from povid_eval.vlm import api as api_model
+from povid_eval import cards
+from povid_eval.run import runner
+from povid_eval.core.errors import MissingAssetError
+from povid_eval.core.io import read_image
+from povid_eval.core.http import ChatAPIError
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"

@@ -192,7 +192,7 @@ class Corpus:
     def chair_results(self) -> Path:
         """A results folder holding a finished run of tiny on the chair card."""
         if "chair" not in self._built:
-            from povid_eval import runner
+            from povid_eval.run import runner
 
             out = self.factory.mktemp("chair-results") / "results"
             with self._env():

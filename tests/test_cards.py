@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from povid_eval import cards
-from povid_eval.errors import InputError
+from povid_eval.core.errors import InputError
 
 
 def test_model_card_round_trip(tmp_path):

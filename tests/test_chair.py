@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from povid_eval import coco, score
-from povid_eval.benches import chair
+from povid_eval.benches import coco
+from povid_eval import score
+from povid_eval.benches.chair import scorer as chair
 
 CAPTIONS = "chair/llava-1.5-7b_greedy_captions.jsonl"
 GT = "chair/coco2014_gt_objects.json.gz"

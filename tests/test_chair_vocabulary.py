@@ -3,7 +3,7 @@
 import gzip
 import json
 
-from povid_eval.benches import chair
+from povid_eval.benches.chair import scorer as chair
 
 
 def reference_inverse_synonyms(path):

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from povid_eval import cards, cli, runner
-from povid_eval.errors import InputError
+from povid_eval import cli
+from povid_eval.run import runner
+from povid_eval.core.errors import InputError
 from povid_eval.report import compare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def test_missing_results_and_unknown_models_are_clear(results, tmp_path, capsys)
 def test_chair_i_at_matched_recall_against_the_baseline_frontier(results):
     import json
 
-    from povid_eval.frontier import chair_i_at_recall
+    from povid_eval.run.frontier import chair_i_at_recall
 
     units, from_sums = compare.aligned_units("a", "chair", results)
     assert compare.matched_recall_row("c", "chair", units, from_sums, results) is None      # c has no frontier

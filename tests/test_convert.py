@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from povid_eval.errors import MissingAssetError, PovidError
-from povid_eval.vlm.build import CLIP_MEAN, CLIP_STD, build_tiny_llava
+from povid_eval.core.errors import MissingAssetError, PovidError
+from povid_eval.vlm.build import build_tiny_llava, CLIP_MEAN, CLIP_STD
 from povid_eval.vlm.convert import check_original_llava, is_original_llava, load_original_llava
 from povid_eval.vlm.tokenizer import format_prompt, vocab_from_texts
 

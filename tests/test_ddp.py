@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from povid_eval.errors import InputError
+from povid_eval.core.errors import InputError
 from povid_eval.train import loop
-from povid_eval.train.loop import TrainConfig, train
+from povid_eval.train.loop import train, TrainConfig
 from povid_eval.train.preferences import Preference, write_preferences
 
 TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 torch.set_num_threads(1)
-from povid_eval.train.loop import TrainConfig, train
+from povid_eval.train.loop import train, TrainConfig
 from povid_eval.train.povid import load_recipe_config, run_recipe
 from povid_eval.train.preferences import read_preferences
 from povid_eval.vlm import load_vlm

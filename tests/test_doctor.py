@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from povid_eval import cards, doctor, runner
+from povid_eval import cards
+from povid_eval.run import doctor, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NESTED = "color"  # an MME subtask whose images sit in <subtask>/images/, as five real subtasks do
@@ -132,14 +133,14 @@ def test_missing_or_bad_image_list(cards_env, tmp_path):
     assert "image list" in failed(doctor.bench_checks(bench("chair-coco", image_ids=str(tmp_path / "none.txt"))))
     bad = tmp_path / "bad.txt"
     bad.write_text("123456789\n")
-    from povid_eval.errors import InputError
+    from povid_eval.core.errors import InputError
 
     with pytest.raises(InputError, match="not in instances_val2014.json"):
         doctor.bench_checks(bench("chair-coco", image_ids=str(bad)))
 
 
 def test_missing_nltk_data(cards_env, monkeypatch):
-    import povid_eval.nltk_setup as nltk_setup
+    import povid_eval.benches.chair.nltk_setup as nltk_setup
 
     monkeypatch.setattr(nltk_setup, "missing_resources", lambda: ["punkt_tab", "wordnet"])
     problems = failed(doctor.bench_checks(bench("chair-coco")))
@@ -344,7 +345,7 @@ def test_hub_id_from_the_local_cache(real, tmp_path):
 def test_compare_rebuilds_each_runs_items(cards_env, tmp_path):
     """compare rebuilds a run's items with the run's own --data / --image-ids (recorded in metrics.json), and
     refuses two runs of different protocols."""
-    from povid_eval.errors import InputError
+    from povid_eval.core.errors import InputError
     from povid_eval.report.compare import compare_models
 
     base, data, models, _ = cards_env

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from povid_eval import frontier as fr
-from povid_eval import cli, runner
+from povid_eval.run import frontier as fr
+from povid_eval import cli
+from povid_eval.run import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "models" / "base"

@@ -2,7 +2,7 @@
 
 import json
 
-from povid_eval.report.hallucination import prior_share
+from povid_eval.benches.chair.sources import prior_share
 
 
 def test_prior_and_break_shares(tmp_path):

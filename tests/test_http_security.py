@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from chat_server import ChatServer, clear_proxies
 
-from povid_eval import doctor
-from povid_eval.openai_client import ChatAPIError, ChatClient
+from povid_eval.run import doctor
+from povid_eval.core.http import ChatAPIError, ChatClient
 
 KEY_ENV = "POVID_TEST_SECURITY_KEY"
 KEY = 'sk-sec-"4e7a"\\9+c/d0-secret'  # JSON-escaping and URL-quoting both change it
@@ -122,7 +122,7 @@ def test_303_to_a_post_is_not_turned_into_a_get(servers, tmp_path, sleeps):
 
 
 def test_origin_compares_scheme_host_and_port():
-    from povid_eval.openai_client import origin, redirect_refusal
+    from povid_eval.core.http import origin, redirect_refusal
 
     assert origin("HTTPS://API.example.com/v1") == origin("https://api.example.com:443/x") == \
         "https://api.example.com:443"

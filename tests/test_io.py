@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from povid_eval.io import atomic_write_bytes, atomic_write_text
+from povid_eval.core.io import atomic_write_bytes, atomic_write_text
 
 
 def test_atomic_write_has_umask_permissions_and_leaves_no_temp(tmp_path):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from povid_eval import judges
-from povid_eval.benches import mmhal
+from povid_eval.benches.mmhal import judges
+from povid_eval.benches.mmhal import scorer as mmhal
 
 RECORD = {"question_type": "attribute", "image_content": ["red dog", "blue car", "green bench"],
           "question": "What color is the dog?", "gt_answer": "The dog is red."}

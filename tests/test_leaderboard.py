@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from povid_eval import cli
-from povid_eval.errors import InputError
+from povid_eval.core.errors import InputError
 from povid_eval.report import leaderboard
 
 METRICS = {

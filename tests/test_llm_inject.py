@@ -17,9 +17,9 @@ from PIL import Image
 from chat_server import ChatServer, clear_proxies
 from chat_server import user_text as last_user_text
 
-from povid_eval.errors import MissingAssetError, PovidError
-from povid_eval.openai_client import ChatAPIError, ChatClient, image_content, parse_retry_after
-from povid_eval.train.llm_inject import RETRY_NOTE, InjectionError, LLMInjector, parse_rewrite
+from povid_eval.core.errors import MissingAssetError, PovidError
+from povid_eval.core.http import ChatAPIError, ChatClient, image_content, parse_retry_after
+from povid_eval.train.llm_inject import InjectionError, LLMInjector, parse_rewrite, RETRY_NOTE
 
 KEY_ENV, KEY = "POVID_TEST_API_KEY", "sk-test-7f3a9c-secret"
 

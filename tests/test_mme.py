@@ -5,7 +5,7 @@ import json
 import pytest
 
 from povid_eval import score
-from povid_eval.benches import mme
+from povid_eval.benches.mme import scorer as mme
 
 
 def check_against_expected(metrics, want):

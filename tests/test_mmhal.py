@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from povid_eval import score
-from povid_eval.benches import mmhal
+from povid_eval.benches.mmhal import scorer as mmhal
 
 
 @pytest.mark.parametrize("reply, want", [

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from chat_server import ChatServer, clear_proxies, user_text
 
-from povid_eval import cards, cli, judges, runner, score
-from povid_eval.benches import mmhal
-from povid_eval.errors import InputError, PovidError
+from povid_eval import cards, cli, score
+from povid_eval.benches.mmhal import judges
+from povid_eval.run import runner
+from povid_eval.benches.mmhal import scorer as mmhal
+from povid_eval.core.errors import InputError, PovidError
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ENV, KEY = "POVID_TEST_JUDGE_KEY", "sk-judge-test-0b9e51-secret"

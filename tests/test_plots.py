@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from povid_eval.errors import InputError
+from povid_eval.core.errors import InputError
 from povid_eval.report import plots
 
 SPLITS = ("random", "popular", "adversarial")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from povid_eval import score
-from povid_eval.benches import pope
+from povid_eval.benches.pope import scorer as pope
 
 
 def test_reference_numbers(fixtures, expected):

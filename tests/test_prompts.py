@@ -3,8 +3,8 @@
 import pytest
 
 from povid_eval import cards
-from povid_eval.errors import InputError
-from povid_eval.vlm.prompts import named_templates, render, template_problem
+from povid_eval.core.errors import InputError
+from povid_eval.prompts import named_templates, render, template_problem
 
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
                  "helpful, detailed, and polite answers to the user's questions.")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from povid_eval import cards, runner
+from povid_eval import cards
+from povid_eval.run import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 from conftest import TINY_LIMITS as LIMITS  # noqa: E402

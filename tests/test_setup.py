@@ -2,7 +2,7 @@
 
 import os
 
-from povid_eval import nltk_setup
+from povid_eval.benches.chair import nltk_setup
 
 
 def test_nltk_data_found_without_environment_variable():

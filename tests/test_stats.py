@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from povid_eval import score
-from povid_eval.benches import chair
-from povid_eval.report import stats
+from povid_eval.benches.chair import scorer as chair
+from povid_eval.core import stats
 
 
 def test_binomial_proportion_matches_normal_approximation():

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from povid_eval.errors import InputError
+from povid_eval.core.errors import InputError
 from povid_eval.train import inject
-from povid_eval.train.loop import Scorer, TrainConfig, add_lora, kinds_for, parameter_breakdown, train
+from povid_eval.train.loop import kinds_for, Scorer, train, TrainConfig
 from povid_eval.train.povid import RecipeConfig, world_preferences
-from povid_eval.train.preferences import Preference, import_povid_release, read_preferences, write_preferences
+from povid_eval.train.preferences import import_povid_release, Preference, read_preferences, write_preferences
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "models" / "base"
@@ -278,7 +278,7 @@ def test_corrected_answer_deletes_what_the_image_lacks():
 
 
 def test_world_preferences_are_grounded(prefs, world):
-    from povid_eval import coco
+    from povid_eval.benches import coco
 
     objects = coco.image_objects(world / "annotations" / "instances_train.json", key="id")
     for p in prefs:

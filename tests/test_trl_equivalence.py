@@ -23,9 +23,9 @@ from PIL import Image
 
 trl = pytest.importorskip("trl")
 
-from povid_eval.train.loop import Scorer, TrainConfig, add_lora, batch_loss  # noqa: E402
+from povid_eval.train.loop import add_lora, batch_loss, Scorer, TrainConfig  # noqa: E402
 from povid_eval.train.preferences import Preference  # noqa: E402
-from povid_eval.vlm import VLM, build_tiny_llava  # noqa: E402
+from povid_eval.vlm import build_tiny_llava, VLM  # noqa: E402
 from povid_eval.vlm.logprobs import pack_right  # noqa: E402
 from povid_eval.vlm.tokenizer import vocab_from_texts  # noqa: E402
 

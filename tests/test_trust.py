@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from povid_eval import cards, paths, runner
+from povid_eval import cards
+from povid_eval.core import paths
+from povid_eval.run import runner
 from povid_eval.cli import main
-from povid_eval.errors import InputError
+from povid_eval.core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -288,7 +290,7 @@ def small_disk(tmp_path):
 
 def test_full_disk_is_one_line_and_a_resume_gives_identical_metrics(use_tiny_env, tmp_path, small_disk, monkeypatch,
                                                                     capsys):
-    from povid_eval import doctor
+    from povid_eval.run import doctor
 
     check = doctor.disk_check  # the run's own free-space check wants 1 GB; this disk is 48 KB on purpose
     monkeypatch.setattr(doctor, "disk_check", lambda out, need_gb=0: check(out, 0))
@@ -311,7 +313,7 @@ def test_full_disk_is_one_line_and_a_resume_gives_identical_metrics(use_tiny_env
 
 
 def test_read_only_results_folder_is_one_line(use_tiny_env, tmp_path, capsys, monkeypatch):
-    from povid_eval import doctor
+    from povid_eval.run import doctor
 
     mnt = tmp_path / "ro"
     if not _mount_tmpfs(mnt, "4g", "ro"):
@@ -332,7 +334,7 @@ def test_read_only_results_folder_is_one_line(use_tiny_env, tmp_path, capsys, mo
 def test_storage_errors_name_the_path_of_a_failing_write(tmp_path, monkeypatch):
     import errno
 
-    from povid_eval import io
+    from povid_eval.core import io
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

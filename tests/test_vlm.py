@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from povid_eval.errors import MissingAssetError
-from povid_eval.vlm import VLM, build_tiny_llava, format_prompt, format_response, load_vlm, response_logprobs
+from povid_eval.core.errors import MissingAssetError
+from povid_eval.vlm import build_tiny_llava, format_prompt, format_response, load_vlm, response_logprobs, VLM
 from povid_eval.vlm.tokenizer import detokenize, vocab_from_texts
 
 ROOT = Path(__file__).resolve().parents[1]

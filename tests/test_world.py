@@ -6,8 +6,12 @@ from collections import defaultdict
 
 import pytest
 
-from povid_eval import coco, paths, score
-from povid_eval.benches import chair, mmhal, pope
+from povid_eval.benches import coco
+from povid_eval.core import paths
+from povid_eval import score
+from povid_eval.benches.chair import scorer as chair
+from povid_eval.benches.mmhal import scorer as mmhal
+from povid_eval.benches.pope import scorer as pope
 from povid_eval.world import build_world, catalog, export, load_manifest, text
 from povid_eval.world.benchsets import TOPICS
 

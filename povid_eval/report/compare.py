@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from povid_eval import cards, score
-from povid_eval.errors import InputError
+from povid_eval.core.errors import InputError
 
 HEADLINE = {
     "chair": ("CHAIRs", "CHAIRi", "Recall", "Len", "mean_words"),
@@ -28,7 +28,7 @@ HEADLINE = {
 
 def aligned_samples(model: str, bench: str, out: str | Path = "results") -> list[tuple[int, dict]]:
     """A model's finished samples of a bench as (line, record), in the bench's item order."""
-    from povid_eval import runner
+    from povid_eval.run import runner
 
     card = runner.run_card(model, bench, out)
     path = Path(out) / model / card.name / "samples.jsonl"
@@ -47,7 +47,7 @@ def aligned_samples(model: str, bench: str, out: str | Path = "results") -> list
 def units_of(card: cards.BenchCard, samples: list[tuple[int, dict]], judge_prompt: str | None = None):
     """(matrix, from_sums): the per-unit rows of samples in item order, from the bench's reference scorer
     (MMHal: the judge with ``judge_prompt``, replies from the judge cache)."""
-    from povid_eval import runner
+    from povid_eval.run import runner
 
     return runner.score_samples(card, samples, with_units=True, judge_prompt=judge_prompt)["units"]
 
@@ -55,7 +55,7 @@ def units_of(card: cards.BenchCard, samples: list[tuple[int, dict]], judge_promp
 def recorded_judge_prompt(model: str, card: cards.BenchCard, out: str | Path = "results") -> str | None:
     """The judge prompt file a model's MMHal run used (the card's, or ``run --judge-prompt``), from its
     metrics.json; None for the rule judge or another bench."""
-    from povid_eval.runner import read_metrics
+    from povid_eval.run.runner import read_metrics
 
     path = Path(out) / model / card.name / "metrics.json"
     judge = (read_metrics(path).get("judge") or {}) if card.bench == "mmhal" and path.is_file() else {}
@@ -71,7 +71,7 @@ def recorded_judge_prompt(model: str, card: cards.BenchCard, out: str | Path = "
 
 def aligned_units(model: str, bench: str, out: str | Path = "results"):
     """(matrix, from_sums) of a model's finished samples on a bench, rows in the bench's item order."""
-    from povid_eval import runner
+    from povid_eval.run import runner
 
     card = runner.run_card(model, bench, out)
     return units_of(card, aligned_samples(model, bench, out), recorded_judge_prompt(model, card, out))
@@ -81,7 +81,8 @@ def question_correctness(card: cards.BenchCard, samples: list[tuple[int, dict]])
     """Whether each yes/no question is answered right, in sample order: POPE per split (the card's parser),
     MME over all questions (eval_tool's parser). Other benches: {}."""
     from povid_eval import score
-    from povid_eval.benches import mme, pope
+    from povid_eval.benches.mme import scorer as mme
+    from povid_eval.benches.pope import scorer as pope
 
     out: dict[str, list[bool]] = {}
     if card.bench == "pope":
@@ -106,7 +107,7 @@ def question_correctness(card: cards.BenchCard, samples: list[tuple[int, dict]])
 
 def mcnemar_rows(card: cards.BenchCard, samples_a: list, samples_b: list) -> list[dict]:
     """Accuracy rows tested with McNemar on the discordant questions (the same questions, two models)."""
-    from povid_eval.report.stats import discordant, mcnemar
+    from povid_eval.core.stats import discordant, mcnemar
 
     right_a, right_b = question_correctness(card, samples_a), question_correctness(card, samples_b)
     rows = []
@@ -120,7 +121,7 @@ def mcnemar_rows(card: cards.BenchCard, samples_a: list, samples_b: list) -> lis
 
 
 def _recorded_limit(folder: Path) -> int:
-    from povid_eval.runner import read_metrics
+    from povid_eval.run.runner import read_metrics
 
     metrics = folder / "metrics.json"
     return int(read_metrics(metrics).get("limit") or 0) if metrics.is_file() else 0
@@ -134,9 +135,9 @@ def matched_recall_row(a: str, bench: str, units_b, from_sums, out: str | Path =
     or B's recall is outside it."""
     import numpy as np
 
-    from povid_eval.frontier import chair_i_at_recall
+    from povid_eval.run.frontier import chair_i_at_recall
     from povid_eval.report.plots import load_frontier
-    from povid_eval.report.stats import delta_summary, resample_counts
+    from povid_eval.core.stats import delta_summary, resample_counts
 
     if not (Path(out) / a / "frontier.json").is_file():
         return None
@@ -155,8 +156,8 @@ def matched_recall_row(a: str, bench: str, units_b, from_sums, out: str | Path =
 def compare_models(a: str, b: str, benches: Sequence[str], out: str | Path = "results", *,
                    n_resamples: int = 10_000, seed: int = 0, alpha: float = 0.05) -> list[dict]:
     """Rows {bench, metric, a, b, delta, ci, p, p_holm, significant} for the headline metrics of each bench."""
-    from povid_eval import runner
-    from povid_eval.report.stats import holm, paired_bootstrap
+    from povid_eval.run import runner
+    from povid_eval.core.stats import holm, paired_bootstrap
 
     rows = []
     for bench in benches:
@@ -192,7 +193,7 @@ def compare_models(a: str, b: str, benches: Sequence[str], out: str | Path = "re
 def ensure_results(models: Sequence[str], benches: Sequence[str], out: str | Path = "results") -> None:
     """Run (through the runner's cache) every model x bench whose metrics.json is missing; refuse results
     that an earlier version of a model made (runner.check_current), when the model's card is still there."""
-    from povid_eval import runner
+    from povid_eval.run import runner
 
     for model in models:
         card = cards.load_model_card(model) if (cards.models_dir() / f"{model}.toml").is_file() else None
@@ -208,7 +209,7 @@ def ensure_results(models: Sequence[str], benches: Sequence[str], out: str | Pat
 
 def write_comparison(a: str, b: str, benches: Sequence[str], out: str | Path = "results") -> list[Path]:
     """results/compare/<a>_vs_<b>.{md,csv} and the plots in results/plots/<a>_vs_<b>/; returns the paths."""
-    from povid_eval.io import atomic_write_text
+    from povid_eval.core.io import atomic_write_text
     from povid_eval.report import plots
 
     rows = compare_models(a, b, benches, out)

@@ -13,8 +13,8 @@ import html
 import io
 from pathlib import Path
 
-from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_text
+from povid_eval.core.errors import InputError
+from povid_eval.core.io import atomic_write_text
 
 # (bench, metric key as in metrics/intervals, column title, higher is better)
 COLUMNS = (
@@ -54,7 +54,8 @@ def collect(results: str | Path = "results", group: str = "all") -> Table:
     when the model's card is still there; a model without a card is shown as its results stand."""
     import math
 
-    from povid_eval import cards, runner
+    from povid_eval import cards
+    from povid_eval.run import runner
     from povid_eval.report.plots import interval, load_metrics, value
 
     root = Path(results)

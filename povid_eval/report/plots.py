@@ -19,8 +19,8 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_bytes, read_json, require_fields
+from povid_eval.core.errors import InputError
+from povid_eval.core.io import atomic_write_bytes, read_json, require_fields
 
 POPE_SPLITS = ("random", "popular", "adversarial")
 DPI = 100
@@ -54,7 +54,7 @@ def load_metrics(model: str, bench: str, results: str | Path) -> dict:
     if not path.is_file():
         raise InputError(path, f"no {bench} results of model '{model}': run `povid-eval run --bench {bench} "
                                f"--model {model}`")
-    from povid_eval.runner import read_metrics
+    from povid_eval.run.runner import read_metrics
 
     data = read_metrics(path)
     data.setdefault("intervals", {})

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from povid_eval.benches.chair import Vocabulary, load_vocabulary
+from povid_eval.benches.chair.scorer import Vocabulary, load_vocabulary
 
 OPS = ("swap", "add", "attribute")
 DEFAULT_WEIGHTS = {"swap": 0.6, "add": 0.2, "attribute": 0.2}
@@ -132,7 +132,7 @@ class CooccurrenceInjector:
     @classmethod
     def from_instances(cls, instances, **kwargs) -> "CooccurrenceInjector":
         """Statistics from a COCO instances file or dict (e.g. instances_train2014.json, the world's train split)."""
-        from povid_eval import coco
+        from povid_eval.benches import coco
 
         objects = coco.image_objects(instances)
         return cls(coco.cooccurrence_from_objects(objects), coco.frequency_from_objects(objects), **kwargs)

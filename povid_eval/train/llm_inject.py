@@ -26,8 +26,8 @@ import hashlib
 import re
 from typing import Sequence
 
-from povid_eval.errors import PovidError
-from povid_eval.openai_client import ChatClient
+from povid_eval.core.errors import PovidError
+from povid_eval.core.http import ChatClient
 
 DEFAULT_PROMPT = """\
 You are helping to build training data that teaches a vision-language model not to hallucinate.

@@ -23,7 +23,7 @@ from a checkpoint takes exactly the steps an uninterrupted run takes. Checkpoint
 (adapter_model.safetensors) plus the optimizer state in safetensors and a json state, written to a temp
 folder and renamed.
 
-Data parallel under ``torchrun`` (WORLD_SIZE > 1, gloo; povid_eval.dist): the semantics of DDP, done by hand
+Data parallel under ``torchrun`` (WORLD_SIZE > 1, gloo; povid_eval.core.dist): the semantics of DDP, done by hand
 (an explicit all-reduce rather than a DistributedDataParallel wrapper, which would hide the PeftModel's
 ``disable_adapter`` and ``get_input_embeddings`` that the reference pass and the Scorer use). Every step takes
 the same global batch as one process; each micro-batch is cut into WORLD_SIZE equal contiguous shards, rank r
@@ -51,12 +51,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from povid_eval.dist import barrier as _barrier
-from povid_eval.dist import info as _dist_info
-from povid_eval.errors import InputError
-from povid_eval.io import (STORAGE_ERRNOS, atomic_write_json, atomic_write_text, iter_jsonl, read_image, read_json,
+from povid_eval.core.dist import barrier as _barrier
+from povid_eval.core.dist import info as _dist_info
+from povid_eval.core.errors import InputError
+from povid_eval.core.io import (STORAGE_ERRNOS, atomic_write_json, atomic_write_text, iter_jsonl, read_image, read_json,
                            writing)
-from povid_eval.train.dpo import PreferenceStats, combine, dpo_loss, ipo_loss
+from povid_eval.train.dpo import combine, dpo_loss, ipo_loss, PreferenceStats
 from povid_eval.train.noise import DEFAULT_STEP, noisy_image
 from povid_eval.train.preferences import Preference
 from povid_eval.vlm.logprobs import pack_right, token_logprobs

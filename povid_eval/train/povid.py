@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from povid_eval import cards
-from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_json, read_json
+from povid_eval.core.errors import InputError
+from povid_eval.core.io import atomic_write_json, read_json
 from povid_eval.train.inject import DEFAULT_WEIGHTS
-from povid_eval.train.loop import LOSSES, NOISY_FORMS, TrainConfig, train
+from povid_eval.train.loop import LOSSES, NOISY_FORMS, train, TrainConfig
 from povid_eval.train.noise import DEFAULT_STEP
 from povid_eval.train.preferences import Preference, read_preferences, write_preferences
 
@@ -64,7 +64,7 @@ class RecipeConfig:
 def load_recipe_config(path: str | Path) -> RecipeConfig:
     """A RecipeConfig from TOML: RecipeConfig's scalar keys at the top, TrainConfig keys under [stage1] and
     [stage2]; anything not given keeps its default. Unknown keys are errors naming the file and the key."""
-    from povid_eval.io import require_file
+    from povid_eval.core.io import require_file
 
     path = require_file(path, "recipe config")
     data = cards.read_toml(path)
@@ -115,7 +115,7 @@ def world_preferences(vlm, world_dir: Path, cfg: "RecipeConfig", template: str, 
         y_l^t  y_w with one injected hallucination (the co-occurrence injector unless one is given)
     """
     from povid_eval.train.inject import CooccurrenceInjector, correct_answer
-    from povid_eval.vlm.pretrain import load_split
+    from povid_eval.world.pretrain import load_split
 
     if cfg.chosen not in CHOSEN:
         raise InputError(None, f"chosen must be one of {', '.join(CHOSEN)}, got {cfg.chosen!r}")
@@ -187,8 +187,8 @@ def load_preference_file(path: str, image_root: str | None) -> list[Preference]:
 def llm_injector(base_url: str | None, model: str | None, key_env: str | None, *, world: str | Path = "data/world",
                  seed: int = 0):
     """The ``llm`` injector on an OpenAI-compatible endpoint (answers cached in $POVID_EVAL_CACHE/llm)."""
-    from povid_eval.coco import cache_dir
-    from povid_eval.openai_client import ChatClient
+    from povid_eval.benches.coco import cache_dir
+    from povid_eval.core.http import ChatClient
     from povid_eval.train.inject import CooccurrenceInjector, LLMInjection
     from povid_eval.train.llm_inject import LLMInjector
 
@@ -275,7 +275,7 @@ def check_outputs(card_path: Path, card: cards.ModelCard, run_dir: Path, request
     """Never overwrite what train did not write, nor (without ``overwrite``) what an earlier train with other
     settings wrote: the card models/<out>.toml and the training folder <results>/train/<out>. With
     ``overwrite`` the earlier training folder (which carries the tool's marker) is emptied."""
-    from povid_eval import paths
+    from povid_eval.core import paths
 
     if card_path.exists() and not written_by_train(card_path):
         raise InputError(card_path, "this model card was not written by `povid-eval train`: refusing to overwrite it; "
@@ -314,10 +314,10 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
     rank 0 alone makes (or reads) the preference records and writes the data file, the other ranks receive
     rank 0's records (waiting until they are made); rank 0 alone logs and writes train_info.json, the merged
     model and the card; every rank returns the card's path."""
-    from povid_eval import paths
-    from povid_eval.dist import share_error
-    from povid_eval.dist import info as dist_info
-    from povid_eval.errors import PovidError
+    from povid_eval.core import paths
+    from povid_eval.core.dist import share_error
+    from povid_eval.core.dist import info as dist_info
+    from povid_eval.core.errors import PovidError
 
     rank, n_ranks = dist_info()
     if rank:
@@ -337,7 +337,7 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
     card_path = paths.inside(cards.models_dir(), f"{out}.toml")
     plan = stages_for(recipe, cfg, stages)
     card = _planned_card(base, base_card, out, recipe, cfg.seed, run_dir, run_dir / plan[-1][0] / "adapter", merge)
-    from povid_eval.fingerprint import fingerprint, fingerprint_hash
+    from povid_eval.run.fingerprint import fingerprint, fingerprint_hash
 
     request = {"base": base, "base_fp": fingerprint_hash(fingerprint(base_card)), "recipe": recipe,
                "stages": [n for n, _ in plan], "config": json.loads(json.dumps(asdict(cfg))),
@@ -384,7 +384,7 @@ def _has_state(run_dir: Path) -> bool:
 def _roll_back(run_dir: Path, new: list[Path]) -> None:
     """A training that failed before it kept anything leaves nothing behind: its request.json goes, and so do
     the folders this call made (``new``: <results>/train and <results>/train/<out>) once they hold only markers."""
-    from povid_eval import paths
+    from povid_eval.core import paths
 
     if _has_state(run_dir):
         return
@@ -424,7 +424,7 @@ def _train(base: str, base_card: cards.ModelCard, card: cards.ModelCard, card_pa
     vlm = load_vlm_card(base_card)
     if rank == 0:
         if prefs is None:
-            from povid_eval.runner import ensure_world
+            from povid_eval.run.runner import ensure_world
 
             if world == cards.resolve_path(cards.load_bench_card("chair").data):
                 ensure_world(cards.load_bench_card("chair"))

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from povid_eval.errors import InputError
-from povid_eval.io import (atomic_write_jsonl, check_image, iter_jsonl, read_json, require_dir, require_id,
+from povid_eval.core.errors import InputError
+from povid_eval.core.io import (atomic_write_jsonl, check_image, iter_jsonl, read_json, require_dir, require_id,
                            require_text)
 
 REQUIRED = ("id", "image", "prompt", "chosen", "rejected_text")

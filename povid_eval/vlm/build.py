@@ -31,7 +31,7 @@ def build_processor(vocab_words: Iterable[str], image_size: int = 64, patch_size
     """Tokenizer + CLIP image processor (resize the short side, centre-crop to ``image_size``) in a LlavaProcessor."""
     from transformers import CLIPImageProcessorPil, LlavaProcessor
 
-    from povid_eval.vlm.tokenizer import IMAGE, build_tokenizer
+    from povid_eval.vlm.tokenizer import build_tokenizer, IMAGE
 
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from povid_eval.errors import MissingAssetError, PovidError
+from povid_eval.core.errors import MissingAssetError, PovidError
 
 IMAGE_TOKEN = "<image>"
 _RENAMES = (  # original LLaVA prefix -> transformers 5 LlavaForConditionalGeneration prefix (first match wins)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from safetensors import SafetensorError
 
-from povid_eval.errors import InputError, MissingAssetError
+from povid_eval.core.errors import InputError, MissingAssetError
 from povid_eval.vlm.logprobs import response_logprobs
 from povid_eval.vlm.tokenizer import capitalize_sentences
 
@@ -221,7 +221,7 @@ class VLM:
 
     def prompt(self, template: str, question: str) -> str:
         """The input text for a question under a prompt template (vlm/prompts.py)."""
-        from povid_eval.vlm.prompts import render
+        from povid_eval.prompts import render
 
         return render(template, question, self.processor)
 

@@ -25,13 +25,13 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from povid_eval import paths
-from povid_eval.benches.mmhal import TYPES as mmhal_types
-from povid_eval.errors import MissingAssetError, PovidError
-from povid_eval.io import atomic_write_json, read_json
+from povid_eval.core import paths
+from povid_eval.benches.mmhal.scorer import TYPES as mmhal_types
+from povid_eval.core.errors import MissingAssetError, PovidError
+from povid_eval.core.io import atomic_write_json, read_json
 from povid_eval.world import benchsets, export, text
 from povid_eval.world.catalog import RATES, SCENES
-from povid_eval.world.generate import WorldImage, captions, image_rng, make_image
+from povid_eval.world.generate import captions, image_rng, make_image, WorldImage
 
 __all__ = ["build_world", "load_manifest", "summary", "DEFAULT_OUT", "SUMMARY_FILE"]
 

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from povid_eval.world import DEFAULT_OUT, ROOT, SUMMARY_FILE, build_world, summary
+from povid_eval.world import build_world, DEFAULT_OUT, ROOT, summary, SUMMARY_FILE
 
 
 def main(argv: list[str] | None = None) -> None:

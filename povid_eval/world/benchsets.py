@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 
-from povid_eval.benches import mmhal
+from povid_eval.benches.mmhal import scorer as mmhal
 from povid_eval.world import text
 from povid_eval.world.catalog import CATEGORIES, CATEGORY_BY_NAME, PALETTE, SCENE_BY_NAME
 from povid_eval.world.generate import WorldImage, WorldObject

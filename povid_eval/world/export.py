@@ -10,8 +10,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from povid_eval import coco
-from povid_eval.benches import pope
+from povid_eval.benches import coco
+from povid_eval.benches.pope import scorer as pope
 from povid_eval.world import text
 from povid_eval.world.catalog import CATEGORIES, CATEGORY_BY_NAME, IMAGE_SIZE
 from povid_eval.world.generate import WorldImage

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from povid_eval.world import text
-from povid_eval.world.catalog import SCENE_BY_NAME, Scene
+from povid_eval.world.catalog import Scene, SCENE_BY_NAME
 from povid_eval.world.render import png_bytes, render
 from povid_eval.world.sampling import Instance, sample_layout
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from povid_eval.io import iter_jsonl, read_json
+from povid_eval.core.io import iter_jsonl, read_json
 
 
 def scene_partners() -> dict[str, tuple[set[str], set[str]]]:

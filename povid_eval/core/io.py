@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from povid_eval.errors import InputError
+from povid_eval.core.errors import InputError
 
 # Errors of the machine, not of the program: a full disk, a quota, a read-only or forbidden folder. The CLI
 # reports them in one line naming the path (cli.main); every write names its path (``writing``).

@@ -55,8 +55,8 @@ from typing import Any, Callable, Sequence
 
 from PIL import Image
 
-from povid_eval.errors import MissingAssetError, PovidError
-from povid_eval.io import atomic_write_json, read_json
+from povid_eval.core.errors import MissingAssetError, PovidError
+from povid_eval.core.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ def share_error(error: Exception | None, world: int) -> None:
     if world > 1:
         import torch.distributed as dist
 
-        from povid_eval.errors import PovidError
+        from povid_eval.core.errors import PovidError
 
         box = [None if error is None else str(error)]
         dist.broadcast_object_list(box, src=0)

@@ -1,6 +1,6 @@
 """``backend = "openai"``: the model is an OpenAI-compatible chat endpoint (vLLM, SGLang, a hosted API).
 
-Protocol, one request per (image, question), through povid_eval.openai_client.ChatClient:
+Protocol, one request per (image, question), through povid_eval.core.http.ChatClient:
 
     POST {base_url}/chat/completions
     body     {"model": api_model,
@@ -26,8 +26,8 @@ from __future__ import annotations
 import os
 
 from povid_eval import cards
-from povid_eval.errors import MissingAssetError, PovidError
-from povid_eval.openai_client import ChatClient, image_content
+from povid_eval.core.errors import MissingAssetError, PovidError
+from povid_eval.core.http import ChatClient, image_content
 
 
 def decoding_request(decoding: cards.Decoding) -> dict:
@@ -40,7 +40,7 @@ def decoding_request(decoding: cards.Decoding) -> dict:
 
 def openai_client(card: cards.ModelCard) -> ChatClient:
     """The card's ChatClient, caching answers under cache_dir()/api."""
-    from povid_eval.coco import cache_dir
+    from povid_eval.benches.coco import cache_dir
 
     return ChatClient(card.base_url, card.api_model, api_key_env=card.api_key_env or None, timeout=card.timeout,
                       max_retries=card.max_retries, cache_dir=cache_dir() / "api")

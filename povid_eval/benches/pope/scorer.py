@@ -138,7 +138,7 @@ def build_pope_questions(image_objects: dict, n_images: int, seed: int, strategy
                          frequency: dict[str, int] | None = None,
                          cooccurrence: dict[str, dict[str, int]] | None = None) -> list[dict]:
     """POPE questions (Li et al. 2023) from ground-truth objects: ``{image: [category, ...]}`` in annotation
-    order (e.g. povid_eval.coco.image_objects of a COCO instances file; keys become the ``image`` field).
+    order (e.g. povid_eval.benches.coco.image_objects of a COCO instances file; keys become the ``image`` field).
 
         images     those with >= 3 distinct categories; n_images of them drawn with random.Random(seed)
                    (the same images for every strategy)
@@ -154,7 +154,7 @@ def build_pope_questions(image_objects: dict, n_images: int, seed: int, strategy
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown POPE strategy '{strategy}' (known: {', '.join(STRATEGIES)})")
-    from povid_eval import coco
+    from povid_eval.benches import coco
 
     objects = {image: list(dict.fromkeys(objs)) for image, objs in image_objects.items()}
     frequency = frequency if frequency is not None else coco.frequency_from_objects(objects)

@@ -30,9 +30,9 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from povid_eval.errors import InputError, PovidError
+from povid_eval.core.errors import InputError, PovidError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MARKER = ".povid-eval.json"
 LOCK = ".lock"

@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 
 from povid_eval import cards
-from povid_eval.io import atomic_write_json
-from povid_eval.paths import cache_dir
+from povid_eval.core.io import atomic_write_json
+from povid_eval.core.paths import cache_dir
 
 CHUNK = 1 << 20
 

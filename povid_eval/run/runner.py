@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from povid_eval import __version__, cards, dist, fingerprint, paths, score
-from povid_eval.report.stats import bootstrap_intervals
-from povid_eval.errors import InputError, PovidError
-from povid_eval.io import (atomic_write_json, atomic_write_jsonl, iter_jsonl, read_image, read_json, read_lines,
+from povid_eval import __version__, cards, score
+from povid_eval.core import dist, paths
+from povid_eval.run import fingerprint
+from povid_eval.core.stats import bootstrap_intervals
+from povid_eval.core.errors import InputError, PovidError
+from povid_eval.core.io import (atomic_write_json, atomic_write_jsonl, iter_jsonl, read_image, read_json, read_lines,
                            writing)
 
 # generate(images, questions, decoding) -> answers; the model's prompt template is applied inside (a
@@ -110,7 +112,7 @@ def _pope_items(card: cards.BenchCard) -> list[Item]:
 
 
 def _mme_items(card: cards.BenchCard) -> list[Item]:
-    from povid_eval.benches import mme
+    from povid_eval.benches.mme import scorer as mme
 
     gt_dir, images = card.data_path("ground_truth"), card.data_path("images")
     out = []
@@ -186,7 +188,7 @@ def score_samples(card: cards.BenchCard, samples: list[tuple[int, dict]], judge=
                                      with_units=with_units)
     if card.bench == "mme":
         return score.mme_from_llava(samples, card.data_path("ground_truth"), with_units=with_units)
-    from povid_eval import judges
+    from povid_eval.benches.mmhal import judges
 
     records = score.load_mmhal_template(card.data_path("template"), need_answer=False)
     by_index = {int(s["question_id"]): s["text"] for _, s in samples}
@@ -312,7 +314,7 @@ def ensure_world(bench: cards.BenchCard) -> None:
     if not bench.world or (root / "manifest.json").is_file():
         return
     paths.require_ours(root, f"data folder of bench {bench.name} (no world manifest.json in it)")
-    from povid_eval.world import SUMMARY_FILE, build_world
+    from povid_eval.world import build_world, SUMMARY_FILE
 
     committed = read_json(SUMMARY_FILE) if SUMMARY_FILE.is_file() else {}
     print(f"povid-eval: building the synthetic world in {root} (once, under a minute)", file=sys.stderr)
@@ -340,7 +342,7 @@ def default_generate(model: cards.ModelCard, logits_processor=None) -> Generate:
 
 def _load_generate(model: cards.ModelCard) -> Generate:
     if model.backend == "openai":  # an OpenAI-compatible chat endpoint: no torch, no weights
-        from povid_eval import api_model
+        from povid_eval.vlm import api as api_model
 
         return api_model.openai_generate(model)
     import torch
@@ -418,7 +420,7 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     rank, world = dist.info()
     judge = None
     if bench.bench == "mmhal":  # a bad judge setting or prompt fails first (no request is sent here)
-        from povid_eval import judges
+        from povid_eval.benches.mmhal import judges
 
         judge = judges.make_judge(bench, judge_prompt=judge_prompt)
     error = None
@@ -430,7 +432,7 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     dist.share_error(error, world)
     # The checks of `povid-eval doctor`, before any work and on every rank (a rank that stopped alone would
     # leave the others waiting at a barrier): the data files and the judge, then every image of the bench.
-    from povid_eval import doctor
+    from povid_eval.run import doctor
 
     doctor.require(doctor.data_checks(bench) + doctor.judge_checks(bench, judge_prompt) + [doctor.disk_check(out)],
                    bench.name)
@@ -457,7 +459,7 @@ def _generate_and_score(model: cards.ModelCard, bench: cards.BenchCard, items: l
                         world: int, *, batch_size: int, limit: int, generate: Generate | None, progress: bool,
                         judge, overrides: dict) -> dict | None:
     """The locked part of run(): resume the samples, generate the missing batches, merge, score, write."""
-    from povid_eval import doctor
+    from povid_eval.run import doctor
 
     samples_path = folder / "samples.jsonl"
     protocol = bench.protocol_hash()
@@ -530,7 +532,7 @@ def _generate_and_score(model: cards.ModelCard, bench: cards.BenchCard, items: l
         "wall_time_s": round(time.time() - start, 3),
     }
     if bench.bench == "chair" and bench.world:
-        from povid_eval.report.hallucination import prior_share
+        from povid_eval.benches.chair.sources import prior_share
 
         record["hallucination_sources"] = prior_share(details, bench.data_path("instances"))
     atomic_write_json(folder / "metrics.json", record)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from povid_eval import cards
-from povid_eval.errors import MissingAssetError
+from povid_eval.core.errors import MissingAssetError
 
 MIN_FREE_GB = 1.0
 PROBE_TIMEOUT_S = 5.0
@@ -79,7 +79,7 @@ def probe_endpoint(base_url: str, key_env: str, asset: str) -> list[Check]:
     fails the check and the key is not sent there; the key is redacted from every detail."""
     import http.client
 
-    from povid_eval.openai_client import ChatAPIError, open_endpoint, redact
+    from povid_eval.core.http import ChatAPIError, open_endpoint, redact
 
     out = []
     key = os.environ.get(key_env) if key_env else None
@@ -157,7 +157,7 @@ def model_checks(card: cards.ModelCard) -> list[Check]:
 # ----------------------------------------------------------------------------------------------- bench
 
 def _nltk_check(variant: str) -> Check:
-    from povid_eval.nltk_setup import missing_resources
+    from povid_eval.benches.chair.nltk_setup import missing_resources
 
     needed = {"punkt_tab"} | ({"averaged_perceptron_tagger_eng", "wordnet"} if variant == "wordnet" else set())
     missing = sorted(set(missing_resources()) & needed)
@@ -177,7 +177,7 @@ def _chair_checks(card: cards.BenchCard, root: str) -> list[Check]:
 
 
 def _pope_checks(card: cards.BenchCard, root: str) -> list[Check]:
-    from povid_eval.io import iter_jsonl
+    from povid_eval.core.io import iter_jsonl
 
     fix = FIX["pope"].format(root=root)
     out = [_file("POPE questions", card.data_path("questions"), fix)]
@@ -189,7 +189,7 @@ def _pope_checks(card: cards.BenchCard, root: str) -> list[Check]:
 
 
 def _mme_checks(card: cards.BenchCard, root: str) -> list[Check]:
-    from povid_eval.benches import mme
+    from povid_eval.benches.mme import scorer as mme
 
     gt = card.data_path("ground_truth")
     present = [s for s in mme.SUBTASKS if (gt / f"{s}.txt").is_file()]
@@ -220,8 +220,8 @@ def judge_checks(card: cards.BenchCard, judge_prompt: str | Path | None = None) 
     if prompt is None and card.judge_prompt:
         prompt = cards.resolve_path(card.judge_prompt)
     if prompt is not None:
-        from povid_eval.errors import PovidError
-        from povid_eval.judges import load_judge_prompt
+        from povid_eval.core.errors import PovidError
+        from povid_eval.benches.mmhal.judges import load_judge_prompt
 
         try:
             load_judge_prompt(prompt)
@@ -262,7 +262,7 @@ def bench_checks(card: cards.BenchCard, judge_prompt: str | Path | None = None) 
     """data_checks, then (when they pass and the data exists) image_check of the bench's items, judge_checks."""
     out = data_checks(card)
     if all(c.ok for c in out) and not _world_pending(card):
-        from povid_eval.runner import card_items
+        from povid_eval.run.runner import card_items
 
         out.append(image_check(card, card_items(card)))
     return out + judge_checks(card, judge_prompt)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import random
 import sys
@@ -38,9 +37,9 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from povid_eval.errors import MissingAssetError
-from povid_eval.io import atomic_write_json, read_json
-from povid_eval.vlm.build import DEFAULT_SIZES, build_tiny_llava
+from povid_eval.core.errors import MissingAssetError
+from povid_eval.core.io import atomic_write_json, read_json
+from povid_eval.vlm.build import build_tiny_llava, DEFAULT_SIZES
 from povid_eval.vlm.tokenizer import CAPTION_QUESTION, format_prompt, vocab_from_texts
 
 EXISTENCE_QUESTION = "Is there a {object} in the image?"
@@ -297,7 +296,7 @@ def yes_no_example(record: ImageRecord, categories: list[str], rng: random.Rando
 
 def short_answer_example(record: ImageRecord, rng: random.Random) -> tuple[str, str] | None:
     """A count, colour or place question with a one-word answer (with the instruction) or a sentence."""
-    from povid_eval.world.text import NUMBERS, capitalize, scene_a
+    from povid_eval.world.text import capitalize, NUMBERS, scene_a
 
     present = sorted(record.seen)
     if not present:
@@ -324,8 +323,8 @@ def short_answer_example(record: ImageRecord, rng: random.Random) -> tuple[str, 
 def mme_style_example(record: ImageRecord, categories: list[str], rng: random.Random) -> tuple[str, str] | None:
     """A yes/no question in MME's phrasings (existence "in this image", count, position, colour), true or
     false 50/50, ending with MME's "Please answer yes or no." or LLaVA's short-answer instruction."""
-    from povid_eval.world.benchsets import OPPOSITE, box_relation
-    from povid_eval.world.text import MME_SUFFIX, MME_TEMPLATES, NUMBERS, PALETTE, RELATIONS, article, plural
+    from povid_eval.world.benchsets import box_relation, OPPOSITE
+    from povid_eval.world.text import article, MME_SUFFIX, MME_TEMPLATES, NUMBERS, PALETTE, plural, RELATIONS
 
     seen = sorted(record.seen)
     if not seen:

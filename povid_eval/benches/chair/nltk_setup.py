@@ -11,7 +11,7 @@ Order of attempts, per missing resource:
    ``llama-index-core`` wheel, and the tagger from ``textblob-aptagger`` (its averaged-perceptron pickle is
    converted once, here, to NLTK's JSON format; the file is checked against a pinned SHA-256 first).
 
-Run as ``python -m povid_eval.nltk_setup`` (``make setup`` does). Idempotent: it returns at once when the
+Run as ``python -m povid_eval.benches.chair.nltk_setup`` (``make setup`` does). Idempotent: it returns at once when the
 data is there. Each resource is assembled in a temporary folder and renamed into place.
 """
 

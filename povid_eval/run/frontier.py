@@ -39,9 +39,10 @@ from typing import Iterable, Sequence
 import torch
 from transformers import LogitsProcessor
 
-from povid_eval import cards, runner
-from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_json
+from povid_eval import cards
+from povid_eval.run import runner
+from povid_eval.core.errors import InputError
+from povid_eval.core.io import atomic_write_json
 
 # Measured on the embedded tiny base (CHAIR, 500 images): Recall 0.79 at biases 0 and 1, then 0.78 (2),
 # 0.77 (3), 0.64 (4), 0.50 (4.5), 0.44 (5), 0.29 (5.5). Its logits are peaked: the knob is steep past 4.

@@ -19,7 +19,7 @@ Kinds (``judge`` in the bench card):
 
 Prompt: a text file with exactly four ``{}`` slots, filled in order with the image contents (a list joined
 with ", "), the question, the standard (human) answer and the model's answer, as ``str.format`` does (so
-``{{``/``}}`` are literal braces). The default is the project's own prompt, benches/mmhal_judge_prompt.txt
+``{{``/``}}`` are literal braces). The default is the project's own prompt, benches/mmhal/judge_prompt.txt
 (the MMHal 0-6 rubric, in our words); a bench card's ``judge_prompt`` or ``--judge-prompt FILE`` replaces it,
 e.g. with the original evaluation's prompt. Its sha256 is recorded in metrics.json (``judge.prompt_sha256``).
 
@@ -53,10 +53,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from povid_eval.benches import chair
-from povid_eval.errors import InputError, MissingAssetError, PovidError
+from povid_eval.benches.chair import scorer as chair
+from povid_eval.core.errors import InputError, MissingAssetError, PovidError
 
-DEFAULT_PROMPT = Path(__file__).resolve().parent / "benches" / "mmhal_judge_prompt.txt"
+DEFAULT_PROMPT = Path(__file__).with_name("judge_prompt.txt")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 SLOTS = ("image contents", "question", "standard answer", "model answer")
@@ -223,7 +223,7 @@ class CachedJudge(Judge):
     def cache_path(self, record: dict) -> Path | None:
         if self.cache_dir is None:
             return None
-        from povid_eval.openai_client import canonical_json
+        from povid_eval.core.http import canonical_json
 
         key = {"judge": self.identity(), "prompt_sha256": self.prompt.sha256, "slots": list(slot_values(record))}
         return self.cache_dir / f"{hashlib.sha256(canonical_json(key).encode()).hexdigest()}.json"
@@ -233,7 +233,7 @@ class CachedJudge(Judge):
         raise NotImplementedError
 
     def judge_all(self, records: Sequence[dict]) -> list[str]:
-        from povid_eval.io import atomic_write_json
+        from povid_eval.core.io import atomic_write_json
 
         replies: list[str | None] = [None] * len(records)
         paths = [self.cache_path(r) for r in records]
@@ -269,7 +269,7 @@ class CachedJudge(Judge):
 
 
 def _read_cached(path: Path) -> str:
-    from povid_eval.io import read_json
+    from povid_eval.core.io import read_json
 
     record = read_json(path)
     if not isinstance(record, dict) or not isinstance(record.get("reply"), str):
@@ -286,7 +286,7 @@ class OpenAIJudge(CachedJudge):
 
     def __init__(self, model: str, prompt: JudgePrompt, cache_dir: Path | None, base_url: str = DEFAULT_BASE_URL,
                  key_env: str = DEFAULT_KEY_ENV, workers: int | None = None):
-        from povid_eval.openai_client import ChatClient
+        from povid_eval.core.http import ChatClient
 
         super().__init__(model, prompt, cache_dir)
         self.client = ChatClient(base_url, model, api_key_env=key_env, temperature=0.0, max_tokens=self.max_tokens)
@@ -332,7 +332,6 @@ class HFJudge(CachedJudge):
     def _load(self):
         with self._load_lock:
             if self._loaded is None:
-                import torch
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
                 try:
@@ -381,7 +380,7 @@ def build_judge(kind: str, *, model: str = "", base_url: str = "", key_env: str 
                                 "the command line)")
     prompt = load_judge_prompt(judge_prompt)
     if cache_dir is None:
-        from povid_eval.coco import cache_dir as default_cache
+        from povid_eval.benches.coco import cache_dir as default_cache
 
         cache_dir = default_cache() / "judge"
     if kind == "openai":

@@ -16,7 +16,7 @@ Tokenisation variants (the only difference between the two reference implementat
     ``wordnet``      nltk.word_tokenize(lower) -> nltk.pos_tag -> WordNetLemmatizer (J/V/N/R tags map to
                      adj/verb/noun/adv, anything else lemmatised as a noun): OPERA and most later papers.
 Then both merge double words ("baby bird" -> "bird"), drop "seat" when "toilet" is present, and keep the
-tokens that are in the vocabulary (chair_vocab.toml).
+tokens that are in the vocabulary (vocab.toml).
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from typing import Callable, Iterable
 import numpy as np
 
 from povid_eval.benches.common import as_floats, ratio
-from povid_eval.errors import MissingAssetError
+from povid_eval.core.errors import MissingAssetError
 
 VARIANTS = ("singularize", "wordnet")
 DEFAULT_VARIANT = "singularize"
-VOCAB_FILE = Path(__file__).with_name("chair_vocab.toml")
+VOCAB_FILE = Path(__file__).with_name("vocab.toml")
 
 
 @dataclass(frozen=True)

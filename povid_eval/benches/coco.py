@@ -13,10 +13,10 @@ import hashlib
 import io
 from pathlib import Path
 
-from povid_eval.benches import chair
-from povid_eval.errors import InputError
-from povid_eval.io import atomic_write_json, read_json, require_dir, require_fields, require_id, require_text
-from povid_eval.paths import cache_dir  # re-exported: callers use coco.cache_dir
+from povid_eval.benches.chair import scorer as chair
+from povid_eval.core.errors import InputError
+from povid_eval.core.io import atomic_write_json, read_json, require_dir, require_fields, require_id, require_text
+from povid_eval.core.paths import cache_dir  # re-exported: callers use coco.cache_dir
 
 
 def load_gt_objects(path: str | Path) -> dict[str, frozenset[str]]:
