@@ -22,13 +22,12 @@ from typing import Any, Callable
 from povid_eval.core import paths
 from povid_eval.core.errors import InputError
 from povid_eval.core.io import atomic_write_text
+from povid_eval.prompts import template_problem
 
 ROOT = paths.ROOT
-BENCHES = ("chair", "pope", "mme", "mmhal")
 DTYPES = ("fp32", "bf16", "fp16")
 BACKENDS = ("hf", "openai")
 FORMATS = ("auto", "hf", "llava")
-JUDGES = ("rule", "openai", "hf")
 DEFAULT_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
 
 
@@ -80,55 +79,59 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class BenchCard:
-    """A benchmark protocol. ``data`` is the data root (relative to the project root unless absolute)."""
+    """A benchmark protocol: the fields every bench has, and ``options``, the bench's own keys typed by its
+    bench (benches/<kind>/: e.g. CHAIR's image list, MMHal's judge). ``kind`` names the bench (the TOML key
+    ``kind``; ``bench`` is its older spelling); ``data`` is the data root (relative to the project root unless
+    absolute); ``files`` the bench's data paths, relative to ``data``. Cards are loaded, checked and typed by
+    benches.registry.load_card."""
 
     name: str
-    bench: str
+    kind: str
     variant: str
     data: str
     prompt: str = ""
     suffix: str = ""
     strip: str = ""
-    judge: str = ""                              # MMHal: rule | openai | hf
-    judge_model: str = ""                        # openai: the pinned judge model; hf: a local causal LM folder
-    judge_base_url: str = ""                     # openai judge endpoint (default https://api.openai.com/v1)
-    judge_key_env: str = ""                      # environment variable holding the judge's API key
-    judge_prompt: str = ""                       # judge prompt file (4 {} slots); default: the project's own
-    image_ids: str = ""                          # CHAIR: file of image ids to use (one per line, '#' comments)
-    sample: int = 0                              # CHAIR: else draw this many images of the annotations...
-    sample_seed: int = 0                         # ... with this seed (sorted ids, random.Random(seed).sample)
     limit: int = 0
     world: bool = False                          # data is the embedded synthetic world, built on demand
     decoding: Decoding = field(default_factory=Decoding)
-    files: dict = field(default_factory=dict)   # bench-specific data paths, relative to data
+    files: dict = field(default_factory=dict)
+    options: Any = None                          # the bench's Options (benches/base.py)
 
     def data_path(self, key: str | None = None) -> Path:
         root = resolve_path(self.data)
         return root if key is None else root / self.files[key]
 
+    def ask(self, text: str) -> str:
+        """A question as the card asks it: its ``strip`` text removed, its ``suffix`` appended."""
+        if not self.strip and not self.suffix:
+            return text
+        return (text.replace(self.strip, "") if self.strip else text).strip() + self.suffix
+
+    def with_overrides(self, overrides: dict) -> "BenchCard":
+        """The card with a run's --data and option overrides (e.g. --image-ids), as recorded in metrics.json."""
+        common = {k: v for k, v in overrides.items() if k in _COMMON}
+        own = {k: v for k, v in overrides.items() if k not in _COMMON}
+        options = dataclasses.replace(self.options, **own) if own else self.options
+        return dataclasses.replace(self, **common, options=options)
+
     def protocol(self) -> dict:
-        """Everything that changes a number (the data root's location does not). Fields added after the first
-        release are left out while they hold their default, so existing protocol hashes stay valid; a file
-        named by ``image_ids`` or ``judge_prompt`` counts by its content (sha256), not its path."""
-        d = dataclasses.asdict(self)
-        d.pop("data")
-        for name in _LATER_FIELDS:
-            if d[name] == _DEFAULTS[name]:
-                d.pop(name)
-        for name in ("image_ids", "judge_prompt"):
-            if d.get(name):
-                path = resolve_path(d[name])
-                d[name] = {"file": Path(d[name]).name,
-                           "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None}
+        """Everything that changes a number (the data root's location does not): the common fields and what
+        the bench's options add (Options.protocol). The layout is the first release's, so protocol hashes of
+        existing cards stay valid."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("data", "options",
+                                                                                                 "kind")}
+        d["bench"] = self.kind
+        d["decoding"] = dataclasses.asdict(self.decoding)
+        d.update(self.options.protocol() if self.options is not None else {"judge": ""})
         return d
 
     def protocol_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.protocol(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS = ("judge_model", "judge_base_url", "judge_key_env", "judge_prompt", "image_ids", "sample",
-                 "sample_seed")
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(BenchCard)}
+_COMMON = {f.name for f in dataclasses.fields(BenchCard)} - {"options"}
+BENCH_KEYS = tuple(sorted(_COMMON))
 
 
 def resolve_path(value: str | Path) -> Path:
@@ -266,8 +269,6 @@ _MODEL_RULES = {
 
 
 def load_model_card(name_or_path: str, folder: Path | None = None) -> ModelCard:
-    from povid_eval.prompts import template_problem
-
     path, data = _read_card(name_or_path, folder or models_dir(), "model")
     generation = data.pop("generation", {})
     check_table(path, data, ModelCard, (), rules=_MODEL_RULES)
@@ -283,53 +284,33 @@ def load_model_card(name_or_path: str, folder: Path | None = None) -> ModelCard:
     return ModelCard(generation=_decoding(path, generation, "generation."), **data)
 
 
-# What each bench kind accepts: its variants (scorer / parser) and the [files] keys it needs (and may have).
-VARIANTS = {"chair": ("singularize", "wordnet"), "pope": ("llava", "strict"), "mme": ("eval_tool",),
-            "mmhal": ("original-parser",)}
-FILES = {"chair": (("instances", "annotations", "images"), ("split",)),
-         "pope": (("questions", "labels", "images"), ()),
-         "mme": (("ground_truth", "images"), ()),
-         "mmhal": (("template",), ("images",))}
-_BENCH_RULES = {"bench": one_of(BENCHES), "judge": one_of(JUDGES), "limit": at_least(0), "sample": at_least(0),
-                "sample_seed": at_least(0)}
+_BENCH_RULES = {"limit": at_least(0)}
 
 
-def _check_files(path: Path, bench: str, files: Any) -> None:
-    needed, optional = FILES[bench]
-    if not isinstance(files, dict):
-        raise InputError(path, f"expected a table of data paths, got {type(files).__name__}", field="files")
-    for key in needed:
-        if key not in files:
-            raise InputError(path, f"missing key 'files.{key}' (a {bench} card needs {', '.join(needed)})")
+def read_bench_card(name_or_path: str, folder: Path | None = None) -> tuple[Path, dict]:
+    """A bench card's file and its table (its ``name`` checked)."""
+    return _read_card(name_or_path, folder or benchmarks_dir(), "bench")
+
+
+def split_bench_table(path: Path | None, data: dict) -> tuple[dict, dict, str]:
+    """A bench card's common fields (checked: types, ranges, required kind/variant/data, the [decoding]
+    table, [files] a table of paths), the rest of its table (the bench's own options, which
+    benches.registry checks and types), and the key that named the kind ("kind", or the older "bench")."""
+    data = dict(data)
+    if "bench" in data and "kind" not in data:  # the older spelling of the key (errors name it as written)
+        data["kind"] = data.pop("bench")
+        common_key = "bench"
+    else:
+        common_key = "kind"
+    decoding = data.pop("decoding", {})
+    common = {k: data.pop(k) for k in list(data) if k in _COMMON}
+    check_table(path, common, BenchCard, ("kind", "variant", "data"), rules=_BENCH_RULES)
+    common["decoding"] = _decoding(path, decoding, "decoding.")
+    files = common.get("files", {})
     for key, value in files.items():
-        if key not in needed + optional:
-            raise InputError(path, f"unknown key 'files.{key}' (known for {bench}: {', '.join(needed + optional)})")
         if not isinstance(value, str) or not value:
             raise InputError(path, f"expected a path (a non-empty string), got {value!r}", field=f"files.{key}")
-
-
-def load_bench_card(name_or_path: str, folder: Path | None = None) -> BenchCard:
-    path, data = _read_card(name_or_path, folder or benchmarks_dir(), "bench")
-    decoding = data.pop("decoding", {})
-    check_table(path, data, BenchCard, ("bench", "variant", "data"), rules=_BENCH_RULES)
-    decoding = _decoding(path, decoding, "decoding.")
-    bench = data["bench"]
-    if data["variant"] not in VARIANTS[bench]:
-        raise InputError(path, f"unknown {bench} variant {data['variant']!r} (known: {', '.join(VARIANTS[bench])})",
-                         field="variant")
-    _check_files(path, bench, data.get("files", {}))
-    if bench == "mmhal" and not data.get("judge"):
-        raise InputError(path, f"missing key 'judge' (an mmhal card needs one of {', '.join(JUDGES)})")
-    if data.get("judge") in ("openai", "hf") and not data.get("judge_model"):
-        raise InputError(path, f"missing key 'judge_model' (the {data['judge']} judge needs a model"
-                               f"{': a local folder' if data['judge'] == 'hf' else ', pinned'})")
-    for key in ("judge", "judge_model", "judge_base_url", "judge_key_env", "judge_prompt"):
-        if data.get(key) and bench != "mmhal":
-            raise InputError(path, f"'{key}' applies to mmhal cards only, not {bench}", field=key)
-    for key in ("image_ids", "sample"):
-        if data.get(key) and bench != "chair":
-            raise InputError(path, f"'{key}' applies to chair cards only, not {bench}", field=key)
-    return BenchCard(decoding=decoding, **data)
+    return common, data, common_key
 
 
 def bench_names(group: str = "all") -> list[str]:

@@ -8,8 +8,10 @@ import math
 import sys
 from pathlib import Path
 
-from povid_eval import __version__
-from povid_eval.core import paths
+from povid_eval import __version__, cards
+from povid_eval import world as _world  # noqa: F401  (registers the synthetic world's MMHal judge, "rule")
+from povid_eval.benches import registry
+from povid_eval.core import dist, paths
 from povid_eval.core.errors import InputError, PovidError
 
 
@@ -78,7 +80,7 @@ def _pairs(items: list[tuple[str, object]], decimals: int) -> list[str]:
 def _table(result: dict) -> str:
     """A readable table of a score result: scalars as `name value` lines; flat dicts of the same keys
     (POPE splits) or dicts of dicts (MME subtasks) as grids; other dicts (MMHal per type) as `group.name`."""
-    decimals = 2 if result["bench"] == "mme" else 4
+    decimals = registry.get(result["bench"]).decimals
     metrics = result["metrics"]
     head = f"{result['bench']} (variant {result['variant']}, n = {result['n']})"
     lines = [head, "=" * len(head)]
@@ -106,73 +108,69 @@ def _print_result(result: dict, as_json: bool) -> None:
         print(_table(result))
 
 
-def cmd_score_chair(args) -> None:
-    from povid_eval.score import chair_from_files
-
-    _print_result(chair_from_files(args.captions, gt_objects=args.gt_objects, coco_annotations=args.coco_annotations,
-                                   variant=args.variant, image_id_key=args.image_id_key,
-                                   caption_key=args.caption_key, save_details=args.save_details), args.json)
+def cmd_score(args) -> None:
+    """`povid-eval score <bench>`: the bench's own readers of the release formats."""
+    _print_result(registry.get(args.bench).score_files(args), args.json)
 
 
-def cmd_score_pope(args) -> None:
-    from povid_eval.score import pope_from_files
-
-    _print_result(pope_from_files(args.answers, args.questions, args.labels_dir, parser=args.parser), args.json)
-
-
-def cmd_score_mme(args) -> None:
-    from povid_eval.score import mme_from_llava, mme_from_results_dir
-
-    if args.results_dir is not None:
-        if args.answers or args.ground_truth_dir or args.questions:
-            raise InputError(None, "--results-dir holds the predictions and the ground truth: give it alone, or "
-                                   "--answers with --ground-truth-dir (and --questions)")
-        result = mme_from_results_dir(args.results_dir)
-    elif args.answers and args.ground_truth_dir:
-        result = mme_from_llava(args.answers, args.ground_truth_dir, args.questions)
-    else:
-        raise InputError(None, "give --results-dir DIR, or --answers FILE with --ground-truth-dir DIR")
-    _print_result(result, args.json)
+def _bench_options(args) -> dict:
+    """The values of the benches' own run flags (RunOption dests) given on the command line."""
+    return {o.dest: getattr(args, o.dest) for o in _run_options() if getattr(args, o.dest, None) is not None}
 
 
-def cmd_score_mmhal(args) -> None:
-    from povid_eval.score import mmhal_from_files
+def _run_options() -> list:
+    """Every registered bench's own run flags, each once."""
+    seen = {}
+    for bench in registry.BENCHES.values():
+        for option in bench.run_options:
+            seen.setdefault(option.flag, option)
+    return list(seen.values())
 
-    options = [o for o, v in (("--judge-model", args.judge_model), ("--judge-base-url", args.judge_base_url),
-                              ("--judge-key-env", args.judge_key_env), ("--judge-prompt", args.judge_prompt),
-                              ("--save-replies", args.save_replies)) if v]
-    if args.judge_replies is not None:
-        if options:
-            raise InputError(None, f"{options[0]} goes with --judge, not with --judge-replies")
-    elif args.judge == "rule" and options and options[0] != "--save-replies":
-        raise InputError(None, f"{options[0]} goes with --judge openai or hf: the rule judge uses no prompt, model "
-                               "or endpoint")
-    if args.judge_replies is not None:
-        result = mmhal_from_files(args.responses, args.judge_replies)
-    else:
-        from povid_eval.benches.mmhal import judges
 
-        judge = judges.build_judge(args.judge, model=args.judge_model or "", base_url=args.judge_base_url or "",
-                                   key_env=args.judge_key_env or "", judge_prompt=args.judge_prompt)
-        result = mmhal_from_files(args.responses, judge=judge, save_replies=args.save_replies)
-    _print_result(result, args.json)
+def _check_options_apply(names: list[str], options: dict, group: str) -> None:
+    for dest in options:
+        takers = [n for n in names if dest in {o.dest for o in registry.bench_of(registry.load_card(n)).run_options}]
+        if not takers:
+            flag = next(o.flag for o in _run_options() if o.dest == dest)
+            raise InputError(None, f"{flag} applies to no bench of --bench {group}")
+
+
+def _own(name: str, options: dict) -> dict:
+    """The options a bench card takes."""
+    dests = {o.dest for o in registry.bench_of(registry.load_card(name)).run_options}
+    return {k: v for k, v in options.items() if k in dests}
+
+
+def _ensure_worlds(names: list[str], data: str | None = None) -> None:
+    """Build the synthetic world where a card of the run uses it and it is missing (rank 0 alone; the other
+    ranks wait for it)."""
+    from povid_eval import world
+
+    rank, size = dist.info()
+    error = None
+    if rank == 0:
+        try:
+            for name in names:
+                card = registry.load_card(name)
+                if card.world:
+                    world.ensure(Path(data).resolve() if data else card.data_path())
+        except PovidError as e:
+            error = e
+    dist.share_error(error, size)
 
 
 def cmd_run(args) -> None:
-    from povid_eval import cards
     from povid_eval.run import runner
 
     names = cards.bench_names(args.bench)
     cards.load_model_card(args.model)  # unknown model or bad card: fail before any work
-    kinds = {name: cards.load_bench_card(name).bench for name in names}
-    for flag, value, kind in (("--image-ids", args.image_ids, "chair"), ("--judge-prompt", args.judge_prompt, "mmhal")):
-        if value and kind not in kinds.values():
-            raise InputError(None, f"{flag} applies to {kind} benches only, and --bench {args.bench} has none")
-    out = paths.results_root(args.out)
+    options = _bench_options(args)
+    _check_options_apply(names, options, args.bench)
+    results = paths.results_root(args.results)
+    _ensure_worlds(names, args.data)
     for name in names:
-        result = runner.run(args.model, name, batch_size=args.batch_size, limit=args.limit, out=out,
-                            image_ids=args.image_ids if kinds[name] == "chair" else None, data=args.data,
-                            judge_prompt=args.judge_prompt if kinds[name] == "mmhal" else None, fresh=args.fresh)
+        result = runner.run(args.model, name, batch_size=args.batch_size, limit=args.limit, results=results,
+                            data=args.data, fresh=args.fresh, **_own(name, options))
         if result is not None:
             _print_result(result, args.json)
             if not args.json:
@@ -184,8 +182,11 @@ def cmd_doctor(args) -> None:
 
     if not args.model and not args.bench:
         args.model, args.bench = "base", "all"
-    found = doctor.checks(args.model, args.bench, out=paths.results_root(args.out), data=args.data,
-                          judge_prompt=args.judge_prompt)
+    options = _bench_options(args)
+    if args.bench:
+        _check_options_apply(cards.bench_names(args.bench), options, args.bench)
+    found = doctor.checks(args.model, args.bench, results=paths.results_root(args.results), data=args.data,
+                          **options)
     print(doctor.as_json(found) if args.json else doctor.report(found))
     problems = [c for c in found if not c.ok]
     if problems:
@@ -210,13 +211,16 @@ def _numbers(kind):
 
 
 def cmd_frontier(args) -> None:
-    from povid_eval.run.frontier import frontier
+    from povid_eval.run.frontier import default_bench, frontier
 
-    result = frontier(args.model, args.bench, biases=args.biases, out=paths.results_root(args.out),
+    bench = args.bench or default_bench()
+    _ensure_worlds([bench])
+    result = frontier(args.model, bench, biases=args.biases, results=paths.results_root(args.results),
                       batch_size=args.batch_size, limit=args.limit)
     if result is not None:
-        rows = {f"{p['bias']:g}": {"CHAIRs": p["CHAIRs"], "CHAIRi": p["CHAIRi"], "Recall": p["Recall"],
-                                   "words": p["mean_words"]} for p in sorted(result["points"], key=lambda p: p["bias"])}
+        shown = registry.bench_of(registry.load_card(bench)).column_metrics()
+        rows = {f"{p['bias']:g}": {m.key: p[m.key] for m in shown if m.key in p}
+                for p in sorted(result["points"], key=lambda p: p["bias"])}
         head = f"frontier of {result['model']} on {result['bench']} (n = {result['points'][0]['n']})"
         print("\n".join([head, "=" * len(head)] + _grid("bias", rows, 4)))
 
@@ -255,6 +259,10 @@ def cmd_train(args) -> None:
     if args.image_root and not args.preferences:
         raise InputError(None, "--image-root goes with --preferences (the folder its image paths are relative to)")
     world = paths.from_cli(args.world, "data/world")
+    if not args.preferences:
+        from povid_eval import world as synthetic_world
+
+        synthetic_world.ensure(world)
     injector = None
     if args.injector == "llm":
         injector = povid.llm_injector(args.llm_base_url, args.llm_model, args.llm_key_env, world=world,
@@ -277,25 +285,26 @@ def _print_written(paths: list[Path]) -> None:
 
 
 def cmd_compare(args) -> None:
-    from povid_eval import cards
     from povid_eval.report import compare
+    from povid_eval.run.results import ensure_results
 
     if len(args.models) < 2:
         raise InputError(None, "models: compare needs a baseline and at least one more model (povid-eval compare A B ...)")
     benches = cards.bench_names(args.bench)
-    out = paths.results_root(args.out)
+    results = paths.results_root(args.results)
     for model in args.models:  # every name known before any run starts
-        if not (out / model).is_dir():
+        if not (results / paths.RUNS / model).is_dir():
             cards.load_model_card(model)
-    compare.ensure_results(args.models, benches, out)
+    _ensure_worlds(benches)
+    ensure_results(args.models, benches, results)
     for b in args.models[1:]:
-        _print_written(compare.write_comparison(args.models[0], b, benches, out))
+        _print_written(compare.write_comparison(args.models[0], b, benches, results))
 
 
 def cmd_leaderboard(args) -> None:
     from povid_eval.report.leaderboard import write_leaderboard
 
-    _print_written(write_leaderboard(paths.results_root(args.out), frontier_model=args.frontier_model,
+    _print_written(write_leaderboard(paths.results_root(args.results), frontier_model=args.frontier_model,
                                      group=args.bench))
 
 
@@ -321,6 +330,12 @@ def cmd_perf(args) -> None:
                                        for k, v in values.items()))
 
 
+def _add_run_options(p) -> None:
+    """The benches' own run flags (e.g. CHAIR's --image-ids, MMHal's --judge-prompt), from the registry."""
+    for option in _run_options():
+        p.add_argument(option.flag, dest=option.dest, metavar=option.metavar, help=option.help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="povid-eval", description="POVID-style preference tuning of VLMs and "
                                      "faithful hallucination benchmarks (CHAIR, POPE, MME, MMHal-Bench).")
@@ -329,64 +344,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="score existing model outputs (no model needed)")
     benches = score.add_subparsers(dest="bench", required=True, metavar="BENCH", parser_class=Parser)
-
-    def bench(name: str, help: str, func) -> argparse.ArgumentParser:
-        p = benches.add_parser(name, help=help)
+    for name, bench in registry.BENCHES.items():
+        p = benches.add_parser(name, help=bench.score_help or f"{bench.title} of existing outputs")
         p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-        p.set_defaults(func=func)
-        return p
-
-    p = bench("chair", "CHAIR of image captions", cmd_score_chair)
-    p.add_argument("--captions", required=True, help="json list or jsonl of {image_id, caption}")
-    gt = p.add_mutually_exclusive_group(required=True)
-    gt.add_argument("--gt-objects", help="json(.gz) map image id -> object names (bare or under imid_to_objects)")
-    gt.add_argument("--coco-annotations", help="folder with instances_*.json and captions_*.json")
-    p.add_argument("--variant", default="singularize", choices=["singularize", "wordnet"],
-                   help="tokenisation: singularize (original CHAIR, POVID) or wordnet (OPERA); default singularize")
-    p.add_argument("--image-id-key", default="image_id")
-    p.add_argument("--caption-key", default="caption")
-    p.add_argument("--save-details", metavar="FILE", help="write per-caption mentions and hallucinations (jsonl)")
-
-    p = bench("pope", "POPE from LLaVA-layout answers", cmd_score_pope)
-    p.add_argument("--answers", required=True, help="jsonl of {question_id, text}")
-    p.add_argument("--questions", required=True, help="jsonl of {question_id, text, category}")
-    p.add_argument("--labels-dir", required=True, help="folder with coco_pope_<split>.json label files")
-    p.add_argument("--parser", default="llava", choices=["llava", "strict"], help="answer parser (default llava)")
-
-    p = bench("mme", "MME from LLaVA-layout answers or an eval_tool results folder", cmd_score_mme)
-    p.add_argument("--answers", help="jsonl of {question_id: '<subtask>/<image>', text, prompt}")
-    p.add_argument("--questions", help="jsonl of the questions, same order as the answers (when answers lack prompt)")
-    p.add_argument("--ground-truth-dir", help="folder of <subtask>.txt: image<TAB>question<TAB>Yes|No")
-    p.add_argument("--results-dir", help="eval_tool results: <subtask>.txt with 4 tab-separated columns")
-
-    p = bench("mmhal", "MMHal-Bench from judge replies, or judged now", cmd_score_mmhal)
-    p.add_argument("--responses", required=True, help="the 96-record template with model_answer filled (json)")
-    judged = p.add_mutually_exclusive_group(required=True)
-    judged.add_argument("--judge-replies", help='jsonl of {"index": i, "reply": "..."}, one per record')
-    judged.add_argument("--judge", choices=["rule", "openai", "hf"],
-                        help="judge the answers now: openai (an OpenAI-compatible endpoint), hf (a local causal LM "
-                             "folder) or rule (the synthetic world only); replies cached in $POVID_EVAL_CACHE/judge")
-    p.add_argument("--judge-model", help="openai: the judge model to pin (e.g. gpt-4-0613); hf: the model folder")
-    p.add_argument("--judge-base-url", help="openai judge endpoint (default https://api.openai.com/v1)")
-    p.add_argument("--judge-key-env", help="environment variable holding the judge's API key (default "
-                                           "OPENAI_API_KEY; the key is never written anywhere)")
-    p.add_argument("--judge-prompt", metavar="FILE", help="judge prompt with four {} slots (image contents, question, "
-                   "standard answer, model answer); default: povid_eval/benches/mmhal/judge_prompt.txt")
-    p.add_argument("--save-replies", metavar="FILE", help="write the judge's replies (the --judge-replies layout)")
+        bench.add_score_arguments(p)
+        p.set_defaults(func=cmd_score)
 
     p = commands.add_parser("run", help="generate (cached, resumable) and score benches for a model")
     p.add_argument("--bench", required=True, help="a bench card name (benchmarks/<name>.toml), 'all' (the "
                    "embedded world's cards) or a bench set folder such as 'real' (benchmarks/real/*.toml)")
     p.add_argument("--model", default="base", help="a model card name (models/<name>.toml); default base")
     p.add_argument("--batch-size", type=_count(1), default=16, help="prompts per generation batch (default 16)")
-    p.add_argument("--limit", type=_count(0), default=0, help="first N items (MME: N image pairs; 0 = all)")
-    p.add_argument("--image-ids", metavar="FILE", help="CHAIR: use these image ids (one per line) instead of the "
-                   "card's pinned list, e.g. another paper's 500")
+    p.add_argument("--limit", type=_count(0), default=0, help="first N items (as the bench counts them, e.g. MME: N "
+                   "image pairs; 0 = all)")
     p.add_argument("--data", metavar="DIR", help="data root instead of the bench card's (e.g. where COCO, POPE, "
                    "MME and MMHal live on this node)")
-    p.add_argument("--judge-prompt", metavar="FILE", help="MMHal: the judge prompt file instead of the bench card's "
-                   "(four {} slots; e.g. the original evaluation's prompt); its sha256 goes into metrics.json")
-    p.add_argument("--out", help="results folder (default: the project's results/)")
+    _add_run_options(p)
+    p.add_argument("--results", metavar="DIR", help="results folder (default: the project's results/)")
     p.add_argument("--fresh", action="store_true", help="discard this model's earlier samples and metrics of these "
                    "benches first (e.g. after retraining a model under the same name)")
     p.add_argument("--json", action="store_true", help="print each bench's metrics record as JSON")
@@ -397,19 +371,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a model card name (models/<name>.toml)")
     p.add_argument("--bench", help="a bench card name, 'all' or a bench set folder ('real')")
     p.add_argument("--data", metavar="DIR", help="data root instead of the bench cards' (as run --data)")
-    p.add_argument("--judge-prompt", metavar="FILE", help="MMHal judge prompt to check (as run --judge-prompt)")
-    p.add_argument("--out", help="results folder whose free disk is checked (default: the project's results/)")
+    _add_run_options(p)
+    p.add_argument("--results", metavar="DIR", help="results folder whose free disk is checked (default: the "
+                   "project's results/)")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.set_defaults(func=cmd_doctor)
 
-    p = commands.add_parser("frontier", help="the model's CHAIR_i-vs-recall curve under a sweep of stop biases")
+    p = commands.add_parser("frontier", help="the model's trade-off curve (CHAIR_i vs recall) under a sweep of stop "
+                            "biases")
     p.add_argument("--model", default="base", help="a model card name (models/<name>.toml); default base")
-    p.add_argument("--bench", default="chair", help="a CHAIR bench card name (default chair)")
+    p.add_argument("--bench", help="a bench card whose bench has a length trade-off, e.g. chair or real/chair-coco "
+                   "(default: the first such card of the embedded world's set)")
     p.add_argument("--biases", type=_numbers(float), default=None,
                    help="comma-separated logit biases (default: povid_eval.run.frontier.DEFAULT_BIASES)")
     p.add_argument("--batch-size", type=_count(1), default=16, help="prompts per generation batch (default 16)")
     p.add_argument("--limit", type=_count(0), default=0, help="first N images (0 = all)")
-    p.add_argument("--out", help="results folder (default: the project's results/)")
+    p.add_argument("--results", metavar="DIR", help="results folder (default: the project's results/)")
     p.set_defaults(func=cmd_frontier)
 
     world = commands.add_parser("world", help="the embedded synthetic world").add_subparsers(
@@ -439,11 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", type=_name("model name"),
                    help="model card names: the first is the baseline, each other is compared to it")
     p.add_argument("--bench", default="all", help="a bench card name, 'all' (default) or a bench set folder ('real')")
-    p.add_argument("--out", help="results folder (default: the project's results/)")
+    p.add_argument("--results", metavar="DIR", help="results folder (default: the project's results/)")
     p.set_defaults(func=cmd_compare)
 
     p = commands.add_parser("leaderboard", help="every model in results/: results/leaderboard.{md,csv,html}")
-    p.add_argument("--out", help="results folder (default: the project's results/)")
+    p.add_argument("--results", metavar="DIR", help="results folder (default: the project's results/)")
     p.add_argument("--frontier-model", default="base", type=_name("model name"),
                    help="whose stop-bias frontier the plot draws (default base)")
     p.add_argument("--bench", default="all", help="bench set: 'all' (the embedded world, default) or a folder of "
@@ -471,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace models/<out>.toml and <results>/train/<out> "
                    "written by an earlier `povid-eval train` with other settings (never a card it did not write)")
     p.add_argument("--world", help="the synthetic world (default: the project's data/world)")
-    p.add_argument("--results", help="results folder; training goes to <results>/train/<out> (default: the "
-                   "project's results/)")
+    p.add_argument("--results", metavar="DIR", help="results folder; training goes to <results>/train/<out> "
+                   "(default: the project's results/)")
     p.add_argument("--seed", type=_count(0), default=None, help="seed (default: the recipe's, 0)")
     p.set_defaults(func=cmd_train)
 

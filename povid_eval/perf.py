@@ -157,11 +157,10 @@ def train_step_speed(n_records: int = 16, repeat: int = 5, warmup: int = 1, mode
 
     card = cards.load_model_card(model)
     torch.set_num_threads(card.threads or 1)
-    world_dir = Path(world) if Path(world).is_absolute() else cards.ROOT / world
-    if not (world_dir / "annotations").is_dir():
-        from povid_eval.run.runner import ensure_world
+    world_dir = cards.resolve_path(world)
+    from povid_eval import world as synthetic_world
 
-        ensure_world(cards.load_bench_card("chair"))
+    synthetic_world.ensure(world_dir)
     vlm = load_vlm(card.resolve(card.path), dtype=card.dtype, device=card.device)
     prefs = world_preferences(vlm, world_dir, RecipeConfig(images=2 * n_records), card.template, progress=False)
     prefs = prefs[:n_records]

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+import povid_eval.world  # noqa: F401  (registers the synthetic world's MMHal judge, "rule", as the CLI does)
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 

@@ -19,9 +19,11 @@ from chat_server import ChatServer, clear_proxies, user_image, user_text
 from povid_eval.vlm import api as api_model
 from povid_eval import cards
 from povid_eval.run import runner
+from povid_eval.vlm import generate as generate_module
 from povid_eval.core.errors import MissingAssetError
 from povid_eval.core.io import read_image
 from povid_eval.core.http import ChatAPIError
+from povid_eval.benches import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
@@ -60,10 +62,10 @@ def reference(world):
     with pytest.MonkeyPatch.context() as mp:
         for name, value in variables(world, world / "cache-hf").items():
             mp.setenv(name, value)
-        mp.setattr(runner, "_LOADED", {})
+        mp.setattr(generate_module, "_LOADED", {})
         for bench in LIMITS:
-            record = runner.run("base", bench, out=world / "hf", batch_size=1, progress=False)
-            out[bench] = (samples(world / "hf" / "base" / bench), record)
+            record = runner.run("base", bench, results=world / "hf", batch_size=1, progress=False)
+            out[bench] = (samples(world / "hf" / "runs" / "base" / bench), record)
     return out
 
 
@@ -92,7 +94,7 @@ def env(world, tmp_path, monkeypatch):
     for name, value in variables(world, tmp_path / "cache").items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv(KEY_ENV, KEY)
-    monkeypatch.setattr(runner, "_LOADED", {})  # its key has no base_url: each test's server is new
+    monkeypatch.setattr(generate_module, "_LOADED", {})  # its key has no base_url: each test's server is new
     return world
 
 
@@ -116,13 +118,13 @@ def files_text(*folders: Path) -> bytes:
 def test_api_backend_reproduces_the_hf_backend(env, tiny, reference, tmp_path, bench):
     with ChatServer(tiny) as server:
         api_card(env, server.url)
-        record = runner.run("api", bench, out=tmp_path / "out", progress=False)
+        record = runner.run("api", bench, results=tmp_path / "out", progress=False)
     texts, hf_record = reference[bench]
-    assert samples(tmp_path / "out" / "api" / bench) == texts and len(texts) == LIMITS[bench]
+    assert samples(tmp_path / "out" / "runs" / "api" / bench) == texts and len(texts) == LIMITS[bench]
     assert record["metrics"] == hf_record["metrics"] and record["n"] == hf_record["n"]
     assert record["intervals"] == hf_record["intervals"]
     assert not server.errors
-    decoding = cards.load_bench_card(bench).decoding
+    decoding = registry.load_card(bench).decoding
     assert len(server.requests) == len({(b["messages"][0]["content"][0]["image_url"]["url"], user_text(b))
                                         for b in server.bodies()})  # one request per distinct (image, prompt)
     for request in server.requests:
@@ -139,13 +141,13 @@ def test_api_backend_reproduces_the_hf_backend(env, tiny, reference, tmp_path, b
 def test_rerun_sends_no_requests(env, tiny, tmp_path):
     with ChatServer(tiny) as server:
         api_card(env, server.url)
-        first = runner.run("api", "pope", out=tmp_path / "a", progress=False)
+        first = runner.run("api", "pope", results=tmp_path / "a", progress=False)
         sent = len(server.requests)
         assert sent == LIMITS["pope"]
-        again = runner.run("api", "pope", out=tmp_path / "b", progress=False)  # new results folder: client cache
+        again = runner.run("api", "pope", results=tmp_path / "b", progress=False)  # new results folder: client cache
         assert len(server.requests) == sent
     assert again["metrics"] == first["metrics"]
-    assert samples(tmp_path / "b" / "api" / "pope") == samples(tmp_path / "a" / "api" / "pope")
+    assert samples(tmp_path / "b" / "runs" / "api" / "pope") == samples(tmp_path / "a" / "runs" / "api" / "pope")
     assert len(list((tmp_path / "cache" / "api").glob("*.json"))) == sent
 
 
@@ -157,7 +159,7 @@ def test_concurrency_is_bounded(env, tmp_path, concurrency):
 
     with ChatServer(slow) as server:
         api_card(env, server.url, concurrency=concurrency)
-        runner.run("api", "pope", out=tmp_path, batch_size=16, progress=False)
+        runner.run("api", "pope", results=tmp_path, batch_size=16, progress=False)
     assert len(server.requests) == LIMITS["pope"]
     assert server.max_in_flight == concurrency
 
@@ -166,13 +168,13 @@ def test_retries_after_429_and_503(env, tmp_path):
     image = read_image(next((env / "world" / "images" / "val").glob("*.png")))
     decoding = cards.Decoding(max_new_tokens=8)
     with ChatServer(lambda body: "A red cube.") as server:
-        generate = runner._load_generate(api_card(env, server.url, concurrency=1, max_retries=2))
+        generate = generate_module._load(api_card(env, server.url, concurrency=1, max_retries=2))
         server.script += [(429, {"Retry-After": "0"}, "rate limited"), (503, {"Retry-After": "0"}, "overloaded")]
         assert generate([image], ["Describe this image."], decoding) == ["A red cube."]
         assert len(server.requests) == 3
         assert len({json.dumps(r["body"], sort_keys=True) for r in server.requests}) == 1  # the same request
 
-        generate = runner._load_generate(api_card(env, server.url, concurrency=1, max_retries=1))
+        generate = generate_module._load(api_card(env, server.url, concurrency=1, max_retries=1))
         server.script += [(503, {"Retry-After": "0"}, "overloaded")] * 2
         with pytest.raises(ChatAPIError, match="HTTP 503: gave up after 2 attempts: overloaded"):
             generate([image], ["What is this?"], decoding)
@@ -181,18 +183,18 @@ def test_retries_after_429_and_503(env, tmp_path):
 def test_key_is_sent_and_written_nowhere(env, tmp_path):
     with ChatServer(lambda body: "Yes", key=KEY) as server:  # 401 without the key
         api_card(env, server.url)
-        runner.run("api", "pope", out=tmp_path / "results", progress=False)
+        runner.run("api", "pope", results=tmp_path / "results", progress=False)
     assert len(server.requests) == LIMITS["pope"]
     assert all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in server.requests)
     written = files_text(tmp_path / "results", tmp_path / "cache")
     assert b"sk-povid-test" not in written and KEY_ENV.encode() not in written
-    assert (tmp_path / "results" / "api" / "pope" / "metrics.json").is_file()
+    assert (tmp_path / "results" / "runs" / "api" / "pope" / "metrics.json").is_file()
 
 
 def test_no_key_variable_no_authorization_header(env, tmp_path):
     with ChatServer(lambda body: "No") as server:
         api_card(env, server.url, api_key_env="")
-        runner.run("api", "pope", out=tmp_path, progress=False)
+        runner.run("api", "pope", results=tmp_path, progress=False)
     assert server.requests and not any("Authorization" in r["headers"] for r in server.requests)
 
 
@@ -205,9 +207,9 @@ def test_missing_key_fails_before_any_request(env, tmp_path, monkeypatch):
         assert str(error.value) == (f"model api: environment variable {KEY_ENV} (the API key for {server.url}) "
                                     f"is not set")
         with pytest.raises(MissingAssetError, match=f"{KEY_ENV} is not set"):  # the runner's checks come first
-            runner.run("api", "pope", out=tmp_path / "r", progress=False)
+            runner.run("api", "pope", results=tmp_path / "r", progress=False)
         proc = subprocess.run([sys.executable, "-m", "povid_eval", "run", "--bench", "pope", "--model", "api",
-                               "--out", str(tmp_path / "cli")], capture_output=True, text=True, cwd=tmp_path,
+                               "--results", str(tmp_path / "cli")], capture_output=True, text=True, cwd=tmp_path,
                               env={k: v for k, v in os.environ.items() if k != KEY_ENV})
     assert proc.returncode == 2, proc.stderr
     assert KEY_ENV in proc.stderr and "Traceback" not in proc.stderr

@@ -196,7 +196,7 @@ class Corpus:
 
             out = self.factory.mktemp("chair-results") / "results"
             with self._env():
-                runner.run("tiny", "chair", out=out, progress=False)
+                runner.run("tiny", "chair", results=out, progress=False)
             self._built["chair"] = out
         return self._built["chair"]
 
@@ -528,7 +528,7 @@ def world_mmhal_responses(ctx: Ctx, change=None) -> Path:
 
 
 def run(ctx: Ctx, bench: str = "chair", *extra, model: str = "tiny") -> list:
-    return ["run", "--bench", bench, "--model", model, "--out", ctx.out(), *extra]
+    return ["run", "--bench", bench, "--model", model, "--results", ctx.out(), *extra]
 
 
 def train(ctx: Ctx, *extra, prefs: Path | None = None, out: str = "tr", recipe: str = "dpo") -> list:
@@ -742,7 +742,7 @@ def _(ctx):
 def _(ctx):
     card = ctx.bench_card("bad", "")
     card.write_bytes(ctx.bench_text("pope").encode().replace(b'variant = "llava"', b'variant = "ll' + BAD + b'"'))
-    return ["doctor", "--bench", "bad", "--out", ctx.out()], [card]
+    return ["doctor", "--bench", "bad", "--results", ctx.out()], [card]
 
 
 @case("encoding", "perf-captions-invalid-utf8")
@@ -755,10 +755,10 @@ def _(ctx):
 def _(ctx):
     out = ctx.tmp / "lb"
     shutil.copytree(ctx.corpus.chair_results(), out)
-    metrics = out / "tiny" / "chair" / "metrics.json"
+    metrics = out / "runs" / "tiny" / "chair" / "metrics.json"
     metrics.write_bytes(metrics.read_bytes().replace(b'"chair"', b'"ch' + BAD + b'"', 1))
     ctx.unchanged(out)
-    return ["leaderboard", "--out", out], [metrics]
+    return ["leaderboard", "--results", out], [metrics]
 
 
 # ============================================================================================ 2. record shapes
@@ -1342,7 +1342,7 @@ def _(ctx):
 @case("model_cards", "doctor-model-card-threads-string")
 def _(ctx):
     card = ctx.model_card("bad", ctx.tiny_card('threads = "many"'))
-    return ["doctor", "--model", "bad", "--out", ctx.out()], [card, "threads"]
+    return ["doctor", "--model", "bad", "--results", ctx.out()], [card, "threads"]
 
 
 @case("model_cards", "train-base-card-dtype-int4")
@@ -1356,13 +1356,13 @@ def _(ctx):
 @case("model_cards", "frontier-model-card-device-tpu")
 def _(ctx):
     card = ctx.model_card("bad", ctx.tiny_card('device = "tpu"'))
-    return ["frontier", "--model", "bad", "--biases", "0", "--limit", "1", "--out", ctx.out()], [card, "device"]
+    return ["frontier", "--model", "bad", "--biases", "0", "--limit", "1", "--results", ctx.out()], [card, "device"]
 
 
 @case("model_cards", "compare-model-card-template-int")
 def _(ctx):
     card = ctx.model_card("bad", ctx.tiny_card("template = 5"))
-    return ["compare", "bad", "tiny", "--bench", "chair", "--out", ctx.out()], [card, "template"]
+    return ["compare", "bad", "tiny", "--bench", "chair", "--results", ctx.out()], [card, "template"]
 
 
 RECIPE_VALUES = [
@@ -1433,14 +1433,14 @@ def _(ctx):
 
 BENCH_EDITS = [
     # (id, bench, old text, new text, key named)
-    ("bench-foo", "chair", 'bench = "chair"', 'bench = "foo"', "bench"),
-    ("bench-int", "chair", 'bench = "chair"', "bench = 5", "bench"),
+    ("bench-foo", "chair", 'kind = "chair"', 'kind = "foo"', "kind"),
+    ("bench-int", "chair", 'kind = "chair"', "kind = 5", "kind"),
     ("chair-variant-unknown", "chair", 'variant = "singularize"', 'variant = "lemma"', "variant"),
     ("pope-variant-unknown", "pope", 'variant = "llava"', 'variant = "llava2"', "variant"),
     ("mme-variant-unknown", "mme", 'variant = "eval_tool"', 'variant = "x"', "variant"),
     ("variant-int", "chair", 'variant = "singularize"', "variant = 1", "variant"),
     ("missing-variant", "chair", 'variant = "singularize"', "", "variant"),
-    ("missing-bench", "chair", 'bench = "chair"', "", "bench"),
+    ("missing-bench", "chair", 'kind = "chair"', "", "kind"),
     ("chair-files-without-instances", "chair", 'instances = "annotations/instances_val.json"', "", "instances"),
     ("chair-files-without-images", "chair", 'images = "images/val"', "", "images"),
     ("pope-files-without-labels", "pope", 'labels = "pope"', "", "labels"),
@@ -1577,30 +1577,30 @@ def _(ctx):
 
 @case("bench_cards", "doctor-bench-card-bench-foo")
 def _(ctx):
-    card = ctx.bench_card("bad", ctx.edit_bench("pope", 'bench = "pope"', 'bench = "foo"'))
-    return ["doctor", "--bench", "bad", "--out", ctx.out()], [card, "bench"]
+    card = ctx.bench_card("bad", ctx.edit_bench("pope", 'kind = "pope"', 'kind = "foo"'))
+    return ["doctor", "--bench", "bad", "--results", ctx.out()], [card, "bench"]
 
 
 @case("bench_cards", "frontier-bench-card-variant-unknown")
 def _(ctx):
     card = ctx.bench_card("bad", ctx.edit_bench("chair", 'variant = "singularize"', 'variant = "lemma"'))
-    return ["frontier", "--bench", "bad", "--model", "tiny", "--biases", "0", "--out", ctx.out()], [card, "variant"]
+    return ["frontier", "--bench", "bad", "--model", "tiny", "--biases", "0", "--results", ctx.out()], [card, "variant"]
 
 
 @case("bench_cards", "compare-bench-card-limit-negative")
 def _(ctx):
     card = ctx.bench_card("bad", ctx.edit_bench("chair", "limit = 6", "limit = -1"))
-    return ["compare", "tiny", "tiny", "--bench", "bad", "--out", ctx.out()], [card, "limit"]
+    return ["compare", "tiny", "tiny", "--bench", "bad", "--results", ctx.out()], [card, "limit"]
 
 
 @case("bench_cards", "leaderboard-bench-set-with-broken-card")
 def _(ctx):
-    card = ctx.bench_card("chair", ctx.edit_bench("chair", 'bench = "chair"', 'bench = "chiar"'),
+    card = ctx.bench_card("chair", ctx.edit_bench("chair", 'kind = "chair"', 'kind = "chiar"'),
                           folder=ctx.benches / "mine")
     out = ctx.tmp / "lb"
     shutil.copytree(ctx.corpus.chair_results(), out)
     ctx.unchanged(out)
-    return ["leaderboard", "--bench", "mine", "--out", out], [card, "bench"]
+    return ["leaderboard", "--bench", "mine", "--results", out], [card, "bench"]
 
 
 # ============================================================================================ 5. CLI values
@@ -1614,16 +1614,16 @@ COUNT_FLAGS = [
     ("run-limit-negative", lambda ctx: run(ctx, "chair", "--limit", "-1"), "--limit"),
     ("run-limit-word", lambda ctx: run(ctx, "chair", "--limit", "all"), "--limit"),
     ("frontier-batch-size-0", lambda ctx: ["frontier", "--model", "tiny", "--biases", "0", "--batch-size", "0",
-                                           "--out", ctx.out()], "--batch-size"),
+                                           "--results", ctx.out()], "--batch-size"),
     ("frontier-limit-negative", lambda ctx: ["frontier", "--model", "tiny", "--biases", "0", "--limit", "-1",
-                                             "--out", ctx.out()], "--limit"),
+                                             "--results", ctx.out()], "--limit"),
     ("train-images-negative", lambda ctx: train(ctx, "--images", "-1"), "--images"),
     ("train-images-word", lambda ctx: train(ctx, "--images", "many"), "--images"),
     ("train-seed-negative", lambda ctx: train(ctx, "--seed", "-1"), "--seed"),
     ("world-build-seed-negative", lambda ctx: ["world", "build", "--seed", "-1", "--out", ctx.out("world")], "--seed"),
     ("world-build-seed-word", lambda ctx: ["world", "build", "--seed", "x", "--out", ctx.out("world")], "--seed"),
     ("pretrain-seed-word", lambda ctx: ["pretrain", "--seed", "x", "--world", ctx.tmp / "no-world",
-                                        "--out", ctx.out("model")], "--seed"),
+                                        "--results", ctx.out("model")], "--seed"),
     ("perf-batch-0", lambda ctx: ["perf", "--generate", "tiny", "--device", "cpu", "--batch", "0"], "--batch"),
     ("perf-batch-word", lambda ctx: ["perf", "--generate", "tiny", "--device", "cpu", "--batch", "x"], "--batch"),
 ]
@@ -1637,7 +1637,7 @@ for _cid, _value in [("nan", "nan"), ("inf", "inf"), ("minus-inf", "-inf"), ("em
                      ("word", "high"), ("trailing-comma", "0,1,")]:
     @case("cli_values", f"frontier-biases-{_cid}")
     def _(ctx, value=_value):
-        return ["frontier", "--model", "tiny", f"--biases={value}", "--limit", "1", "--out", ctx.out()], ["--biases"]
+        return ["frontier", "--model", "tiny", f"--biases={value}", "--limit", "1", "--results", ctx.out()], ["--biases"]
 
 
 for _cid, _value in [("3", "3"), ("0", "0"), ("word", "x"), ("empty", ""), ("float", "2.5"), ("1-3", "1,3"),
@@ -1683,11 +1683,11 @@ def _out_is_file(make):
 
 
 for _cid, _make in [
-    ("run-out-is-file", lambda ctx, p: ["run", "--bench", "chair", "--model", "tiny", "--out", p]),
-    ("doctor-out-is-file", lambda ctx, p: ["doctor", "--model", "tiny", "--bench", "chair", "--out", p]),
-    ("frontier-out-is-file", lambda ctx, p: ["frontier", "--model", "tiny", "--biases", "0", "--out", p]),
-    ("compare-out-is-file", lambda ctx, p: ["compare", "tiny", "tiny", "--bench", "chair", "--out", p]),
-    ("leaderboard-out-is-file", lambda ctx, p: ["leaderboard", "--out", p]),
+    ("run-out-is-file", lambda ctx, p: ["run", "--bench", "chair", "--model", "tiny", "--results", p]),
+    ("doctor-out-is-file", lambda ctx, p: ["doctor", "--model", "tiny", "--bench", "chair", "--results", p]),
+    ("frontier-out-is-file", lambda ctx, p: ["frontier", "--model", "tiny", "--biases", "0", "--results", p]),
+    ("compare-out-is-file", lambda ctx, p: ["compare", "tiny", "tiny", "--bench", "chair", "--results", p]),
+    ("leaderboard-out-is-file", lambda ctx, p: ["leaderboard", "--results", p]),
     ("world-build-out-is-file", lambda ctx, p: ["world", "build", "--out", p]),
     ("train-results-is-file", lambda ctx, p: train(ctx, "--results", p)),
 ]:
@@ -1779,35 +1779,35 @@ def _(ctx):
 @case("cli_values", "doctor-data-missing-folder")
 def _(ctx):
     data = ctx.tmp / "no-data"
-    return ["doctor", "--bench", real_pope_card(ctx), "--data", data, "--out", ctx.out()], [AnyOf("--data", data)]
+    return ["doctor", "--bench", real_pope_card(ctx), "--data", data, "--results", ctx.out()], [AnyOf("--data", data)]
 
 
 for _cid, _argv, _where in [
     ("run-unknown-model", lambda ctx: run(ctx, "chair", model="nosuch"), "nosuch"),
     ("run-unknown-bench", lambda ctx: run(ctx, "nosuch"), "nosuch"),
-    ("doctor-unknown-model", lambda ctx: ["doctor", "--model", "nosuch", "--out", ctx.out()], "nosuch"),
-    ("doctor-unknown-bench", lambda ctx: ["doctor", "--bench", "nosuch", "--out", ctx.out()], "nosuch"),
-    ("frontier-unknown-model", lambda ctx: ["frontier", "--model", "nosuch", "--biases", "0", "--out", ctx.out()],
+    ("doctor-unknown-model", lambda ctx: ["doctor", "--model", "nosuch", "--results", ctx.out()], "nosuch"),
+    ("doctor-unknown-bench", lambda ctx: ["doctor", "--bench", "nosuch", "--results", ctx.out()], "nosuch"),
+    ("frontier-unknown-model", lambda ctx: ["frontier", "--model", "nosuch", "--biases", "0", "--results", ctx.out()],
      "nosuch"),
     ("frontier-unknown-bench", lambda ctx: ["frontier", "--model", "tiny", "--bench", "nosuch", "--biases", "0",
-                                            "--out", ctx.out()], "nosuch"),
+                                            "--results", ctx.out()], "nosuch"),
     ("frontier-bench-not-chair", lambda ctx: ["frontier", "--model", "tiny", "--bench", "pope", "--biases", "0",
-                                              "--out", ctx.out()], "--bench"),
+                                              "--results", ctx.out()], "--bench"),
     ("train-unknown-base", lambda ctx: train(ctx, "--base", "nosuch"), "nosuch"),
-    ("compare-unknown-bench", lambda ctx: ["compare", "tiny", "tiny", "--bench", "nosuch", "--out", ctx.out()],
+    ("compare-unknown-bench", lambda ctx: ["compare", "tiny", "tiny", "--bench", "nosuch", "--results", ctx.out()],
      "nosuch"),
-    ("leaderboard-unknown-bench-set", lambda ctx: ["leaderboard", "--bench", "nosuch", "--out", ctx.out()], "nosuch"),
+    ("leaderboard-unknown-bench-set", lambda ctx: ["leaderboard", "--bench", "nosuch", "--results", ctx.out()], "nosuch"),
     ("run-model-dotdot", lambda ctx: run(ctx, "chair", model="../x"), "../x"),
     ("run-bench-dotdot", lambda ctx: run(ctx, "../x"), "../x"),
-    ("doctor-model-dotdot", lambda ctx: ["doctor", "--model", "../../x", "--out", ctx.out()], "../../x"),
-    ("frontier-model-dotdot", lambda ctx: ["frontier", "--model", "../x", "--biases", "0", "--out", ctx.out()], "../x"),
+    ("doctor-model-dotdot", lambda ctx: ["doctor", "--model", "../../x", "--results", ctx.out()], "../../x"),
+    ("frontier-model-dotdot", lambda ctx: ["frontier", "--model", "../x", "--biases", "0", "--results", ctx.out()], "../x"),
     ("train-base-dotdot", lambda ctx: train(ctx, "--base", "../x"), "../x"),
     ("train-out-dotdot", lambda ctx: train(ctx, "--out", "../../x"), "--out"),
     ("train-out-absolute", lambda ctx: train(ctx, "--out", str(ctx.tmp / "abs")), "--out"),
     ("train-out-empty", lambda ctx: train(ctx, "--out", ""), "--out"),
-    ("compare-model-dotdot", lambda ctx: ["compare", "tiny", "../x", "--bench", "chair", "--out", ctx.out()], "../x"),
-    ("compare-model-slash", lambda ctx: ["compare", "tiny", "a/b", "--bench", "chair", "--out", ctx.out()], "a/b"),
-    ("leaderboard-frontier-model-dotdot", lambda ctx: ["leaderboard", "--frontier-model", "../x", "--out", ctx.out()],
+    ("compare-model-dotdot", lambda ctx: ["compare", "tiny", "../x", "--bench", "chair", "--results", ctx.out()], "../x"),
+    ("compare-model-slash", lambda ctx: ["compare", "tiny", "a/b", "--bench", "chair", "--results", ctx.out()], "a/b"),
+    ("leaderboard-frontier-model-dotdot", lambda ctx: ["leaderboard", "--frontier-model", "../x", "--results", ctx.out()],
      "--frontier-model"),
 ]:
     @case("cli_values", _cid)
@@ -1826,7 +1826,7 @@ def _(ctx):
     out = ctx.tmp / "cmp"
     shutil.copytree(ctx.corpus.chair_results(), out)
     ctx.unchanged(out)
-    return ["compare", "tiny", "nosuch", "--bench", "chair", "--out", out], ["nosuch"]
+    return ["compare", "tiny", "nosuch", "--bench", "chair", "--results", out], ["nosuch"]
 
 
 @case("cli_values", "compare-one-model")
@@ -1834,25 +1834,25 @@ def _(ctx):
     out = ctx.tmp / "cmp"
     shutil.copytree(ctx.corpus.chair_results(), out)
     ctx.unchanged(out)
-    return ["compare", "tiny", "--bench", "chair", "--out", out], ["models"]
+    return ["compare", "tiny", "--bench", "chair", "--results", out], ["models"]
 
 
 @case("cli_values", "compare-no-models")
 def _(ctx):
-    return ["compare", "--out", ctx.out()], ["models"]
+    return ["compare", "--results", ctx.out()], ["models"]
 
 
 @case("cli_values", "leaderboard-out-missing-folder")
 def _(ctx):
     out = ctx.out("no-results")
-    return ["leaderboard", "--out", out], [out]
+    return ["leaderboard", "--results", out], [out]
 
 
 @case("cli_values", "leaderboard-out-empty-folder")
 def _(ctx):
     out = ctx.folder("empty-results")
     ctx.unchanged(out)
-    return ["leaderboard", "--out", out], [out]
+    return ["leaderboard", "--results", out], [out]
 
 
 @case("cli_values", "perf-captions-missing-file")
@@ -2037,12 +2037,12 @@ def _(ctx):
 
 @case("cli_values", "run-without-bench")
 def _(ctx):
-    return ["run", "--model", "tiny", "--out", ctx.out()], ["--bench"]
+    return ["run", "--model", "tiny", "--results", ctx.out()], ["--bench"]
 
 
 @case("cli_values", "run-unknown-flag")
 def _(ctx):
-    return ["run", "--bench", "chair", "--model", "tiny", "--batchsize", "4", "--out", ctx.out()], ["--batchsize"]
+    return ["run", "--bench", "chair", "--model", "tiny", "--batchsize", "4", "--results", ctx.out()], ["--batchsize"]
 
 
 @case("cli_values", "pretrain-world-missing")
@@ -2065,19 +2065,19 @@ def _copy_results(ctx: Ctx, *models: str) -> Path:
     out = ctx.tmp / "res"
     shutil.copytree(ctx.corpus.chair_results(), out)
     for m in models:
-        shutil.copytree(out / "tiny", out / m)
+        shutil.copytree(out / "runs" / "tiny", out / "runs" / m)
     return out
 
 
 def _compare(ctx: Ctx, out: Path) -> list:
     ctx.unchanged(out)
-    return ["compare", "tiny", "other", "--bench", "chair", "--out", out]
+    return ["compare", "tiny", "other", "--bench", "chair", "--results", out]
 
 
 def _samples_case(lines_change, line: int, where_file: bool = False):
     def setup(ctx):
         out = _copy_results(ctx, "other")
-        samples = out / "other" / "chair" / "samples.jsonl"
+        samples = out / "runs" / "other" / "chair" / "samples.jsonl"
         rows = samples.read_bytes().splitlines()
         samples.write_bytes(b"\n".join(lines_change(rows)) + b"\n")
         return _compare(ctx, out), [samples if where_file else at(samples, line)]
@@ -2112,7 +2112,7 @@ for _cid, _change, _line, _file in [
 @case("results_caches", "compare-samples-is-folder")
 def _(ctx):
     out = _copy_results(ctx, "other")
-    samples = out / "other" / "chair" / "samples.jsonl"
+    samples = out / "runs" / "other" / "chair" / "samples.jsonl"
     samples.unlink()
     samples.mkdir()
     return _compare(ctx, out), [samples]
@@ -2121,7 +2121,7 @@ def _(ctx):
 def _metrics_case(change, key: str | None = None):
     def setup(ctx):
         out = _copy_results(ctx, "other")
-        metrics = out / "other" / "chair" / "metrics.json"
+        metrics = out / "runs" / "other" / "chair" / "metrics.json"
         metrics.write_bytes(change(metrics.read_bytes()))
         return _compare(ctx, out), [metrics] + ([key] if key else [])
     return setup
@@ -2145,12 +2145,13 @@ for _cid, _change, _key in [
 def _frontier_case(content: bytes, key: str | None = None, command: str = "compare"):
     def setup(ctx):
         out = _copy_results(ctx, "other")
-        frontier = out / "tiny" / "frontier.json"
+        frontier = out / "runs" / "tiny" / "frontier" / "chair" / "frontier.json"
+        frontier.parent.mkdir(parents=True, exist_ok=True)
         frontier.write_bytes(content)
         if command == "compare":
             return _compare(ctx, out), [frontier] + ([key] if key else [])
         ctx.unchanged(out)
-        return ["leaderboard", "--frontier-model", "tiny", "--out", out], [frontier] + ([key] if key else [])
+        return ["leaderboard", "--frontier-model", "tiny", "--results", out], [frontier] + ([key] if key else [])
     return setup
 
 
@@ -2172,10 +2173,10 @@ for _cmd in ("compare", "leaderboard"):
 def _leaderboard_metrics_case(change, key: str | None = None):
     def setup(ctx):
         out = _copy_results(ctx)
-        metrics = out / "tiny" / "chair" / "metrics.json"
+        metrics = out / "runs" / "tiny" / "chair" / "metrics.json"
         metrics.write_bytes(change(metrics.read_bytes()))
         ctx.unchanged(out)
-        return ["leaderboard", "--out", out], [metrics] + ([key] if key else [])
+        return ["leaderboard", "--results", out], [metrics] + ([key] if key else [])
     return setup
 
 
@@ -2194,11 +2195,11 @@ for _cid, _change, _key in [
 def _run_samples_case(change, line: int | None):
     def setup(ctx):
         out = _copy_results(ctx)
-        samples = out / "tiny" / "chair" / "samples.jsonl"
+        samples = out / "runs" / "tiny" / "chair" / "samples.jsonl"
         rows = samples.read_bytes().splitlines()
         samples.write_bytes(b"\n".join(change(rows)) + b"\n")
         ctx.unchanged(out)
-        return ["run", "--bench", "chair", "--model", "tiny", "--out", out], [at(samples, line) if line else samples]
+        return ["run", "--bench", "chair", "--model", "tiny", "--results", out], [at(samples, line) if line else samples]
     return setup
 
 
@@ -2251,7 +2252,7 @@ for _cid, _corrupt in [
 @case("results_caches", "run-coco-gt-cache-not-json")
 def _(ctx):
     out = _copy_results(ctx)
-    argv = ["run", "--bench", "chair", "--model", "tiny", "--out", out]
+    argv = ["run", "--bench", "chair", "--model", "tiny", "--results", out]
     assert invoke(argv) == 0, "setup: the cached rerun failed"
     files = _gt_cache_files(ctx.cache)
     for f in files:
@@ -2300,13 +2301,13 @@ def _chat_cache_case(corrupt):
     def setup(ctx):
         server = _start_server(ctx, lambda body: "A cup on a table.")
         ctx.model_card("api", f"backend = \"openai\"\nbase_url = {toml_str(server.url)}\napi_model = \"tiny-api\"\n")
-        assert invoke(["run", "--bench", "chair", "--model", "api", "--out", ctx.tmp / "first"]) == 0, \
+        assert invoke(["run", "--bench", "chair", "--model", "api", "--results", ctx.tmp / "first"]) == 0, \
             "setup: the good API run failed"
         files = sorted(p for p in (ctx.cache / "api").rglob("*") if p.is_file())
         assert files, "setup: no cached chat answers"
         for f in files:
             corrupt(f)
-        return ["run", "--bench", "chair", "--model", "api", "--out", ctx.out()], [AnyOf(*files)]
+        return ["run", "--bench", "chair", "--model", "api", "--results", ctx.out()], [AnyOf(*files)]
     return setup
 
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from povid_eval.benches import coco
-from povid_eval import score
 from povid_eval.benches.chair import scorer as chair
+from povid_eval.benches.chair import files as chair_files
 
 CAPTIONS = "chair/llava-1.5-7b_greedy_captions.jsonl"
 GT = "chair/coco2014_gt_objects.json.gz"
@@ -19,7 +19,7 @@ def gt_map(fixtures):
 
 @pytest.mark.parametrize("variant", ["singularize", "wordnet"])
 def test_reference_numbers(fixtures, expected, variant):
-    result = score.chair_from_files(fixtures / CAPTIONS, gt_objects=fixtures / GT, variant=variant)
+    result = chair_files.chair_from_files(fixtures / CAPTIONS, gt_objects=fixtures / GT, variant=variant)
     want = expected("chair")[variant]
     assert result["n"] == 500
     for key in ("CHAIRs", "CHAIRi", "Recall"):
@@ -79,7 +79,7 @@ def test_image_id_forms_and_details(tmp_path, gt_map, fixtures):
     captions.write_text(json.dumps([{"id": "000000226988", "text": "A woman eats pizza at a dining table."},
                                     {"id": 226988, "text": "A giraffe."}]))
     details = tmp_path / "out" / "details.jsonl"
-    result = score.chair_from_files(captions, gt_objects=fixtures / GT, image_id_key="id", caption_key="text",
+    result = chair_files.chair_from_files(captions, gt_objects=fixtures / GT, image_id_key="id", caption_key="text",
                                     save_details=details)
     rows = [json.loads(x) for x in details.read_text().splitlines()]
     assert result["n"] == 2 and len(rows) == 2
@@ -111,5 +111,5 @@ def test_ground_truth_from_coco_annotations_is_cached_as_json(tmp_path, monkeypa
     assert len(cached) == 1 and json.loads(cached[0].read_text())["7"] == ["dining table", "dog"]
     captions = tmp_path / "caps.jsonl"
     captions.write_text('{"image_id": 7, "caption": "A dog and a cat."}\n')
-    result = score.chair_from_files(captions, coco_annotations=ann)
+    result = chair_files.chair_from_files(captions, coco_annotations=ann)
     assert result["metrics"]["CHAIRi"] == 0.5 and result["metrics"]["Recall"] == 0.5

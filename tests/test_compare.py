@@ -14,28 +14,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    from povid_eval.world import build_world
-
+def env(tiny_env, tmp_path_factory):
+    """The shared tiny world's cards; models a, b, c (the committed base; their answers are faked)."""
     root = tmp_path_factory.mktemp("compare")
-    build_world(root / "world", seed=0, n_train=8, n_val=24)
     (root / "models").mkdir()
     for name in ("a", "b", "c"):
         (root / "models" / f"{name}.toml").write_text(f'path = "{ROOT / "models" / "base"}"\n')
-    (root / "benchmarks").mkdir()
-    for bench in ("chair", "pope"):
-        text = (ROOT / "benchmarks" / f"{bench}.toml").read_text()
-        (root / "benchmarks" / f"{bench}.toml").write_text(
-            text.replace('data = "data/world"', f'data = "{root / "world"}"\nlimit = 12'))
-    return root
+    return root, tiny_env[0] / "benchmarks"
 
 
 @pytest.fixture
 def results(env, monkeypatch):
-    monkeypatch.setenv("POVID_EVAL_MODELS", str(env / "models"))
-    monkeypatch.setenv("POVID_EVAL_BENCHMARKS", str(env / "benchmarks"))
-    monkeypatch.setenv("POVID_EVAL_CACHE", str(env / "cache"))
-    out = env / "results"
+    root, benchmarks = env
+    monkeypatch.setenv("POVID_EVAL_MODELS", str(root / "models"))
+    monkeypatch.setenv("POVID_EVAL_BENCHMARKS", str(benchmarks))
+    monkeypatch.setenv("POVID_EVAL_CACHE", str(root / "cache"))
+    out = root / "results"
 
     def fake(answer_yes: bool):
         def generate(images, prompts, decoding):
@@ -45,8 +39,8 @@ def results(env, monkeypatch):
 
     for model, yes in (("a", True), ("b", True), ("c", False)):
         for bench in ("chair", "pope"):
-            if not (out / model / bench / "metrics.json").is_file():
-                runner.run(model, bench, out=out, generate=fake(yes), progress=False)
+            if not (out / "runs" / model / bench / "metrics.json").is_file():
+                runner.run(model, bench, results=out, generate=fake(yes), progress=False)
     return out
 
 
@@ -59,13 +53,13 @@ def test_identical_models_have_zero_deltas_and_intervals_containing_zero(results
 
 
 def test_compare_writes_tables_and_plots_and_reruns_byte_identical(results, capsys):
-    assert cli.main(["compare", "a", "c", "--bench", "pope", "--out", str(results)]) == 0
+    assert cli.main(["compare", "a", "c", "--bench", "pope", "--results", str(results)]) == 0
     printed = capsys.readouterr().out
     assert "| pope | mean_f1 |" in printed and "95% CI" in printed
     files = sorted((results / "compare").glob("a_vs_c.*")) + sorted((results / "plots" / "a_vs_c").glob("*.png"))
     assert [f.suffix for f in files] == [".csv", ".md", ".png", ".png"]
     before = {f: f.read_bytes() for f in files}
-    assert cli.main(["compare", "a", "c", "--bench", "pope", "--out", str(results)]) == 0
+    assert cli.main(["compare", "a", "c", "--bench", "pope", "--results", str(results)]) == 0
     assert {f: f.read_bytes() for f in files} == before
     row = next(line for line in before[results / "compare" / "a_vs_c.csv"].decode().splitlines()
                if line.startswith("pope,adversarial.yes_ratio"))
@@ -75,7 +69,7 @@ def test_compare_writes_tables_and_plots_and_reruns_byte_identical(results, caps
 def test_missing_results_and_unknown_models_are_clear(results, tmp_path, capsys):
     with pytest.raises(InputError, match=re.escape("run `povid-eval run --bench chair --model a` first")):
         compare.aligned_units("a", "chair", tmp_path)
-    assert cli.main(["compare", "a", "nosuchmodel", "--out", str(results)]) == 2
+    assert cli.main(["compare", "a", "nosuchmodel", "--results", str(results)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown model 'nosuchmodel'" in err
 
@@ -83,16 +77,21 @@ def test_missing_results_and_unknown_models_are_clear(results, tmp_path, capsys)
 def test_chair_i_at_matched_recall_against_the_baseline_frontier(results):
     import json
 
-    from povid_eval.run.frontier import chair_i_at_recall
+    from povid_eval.benches import registry
+    from povid_eval.run.frontier import metric_at_recall
 
+    card = registry.load_card("chair")
     units, from_sums = compare.aligned_units("a", "chair", results)
-    assert compare.matched_recall_row("c", "chair", units, from_sums, results) is None      # c has no frontier
+    assert compare.matched_recall_row("c", card, units, from_sums, results) is None      # c has no frontier
     points = [{"bias": 2, "Recall": 0.0, "CHAIRi": 0.0}, {"bias": 0, "Recall": 1.0, "CHAIRi": 1.0}]
-    (results / "c" / "frontier.json").write_text(json.dumps({"points": points}))
+    frontier = results / "runs" / "c" / "frontier" / "chair" / "frontier.json"
+    frontier.parent.mkdir(parents=True)
+    frontier.write_text(json.dumps({"points": points}))
     try:
-        row = compare.matched_recall_row("c", "chair", units, from_sums, results, n_resamples=500)
+        row = compare.matched_recall_row("c", card, units, from_sums, results, n_resamples=500)
     finally:
-        (results / "c" / "frontier.json").unlink()
-    recall = json.loads((results / "a" / "chair" / "metrics.json").read_text())["metrics"]["Recall"]
-    assert row["a"] == pytest.approx(chair_i_at_recall(points, recall)) and row["metric"] == "CHAIRi at matched recall"
+        frontier.unlink()
+    recall = json.loads((results / "runs" / "a" / "chair" / "metrics.json").read_text())["metrics"]["Recall"]
+    assert row["a"] == pytest.approx(metric_at_recall(points, recall, registry.bench_of(card).tradeoff))
+    assert row["metric"] == "CHAIRi at matched recall"
     assert row["ci"][0] <= row["delta"] <= row["ci"][1] or row["ci"][0] == row["ci"][1]

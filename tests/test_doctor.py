@@ -18,6 +18,7 @@ import pytest
 
 from povid_eval import cards
 from povid_eval.run import doctor, runner
+from povid_eval.benches import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 NESTED = "color"  # an MME subtask whose images sit in <subtask>/images/, as five real subtasks do
@@ -85,7 +86,7 @@ def cards_env(real, monkeypatch):
 
 
 def bench(name: str, **changes) -> cards.BenchCard:
-    return dataclasses.replace(cards.load_bench_card(name), **changes)
+    return registry.load_card(name).with_overrides(changes)
 
 
 def failed(found: list[doctor.Check]) -> dict[str, doctor.Check]:
@@ -282,10 +283,10 @@ def test_doctor_cli_exit_codes(real):
 def test_run_stops_before_any_work(real):
     base, data, _, _ = real
     with moved(data / "pope" / "coco_pope_random.json"):
-        done = cli(real, "run", "--model", "tiny", "--bench", "pope-coco", "--out", base / "stopped")
+        done = cli(real, "run", "--model", "tiny", "--bench", "pope-coco", "--results", base / "stopped")
     assert done.returncode == 2
     assert "POPE labels (random)" in done.stderr and "Traceback" not in done.stderr
-    assert not (base / "stopped" / "tiny" / "pope-coco" / "samples.jsonl").exists()
+    assert not (base / "stopped" / "runs" / "tiny" / "pope-coco" / "samples.jsonl").exists()
 
 
 def test_real_layout_runs_end_to_end(cards_env, tmp_path):
@@ -297,19 +298,19 @@ def test_real_layout_runs_end_to_end(cards_env, tmp_path):
         seen.setdefault("prompts", []).extend(prompts)
         return ["Yes" for _ in prompts]
 
-    chair = runner.run("tiny", "chair-coco", out=tmp_path, generate=generate, progress=False)
+    chair = runner.run("tiny", "chair-coco", results=tmp_path, generate=generate, progress=False)
     assert chair["n"] == 5
-    pope = runner.run("tiny", "pope-coco", out=tmp_path, generate=generate, progress=False, limit=6)
+    pope = runner.run("tiny", "pope-coco", results=tmp_path, generate=generate, progress=False, limit=6)
     assert pope["n"] == 6
     assert all(p.endswith("?\nAnswer the question using a single word or phrase.") for p in seen["prompts"][5:11])
-    mme = runner.run("tiny", "mme-release", out=tmp_path, generate=generate, progress=False)
+    mme = runner.run("tiny", "mme-release", results=tmp_path, generate=generate, progress=False)
     assert mme["metrics"]["subtasks"][NESTED]["acc"] == 50.0  # every "Yes": half right, the nested images found
-    items = runner.bench_items(cards.load_bench_card("mmhal-bench"))
+    items = runner.bench_items(registry.load_card("mmhal-bench"))
     assert all(it.image.is_file() and it.image.parent.name == "images" for it in items)
     other = tmp_path / "two.txt"
     ids = [int(x) for x in (cards_env[0] / "ids.txt").read_text().split() if x.isdigit()]
     other.write_text(f"{ids[3]}\n{ids[1]}\n")
-    again = runner.run("tiny", "chair-coco", out=tmp_path / "other", generate=generate, progress=False,
+    again = runner.run("tiny", "chair-coco", results=tmp_path / "other", generate=generate, progress=False,
                        image_ids=other)
     assert again["n"] == 2 and again["protocol_hash"] != chair["protocol_hash"]
     from povid_eval.report.leaderboard import write_leaderboard
@@ -360,13 +361,13 @@ def test_compare_rebuilds_each_runs_items(cards_env, tmp_path):
         return lambda images, prompts, decoding: [answer for _ in prompts]
 
     out = tmp_path / "results"
-    runner.run("tiny", "chair-coco", out=out, generate=says("A person and a car."), progress=False, image_ids=ids,
+    runner.run("tiny", "chair-coco", results=out, generate=says("A person and a car."), progress=False, image_ids=ids,
                data=moved_data)
-    runner.run("tiny2", "chair-coco", out=out, generate=says("A person."), progress=False, image_ids=ids)
+    runner.run("tiny2", "chair-coco", results=out, generate=says("A person."), progress=False, image_ids=ids)
     rows = compare_models("tiny", "tiny2", ["chair-coco"], out, n_resamples=200)
     assert {r["metric"] for r in rows} >= {"CHAIRi", "Recall"}
-    runner.run("tiny2", "chair-coco", out=tmp_path / "other", generate=says("A person."), progress=False)
-    shutil.rmtree(out / "tiny2")
-    shutil.copytree(tmp_path / "other" / "tiny2", out / "tiny2")
+    runner.run("tiny2", "chair-coco", results=tmp_path / "other", generate=says("A person."), progress=False)
+    shutil.rmtree(out / "runs" / "tiny2")
+    shutil.copytree(tmp_path / "other" / "runs" / "tiny2", out / "runs" / "tiny2")
     with pytest.raises(InputError, match="ran different protocols"):
         compare_models("tiny", "tiny2", ["chair-coco"], out, n_resamples=200)

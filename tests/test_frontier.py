@@ -9,6 +9,7 @@ import torch
 
 from povid_eval.run import frontier as fr
 from povid_eval import cli
+from povid_eval.benches.chair import BENCH as CHAIR
 from povid_eval.run import runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,25 +47,23 @@ def test_continuation_ids_of_the_tiny_tokenizer():
 def test_chair_i_at_recall_interpolates_linearly(recall, expected):
     points = [{"Recall": 0.8, "CHAIRi": 0.16}, {"Recall": 0.4, "CHAIRi": 0.10}, {"Recall": 0.6, "CHAIRi": 0.14},
               {"Recall": 0.7, "CHAIRi": 0.15}, {"Recall": 0.7, "CHAIRi": 0.30}]  # same recall: the lower counts
-    got = fr.chair_i_at_recall(points, recall)
+    got = fr.metric_at_recall(points, recall, CHAIR.tradeoff)
     assert got == pytest.approx(expected) if expected is not None else got is None
 
 
 def test_chair_i_at_recall_edge_cases():
-    assert fr.chair_i_at_recall([], 0.5) is None
-    assert fr.chair_i_at_recall([{"Recall": 0.5, "CHAIRi": 0.2}], 0.5) == 0.2
-    assert fr.chair_i_at_recall([{"Recall": 0.5, "CHAIRi": 0.2}], 0.6) is None
+    assert fr.metric_at_recall([], 0.5, CHAIR.tradeoff) is None
+    assert fr.metric_at_recall([{"Recall": 0.5, "CHAIRi": 0.2}], 0.5, CHAIR.tradeoff) == 0.2
+    assert fr.metric_at_recall([{"Recall": 0.5, "CHAIRi": 0.2}], 0.6, CHAIR.tradeoff) is None
 
 
 @pytest.fixture(scope="module")
-def bench_env(tmp_path_factory):
-    """A 24-image synthetic world and a CHAIR card pointing at it; the model is the real card models/base."""
-    from povid_eval.world import build_world
-
+def bench_env(tiny_env, tmp_path_factory):
+    """The shared 24-image world and a CHAIR card (the committed protocol) on it; the model is models/base."""
     root = tmp_path_factory.mktemp("frontier")
-    build_world(root / "world", seed=0, n_train=8, n_val=24)
     (root / "benchmarks").mkdir()
-    text = (ROOT / "benchmarks" / "chair.toml").read_text().replace('data = "data/world"', f'data = "{root / "world"}"')
+    world = tiny_env[0] / "world"
+    text = (ROOT / "benchmarks" / "chair.toml").read_text().replace('data = "data/world"', f'data = "{world}"')
     (root / "benchmarks" / "chair.toml").write_text(text)
     return root, {"POVID_EVAL_BENCHMARKS": str(root / "benchmarks")}
 
@@ -75,13 +74,13 @@ def test_sweep_cli_plain_run_and_cached_rerun(bench_env, monkeypatch, capsys, tm
     for k, v in variables.items():
         monkeypatch.setenv(k, v)
     out = tmp_path / "results"
-    assert cli.main(["frontier", "--model", "base", "--biases", BIASES, "--limit", str(LIMIT), "--out", str(out)]) == 0
+    assert cli.main(["frontier", "--model", "base", "--biases", BIASES, "--limit", str(LIMIT), "--results", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"frontier of base on chair (n = {LIMIT})"
-    assert lines[2].split() == ["bias", "CHAIRs", "CHAIRi", "Recall", "words"]
+    assert lines[2].split() == ["bias", "CHAIRs", "CHAIRi", "Recall", "mean_words"]
     assert [line.split()[0] for line in lines[3:]] == ["0", "5", "6"]
 
-    path = out / "base" / "frontier.json"
+    path = out / "runs" / "base" / "frontier" / "chair" / "frontier.json"
     written = path.read_bytes()
     result = json.loads(written)
     assert result["model"] == "base" and result["bench"] == "chair" and result["biases"] == [0.0, 5.0, 6.0]
@@ -89,18 +88,18 @@ def test_sweep_cli_plain_run_and_cached_rerun(bench_env, monkeypatch, capsys, tm
     assert [p["Recall"] for p in points] == sorted(p["Recall"] for p in points)
     by_bias = {p["bias"]: p for p in points}
     for bias in (0, 5, 6):
-        samples = out / "base" / "frontier" / f"bias_{bias}" / "base" / "chair" / "samples.jsonl"
+        samples = out / "runs" / "base" / "frontier" / "chair" / f"bias_{bias}" / "samples.jsonl"
         assert len(samples.read_text().splitlines()) == LIMIT
     assert by_bias[6.0]["mean_words"] < by_bias[5.0]["mean_words"] < by_bias[0.0]["mean_words"]
     assert by_bias[6.0]["Recall"] < by_bias[0.0]["Recall"]
 
-    plain = runner.run("base", "chair", limit=LIMIT, out=tmp_path / "plain", progress=False)
-    assert {k: by_bias[0.0][k] for k in fr.METRICS} == {k: plain["metrics"][k] for k in fr.METRICS}
+    plain = runner.run("base", "chair", limit=LIMIT, results=tmp_path / "plain", progress=False)
+    assert all(by_bias[0.0][k] == v for k, v in plain["metrics"].items() if isinstance(v, (int, float)))
     assert result["protocol_hash"] == plain["protocol_hash"]
 
     def no_generation(*args, **kwargs):
         raise AssertionError("a cached frontier must not generate")
 
-    monkeypatch.setattr(runner, "default_generate", no_generation)
-    again = fr.frontier("base", biases=[6, 0, 5], limit=LIMIT, out=out, progress=False)
+    monkeypatch.setattr(fr, "for_card", no_generation)
+    again = fr.frontier("base", "chair", biases=[6, 0, 5], limit=LIMIT, results=out, progress=False)
     assert again == result and path.read_bytes() == written

@@ -17,6 +17,9 @@ def test_prior_and_break_shares(tmp_path):
     rows = [{"image_id": 1, "hallucinated": [["sink", "sink"], ["dog", "dog"], ["banana", "banana"]]},
             {"image_id": 2, "hallucinated": [["sink", "sink"]]}]  # no clearly visible partner in image 2
     (tmp_path / "details.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    share = prior_share(tmp_path / "details.jsonl", tmp_path / "instances.json")
+    manifest = {"scenes": {"kitchen": {"core": ["oven", "refrigerator", "sink", "microwave"],
+                                       "extras": ["bowl", "cup", "bottle", "banana"]}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    share = prior_share(tmp_path / "details.jsonl", tmp_path / "instances.json", tmp_path / "manifest.json")
     assert (share["hallucinated"], share["prior"], share["break"]) == (4, 2, 1)
     assert share["prior_share"] == 0.5 and share["break_share"] == 0.25

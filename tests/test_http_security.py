@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from chat_server import ChatServer, clear_proxies
 
-from povid_eval.run import doctor
 from povid_eval.core.http import ChatAPIError, ChatClient
+from povid_eval.core import http
 
 KEY_ENV = "POVID_TEST_SECURITY_KEY"
 KEY = 'sk-sec-"4e7a"\\9+c/d0-secret'  # JSON-escaping and URL-quoting both change it
@@ -87,7 +87,7 @@ def test_post_redirect_to_another_origin_fails_at_once_without_the_key(servers, 
 def test_doctor_probe_redirect_to_another_origin_fails_without_the_key(servers, code):
     a, b = servers
     a.redirects["/v1/models"] = (code, b.url + "/models")
-    checks = {c.asset: c for c in doctor.probe_endpoint(a.url, KEY_ENV, "model")}
+    checks = {c.asset: c for c in http.probe_endpoint(a.url, KEY_ENV, "model")}
     assert checks["model key"].ok
     endpoint = checks["model endpoint"]
     assert_b_got_no_key(b)

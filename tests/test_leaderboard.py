@@ -28,10 +28,11 @@ def results(tmp_path, monkeypatch):
             if model == "other" and bench != "chair":
                 continue  # a model with one bench only: empty cells, still a row
             scaled = json.loads(json.dumps(metrics).replace("0.", f"0.{k}"))
-            folder = tmp_path / model / bench
+            folder = tmp_path / "runs" / model / bench
             folder.mkdir(parents=True)
             (folder / "metrics.json").write_text(json.dumps({"metrics": scaled, "intervals": {key: [0.1, 0.2]}}))
-    (tmp_path / "compare").mkdir()   # not a model
+    (tmp_path / "compare").mkdir()   # reports live beside runs/, never among the models
+    (tmp_path / "runs" / "compare").mkdir()   # so a model may even be called compare (no results: no row)
     return tmp_path
 
 
@@ -50,7 +51,7 @@ def test_tables_have_one_row_per_model_with_intervals(results):
 def test_no_results_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(InputError, match="no results to rank"):
         leaderboard.collect(tmp_path)
-    assert cli.main(["leaderboard", "--out", str(tmp_path)]) == 2
+    assert cli.main(["leaderboard", "--results", str(tmp_path)]) == 2
     assert "no results to rank" in capsys.readouterr().err
 
 

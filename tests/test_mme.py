@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from povid_eval import score
 from povid_eval.benches.mme import scorer as mme
+from povid_eval.benches.mme import files as mme_files
 
 
 def check_against_expected(metrics, want):
@@ -19,7 +19,7 @@ def check_against_expected(metrics, want):
 @pytest.fixture(scope="module")
 def llava_result(fixtures):
     d = fixtures / "mme"
-    return score.mme_from_llava(d / "llava-v1.5-13b" / "answers.jsonl", d / "ground_truth",
+    return mme_files.mme_from_llava(d / "llava-v1.5-13b" / "answers.jsonl", d / "ground_truth",
                                 d / "llava-v1.5-13b" / "llava_mme.jsonl")
 
 
@@ -32,7 +32,7 @@ def test_reference_numbers_llava_layout(llava_result, expected):
 
 def test_prompt_from_answers_without_questions_file(fixtures, llava_result):
     d = fixtures / "mme"
-    result = score.mme_from_llava(d / "llava-v1.5-13b" / "answers.jsonl", d / "ground_truth")
+    result = mme_files.mme_from_llava(d / "llava-v1.5-13b" / "answers.jsonl", d / "ground_truth")
     assert result == llava_result
 
 
@@ -43,7 +43,7 @@ def test_results_dir_gives_same_numbers(tmp_path, fixtures, expected):
     by_key = {}
     for a in answers:
         sub, image = a["question_id"].split("/")[0], a["question_id"].split("/")[-1]
-        for q in score.gt_question_candidates(a["prompt"]):
+        for q in mme_files.gt_question_candidates(a["prompt"]):
             by_key[(sub, image, q)] = a["text"]
     for gt in sorted((d / "ground_truth").glob("*.txt")):
         rows = []
@@ -51,7 +51,7 @@ def test_results_dir_gives_same_numbers(tmp_path, fixtures, expected):
             image, question, answer = line.split("\t")
             rows.append("\t".join([image, question, answer, by_key[(gt.stem, image, question)]]))
         (tmp_path / gt.name).write_text("\n".join(rows) + "\n")
-    result = score.mme_from_results_dir(tmp_path)
+    result = mme_files.mme_from_results_dir(tmp_path)
     check_against_expected(result["metrics"], expected("mme")["llava-v1.5-13b"])
 
 

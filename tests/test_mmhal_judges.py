@@ -16,11 +16,14 @@ from pathlib import Path
 import pytest
 from chat_server import ChatServer, clear_proxies, user_text
 
-from povid_eval import cards, cli, score
+from povid_eval import cards, cli
 from povid_eval.benches.mmhal import judges
 from povid_eval.run import runner
 from povid_eval.benches.mmhal import scorer as mmhal
 from povid_eval.core.errors import InputError, PovidError
+from povid_eval.world import judge as world_judge
+from povid_eval.benches.mmhal import files as mmhal_files
+from povid_eval.benches import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ENV, KEY = "POVID_TEST_JUDGE_KEY", "sk-judge-test-0b9e51-secret"
@@ -76,9 +79,10 @@ def server(monkeypatch):
 
 
 def judge_card(server: ChatServer | None = None, **kw) -> cards.BenchCard:
-    fields = dict(name="mmhal-test", bench="mmhal", variant="original-parser", data="unused", judge="openai",
-                  judge_model=MODEL, judge_base_url=server.url if server else "", judge_key_env=KEY_ENV)
-    return cards.BenchCard(**(fields | kw))
+    fields = dict(name="mmhal-test", kind="mmhal", variant="original-parser", data="unused", judge="openai",
+                  judge_model=MODEL, judge_base_url=server.url if server else "", judge_key_env=KEY_ENV,
+                  files={"template": "template.json"})
+    return registry.make_card(None, fields | kw)
 
 
 def filled(prompt: Path, record: dict) -> str:
@@ -95,7 +99,7 @@ def files_text(folder: Path) -> str:
 def test_openai_judge_scores_caches_and_sends_the_filled_prompt(server, responses, records, tmp_path, capsys):
     cache = tmp_path / "cache"
     judge = judges.make_judge(judge_card(server), cache_dir=cache)
-    result = score.mmhal_from_files(responses, judge=judge, save_replies=tmp_path / "replies.jsonl")
+    result = mmhal_files.mmhal_from_files(responses, judge=judge, save_replies=tmp_path / "replies.jsonl")
 
     ratings = expected_ratings()
     m = result["metrics"]
@@ -118,12 +122,12 @@ def test_openai_judge_scores_caches_and_sends_the_filled_prompt(server, response
     assert 2 <= server.max_in_flight <= judge.workers
 
     # the replies file is the --judge-replies layout and scores the same
-    again = score.mmhal_from_files(responses, tmp_path / "replies.jsonl")
+    again = mmhal_files.mmhal_from_files(responses, tmp_path / "replies.jsonl")
     assert again["metrics"] == m
 
     # re-scoring with a fresh judge (and the rule judge's twin: the same answers) asks nothing
     cached = judges.make_judge(judge_card(server), cache_dir=cache)
-    assert score.mmhal_from_files(responses, judge=cached)["metrics"] == m
+    assert mmhal_files.mmhal_from_files(responses, judge=cached)["metrics"] == m
     assert len(server.requests) == N and cached.requests == 0
 
     # one file per reply, written atomically, without the key
@@ -137,7 +141,7 @@ def test_openai_judge_scores_caches_and_sends_the_filled_prompt(server, response
     changed = tmp_path / "changed_prompt.txt"
     changed.write_text(judges.DEFAULT_PROMPT.read_text() + "\nBe strict.\n")
     other = judges.make_judge(judge_card(server), judge_prompt=changed, cache_dir=cache)
-    result = score.mmhal_from_files(responses, judge=other)
+    result = mmhal_files.mmhal_from_files(responses, judge=other)
     assert len(server.requests) == 2 * N and other.requests == N
     assert result["judge"]["prompt_sha256"] == sha256(changed) != sha256(judges.DEFAULT_PROMPT)
     assert server.requests[-1]["body"]["messages"][0]["content"].endswith("Be strict.\n")
@@ -154,7 +158,7 @@ def test_same_answer_of_another_model_is_not_asked_again(server, records, tmp_pa
 def test_original_prompt_is_accepted_and_hashed(server, responses, records, tmp_path, fixtures):
     reference = fixtures / "mmhal" / "reference_judge_prompt.txt"
     judge = judges.make_judge(judge_card(server), judge_prompt=reference, cache_dir=tmp_path / "cache")
-    result = score.mmhal_from_files(responses, judge=judge)
+    result = mmhal_files.mmhal_from_files(responses, judge=judge)
     assert result["judge"]["prompt_sha256"] == sha256(reference)
     assert result["judge"]["prompt_file"] == str(Path(reference).resolve())
     sent = {r["body"]["messages"][0]["content"] for r in server.requests}
@@ -254,9 +258,9 @@ def test_prompts_ours_and_the_original(fixtures, tmp_path):
 
 
 def test_make_judge_from_cards(tmp_path):
-    world = cards.load_bench_card("mmhal")
+    world = registry.load_card("mmhal")
     rule = judges.make_judge(world)
-    assert isinstance(rule, judges.RuleJudge)
+    assert isinstance(rule, world_judge.RuleJudge)
     assert rule.info() == {"kind": "rule", "model": None, "prompt_sha256": None, "prompt_file": None}
     with pytest.raises(InputError, match="bench card 'mmhal': the rule judge uses no prompt"):
         judges.make_judge(world, judge_prompt=judges.DEFAULT_PROMPT)
@@ -330,7 +334,7 @@ def test_hf_judge_end_to_end_cached(bigram_lm, fixtures, tmp_path):
     replies = judge.judge_all(records)
     assert replies == ["Rating: 5", "rating: 2", "maybe", "RATING: 1 rATING: 4", ""]
     assert [mmhal.parse_rating(r) for r in replies] == list(HF_ANSWERS.values())
-    result = score.mmhal_result(records, replies, "original-parser", judge=judge.info())
+    result = mmhal_files.mmhal_result(records, replies, "original-parser", judge=judge.info())
     assert result["metrics"]["parse_failures"] == 3 and result["metrics"]["score"] == pytest.approx(7 / 5)
     assert result["judge"] == {"kind": "hf", "model": str(plain), "prompt_sha256": sha256(reference),
                                "prompt_file": str(Path(reference).resolve())}
@@ -384,15 +388,15 @@ def fake_generate(images, prompts, decoding):
 def test_runner_records_the_judge_and_takes_judge_prompt(mmhal_setup, server, tmp_path, fixtures):
     reference = fixtures / "mmhal" / "reference_judge_prompt.txt"
     fake_generate.questions = [r["question"] for r in mmhal_setup]
-    record = runner.run("fake", "mmhal-api", out=tmp_path / "results", generate=fake_generate, progress=False,
+    record = runner.run("fake", "mmhal-api", results=tmp_path / "results", generate=fake_generate, progress=False,
                         judge_prompt=reference)
-    metrics = json.loads((tmp_path / "results" / "fake" / "mmhal-api" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "results" / "runs" / "fake" / "mmhal-api" / "metrics.json").read_text())
     assert metrics["judge"] == {"kind": "openai", "model": MODEL, "base_url": server.url,
                                 "prompt_sha256": sha256(reference), "prompt_file": str(Path(reference).resolve())}
     assert metrics["metrics"]["parse_failures"] == 2 == record["metrics"]["parse_failures"]
     assert metrics["metrics"]["score"] == pytest.approx(sum(expected_ratings()) / N)
     assert len(server.requests) == N
-    replies = (tmp_path / "results" / "fake" / "mmhal-api" / "judge_replies.jsonl").read_text().splitlines()
+    replies = (tmp_path / "results" / "runs" / "fake" / "mmhal-api" / "judge_replies.jsonl").read_text().splitlines()
     assert len(replies) == N
     assert KEY not in files_text(tmp_path / "results") + files_text(tmp_path / "cache")
 
@@ -400,16 +404,16 @@ def test_runner_records_the_judge_and_takes_judge_prompt(mmhal_setup, server, tm
     def fail(*a):
         raise AssertionError("a cached run must not generate")
 
-    record = runner.run("fake", "mmhal-api", out=tmp_path / "results", generate=fail, progress=False)
+    record = runner.run("fake", "mmhal-api", results=tmp_path / "results", generate=fail, progress=False)
     assert record["judge"]["prompt_sha256"] == sha256(judges.DEFAULT_PROMPT)
     assert len(server.requests) == 2 * N
-    runner.run("fake", "mmhal-api", out=tmp_path / "results", generate=fail, progress=False)
+    runner.run("fake", "mmhal-api", results=tmp_path / "results", generate=fail, progress=False)
     assert len(server.requests) == 2 * N  # everything judged before comes from the cache
 
     # score_samples with a plain callable judge still works (kind 'custom')
-    card = cards.load_bench_card("mmhal-api")
+    card = registry.load_card("mmhal-api")
     samples = [(i + 1, {"question_id": i, "text": "x"}) for i in range(N)]
-    out = runner.score_samples(card, samples, judge=lambda r: "Rating: 4")
+    out = registry.bench_of(card).score(card, samples, judge=lambda r: "Rating: 4")
     assert out["metrics"]["score"] == 4 and out["judge"]["kind"] == "custom"
 
 
@@ -421,7 +425,7 @@ def test_run_bad_judge_prompt_fails_before_generating(mmhal_setup, tmp_path):
         raise AssertionError("must not generate with a bad judge prompt")
 
     with pytest.raises(InputError, match="exactly four"):
-        runner.run("fake", "mmhal-api", out=tmp_path / "results", generate=fail, progress=False, judge_prompt=prompt)
+        runner.run("fake", "mmhal-api", results=tmp_path / "results", generate=fail, progress=False, judge_prompt=prompt)
 
 
 def test_cli_run_passes_judge_prompt(mmhal_setup, monkeypatch, tmp_path):

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from povid_eval import score
 from povid_eval.benches.pope import scorer as pope
+from povid_eval.benches.pope import files as pope_files
 
 
 def test_reference_numbers(fixtures, expected):
     d = fixtures / "pope"
-    result = score.pope_from_files(d / "llava-v1.5-13b_answers.jsonl", d / "llava_pope_test.jsonl", d)
+    result = pope_files.pope_from_files(d / "llava-v1.5-13b_answers.jsonl", d / "llava_pope_test.jsonl", d)
     want = expected("pope")
     got = result["metrics"]
     assert got["mean_f1"] == want["mean_f1"]
@@ -56,5 +56,5 @@ def test_partial_answers_join_by_question(tmp_path, fixtures):
     subset.reverse()  # order of the answers file does not matter
     answers = tmp_path / "answers.jsonl"
     answers.write_text("\n".join(subset) + "\n")
-    result = score.pope_from_files(answers, d / "llava_pope_test.jsonl", d)
+    result = pope_files.pope_from_files(answers, d / "llava_pope_test.jsonl", d)
     assert list(result["metrics"]) == ["random", "mean_f1"] and result["n"] == 50

@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from povid_eval import score
 from povid_eval.benches.chair import scorer as chair
 from povid_eval.core import stats
+from povid_eval.benches.pope import files as pope_files
+from povid_eval.benches.mme import files as mme_files
 
 
 def test_binomial_proportion_matches_normal_approximation():
@@ -32,13 +33,13 @@ def _point(result):
 
 def test_units_reproduce_point_estimates(fixtures):
     p = fixtures / "pope"
-    pope_result = score.pope_from_files(p / "llava-v1.5-13b_answers.jsonl", p / "llava_pope_test.jsonl", p,
+    pope_result = pope_files.pope_from_files(p / "llava-v1.5-13b_answers.jsonl", p / "llava_pope_test.jsonl", p,
                                         with_units=True)
     point = _point(pope_result)
     assert point["mean_f1"] == pope_result["metrics"]["mean_f1"]
     assert point["adversarial.precision"] == pope_result["metrics"]["adversarial"]["precision"]
     m = fixtures / "mme"
-    mme_result = score.mme_from_llava(m / "llava-v1.5-13b" / "answers.jsonl", m / "ground_truth", with_units=True)
+    mme_result = mme_files.mme_from_llava(m / "llava-v1.5-13b" / "answers.jsonl", m / "ground_truth", with_units=True)
     point = _point(mme_result)
     assert point["perception"] == pytest.approx(mme_result["metrics"]["perception"], abs=1e-9)
     assert point["cognition"] == pytest.approx(mme_result["metrics"]["cognition"], abs=1e-9)

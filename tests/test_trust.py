@@ -19,6 +19,7 @@ from povid_eval.core import paths
 from povid_eval.run import runner
 from povid_eval.cli import main
 from povid_eval.core.errors import InputError
+from povid_eval.run import results as run_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +77,7 @@ def test_run_data_on_a_world_card_refuses_a_foreign_folder(use_tiny_env, tmp_pat
     (data / "val2014").mkdir(parents=True)
     (data / "val2014" / "COCO_val2014_000000000042.jpg").write_bytes(b"precious")
     before = tree(data)
-    rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--data", data, "--out", tmp_path / "r")
+    rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--data", data, "--results", tmp_path / "r")
     assert rc == 2 and tree(data) == before
     one_line(err, data, "not made by povid-eval")
 
@@ -147,38 +148,38 @@ def _retrain(folder: Path) -> None:
 
 def test_retrained_model_never_scores_the_old_answers(own_model, tmp_path, capsys):
     out = tmp_path / "results"
-    first = runner.run("mine", "pope", out=out, generate=says("Yes"), progress=False)
+    first = runner.run("mine", "pope", results=out, generate=says("Yes"), progress=False)
     _retrain(own_model)
     with pytest.raises(InputError, match="another version of model 'mine'.*--fresh"):
-        runner.run("mine", "pope", out=out, generate=says("No"), progress=False)
-    rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "mine", "--out", out)
+        runner.run("mine", "pope", results=out, generate=says("No"), progress=False)
+    rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "mine", "--results", out)
     assert rc == 2
-    one_line(err, out / "mine" / "pope" / "samples.jsonl", "--fresh")
-    fresh = runner.run("mine", "pope", out=out, generate=says("No"), progress=False, fresh=True)
+    one_line(err, out / "runs" / "mine" / "pope" / "samples.jsonl", "--fresh")
+    fresh = runner.run("mine", "pope", results=out, generate=says("No"), progress=False, fresh=True)
     assert fresh["model_fp"] != first["model_fp"] and fresh["metrics"] != first["metrics"]
-    texts = {json.loads(x)["text"] for x in (out / "mine" / "pope" / "samples.jsonl").read_text().splitlines()}
+    texts = {json.loads(x)["text"] for x in (out / "runs" / "mine" / "pope" / "samples.jsonl").read_text().splitlines()}
     assert texts == {"No"}
 
 
 def test_compare_refuses_metrics_of_an_earlier_model(own_model, tmp_path, capsys):
     out = tmp_path / "results"
-    runner.run("mine", "pope", out=out, generate=says("Yes"), progress=False)
+    runner.run("mine", "pope", results=out, generate=says("Yes"), progress=False)
     _retrain(own_model)
     with pytest.raises(InputError, match="another version of model 'mine'"):
-        runner.check_current(cards.load_model_card("mine"), "pope", out)
-    rc, err = run_main(capsys, "compare", "mine", "mine", "--bench", "pope", "--out", out)
+        run_results.check_current(cards.load_model_card("mine"), "pope", out)
+    rc, err = run_main(capsys, "compare", "mine", "mine", "--bench", "pope", "--results", out)
     assert rc == 2
-    one_line(err, out / "mine" / "pope" / "metrics.json", "--fresh")
+    one_line(err, out / "runs" / "mine" / "pope" / "metrics.json", "--fresh")
 
 
 def test_hand_edited_sample_without_key(use_tiny_env, tmp_path, capsys):
     out = tmp_path / "r"
-    runner.run("tiny", "pope", out=out, generate=says("Yes"), progress=False)
-    samples = out / "tiny" / "pope" / "samples.jsonl"
+    runner.run("tiny", "pope", results=out, generate=says("Yes"), progress=False)
+    samples = out / "runs" / "tiny" / "pope" / "samples.jsonl"
     lines = samples.read_text().splitlines()
     lines[3] = json.dumps({k: v for k, v in json.loads(lines[3]).items() if k != "key"})
     samples.write_text("\n".join(lines) + "\n")
-    rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--out", out)
+    rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--results", out)
     assert rc == 2
     one_line(err, f"{samples}:4:", "key")
 
@@ -191,18 +192,18 @@ HOLD = "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_
 
 def test_second_concurrent_run_exits_and_a_killed_holder_leaves_no_stale_lock(use_tiny_env, tmp_path, capsys):
     out = tmp_path / "r"
-    folder = paths.claim(out, "tiny", "pope", kind="results")
+    folder = paths.claim(out, "runs", "tiny", "pope", kind="results")
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder / paths.LOCK)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--out", out)
+        rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--results", out)
         assert rc == 2
         one_line(err, folder, f"pid {holder.pid}")
         assert not (folder / "samples.jsonl").exists()
     finally:
         holder.send_signal(signal.SIGKILL)  # a writer killed mid-run: the kernel drops its lock
         holder.wait()
-    record = runner.run("tiny", "pope", out=out, generate=says("Yes"), progress=False)
+    record = runner.run("tiny", "pope", results=out, generate=says("Yes"), progress=False)
     assert record["n"] == 12
 
 
@@ -210,7 +211,7 @@ def test_two_concurrent_runs_never_duplicate_samples(tiny_env, tmp_path):
     root, variables = tiny_env
     out = tmp_path / "r"
     args = [sys.executable, "-m", "povid_eval", "run", "--bench", "chair", "--model", "tiny", "--batch-size", "1",
-            "--out", str(out)]
+            "--results", str(out)]
     procs = [subprocess.Popen(args, env={**os.environ, **variables}, cwd=root, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(), p.stderr.read()) for p in procs]
@@ -219,7 +220,7 @@ def test_two_concurrent_runs_never_duplicate_samples(tiny_env, tmp_path):
     for rc, err in results:
         if rc == 2:
             one_line(err, "being written by")
-    keys = [json.loads(x)["key"] for x in (out / "tiny" / "chair" / "samples.jsonl").read_text().splitlines()]
+    keys = [json.loads(x)["key"] for x in (out / "runs" / "tiny" / "chair" / "samples.jsonl").read_text().splitlines()]
     assert len(keys) == len(set(keys)) == 6
 
 
@@ -231,7 +232,7 @@ def test_card_names_cannot_leave_their_root(use_tiny_env, tmp_path, monkeypatch,
     models.mkdir()
     (models / "evil.toml").write_text(f'name = {json.dumps(name)}\npath = "x"\n')
     monkeypatch.setenv("POVID_EVAL_MODELS", str(models))
-    rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "evil", "--out", tmp_path / "r" / "s")
+    rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "evil", "--results", tmp_path / "r" / "s")
     assert rc == 2 and not (tmp_path / "r").exists() and not (tmp_path / "x").exists()
     one_line(err, models / "evil.toml", "name")
 
@@ -264,10 +265,10 @@ def test_run_from_another_directory_writes_under_its_out(tiny_env, tmp_path):
     root, variables = tiny_env
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "povid_eval", "run", "--bench", "mme", "--model", "tiny", "--out",
+    proc = subprocess.run([sys.executable, "-m", "povid_eval", "run", "--bench", "mme", "--model", "tiny", "--results",
                            "res"], env={**os.environ, **variables}, cwd=elsewhere, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert (elsewhere / "res" / "tiny" / "mme" / "metrics.json").is_file()
+    assert (elsewhere / "res" / "runs" / "tiny" / "mme" / "metrics.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------- disk full, read-only
@@ -296,7 +297,7 @@ def test_full_disk_is_one_line_and_a_resume_gives_identical_metrics(use_tiny_env
     monkeypatch.setattr(doctor, "disk_check", lambda out, need_gb=0: check(out, 0))
     filler = small_disk / "filler"
     filler.write_bytes(b"x" * 30_000)  # leaves a few KB: some samples fit, then the disk is full
-    args = ("run", "--bench", "chair", "--model", "tiny", "--batch-size", "1", "--out", small_disk / "r", "--json")
+    args = ("run", "--bench", "chair", "--model", "tiny", "--batch-size", "1", "--results", small_disk / "r", "--json")
     rc, err = run_main(capsys, *args)
     assert rc == 2
     line = one_line(err, "No space left on device", "run the same command again")
@@ -304,10 +305,10 @@ def test_full_disk_is_one_line_and_a_resume_gives_identical_metrics(use_tiny_env
     filler.unlink()  # space freed
     rc, err = run_main(capsys, *args)
     assert rc == 0, err
-    resumed = json.loads((small_disk / "r" / "tiny" / "chair" / "metrics.json").read_text())
-    straight = runner.run("tiny", "chair", out=tmp_path / "straight", progress=False)
+    resumed = json.loads((small_disk / "r" / "runs" / "tiny" / "chair" / "metrics.json").read_text())
+    straight = runner.run("tiny", "chair", results=tmp_path / "straight", progress=False)
     assert resumed["metrics"] == straight["metrics"]
-    keys = [json.loads(x)["key"] for x in (small_disk / "r" / "tiny" / "chair" / "samples.jsonl").read_text().split("\n")
+    keys = [json.loads(x)["key"] for x in (small_disk / "r" / "runs" / "tiny" / "chair" / "samples.jsonl").read_text().split("\n")
             if x]
     assert len(keys) == len(set(keys)) == 6
 
@@ -319,12 +320,12 @@ def test_read_only_results_folder_is_one_line(use_tiny_env, tmp_path, capsys, mo
     if not _mount_tmpfs(mnt, "4g", "ro"):
         pytest.skip("mounting a tmpfs is not allowed here")
     try:
-        rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--out", mnt / "r")
+        rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--results", mnt / "r")
         assert rc == 2
         one_line(err, mnt, "read-only file system", "give a folder you can write to")
         # past the run's own check (a folder that turns read-only mid-run): the write fails in one line too
         monkeypatch.setattr(doctor, "disk_check", lambda out, need_gb=0: doctor.Check("disk", True, "skipped"))
-        rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--out", mnt / "r")
+        rc, err = run_main(capsys, "run", "--bench", "pope", "--model", "tiny", "--results", mnt / "r")
         assert rc == 2
         one_line(err, mnt / "r", "Read-only file system", "give a folder you can write to")
     finally:
@@ -393,11 +394,11 @@ def test_train_from_another_directory(use_tiny_env, tmp_path, monkeypatch, capsy
 def test_leaderboard_refuses_metrics_of_an_earlier_model(own_model, tmp_path, capsys):
     out = tmp_path / "results"
     for bench in ("chair", "pope", "mme", "mmhal"):
-        runner.run("mine", bench, out=out, generate=says("Yes"), progress=False)
-    rc, err = run_main(capsys, "leaderboard", "--out", out, "--frontier-model", "mine")
+        runner.run("mine", bench, results=out, generate=says("Yes"), progress=False)
+    rc, err = run_main(capsys, "leaderboard", "--results", out, "--frontier-model", "mine")
     assert rc == 0, err
     _retrain(own_model)
-    rc, err = run_main(capsys, "leaderboard", "--out", out, "--frontier-model", "mine")
+    rc, err = run_main(capsys, "leaderboard", "--results", out, "--frontier-model", "mine")
     assert rc == 2
     one_line(err, "metrics.json", "another version of model 'mine'", "--fresh")
 
@@ -407,10 +408,10 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tiny_env, tmp_path):
     root, variables = tiny_env
     out = tmp_path / "r"
     args = [sys.executable, "-m", "povid_eval", "run", "--bench", "chair", "--model", "tiny", "--batch-size", "1",
-            "--limit", "24", "--out", str(out)]
+            "--limit", "24", "--results", str(out)]
     env = {**os.environ, **variables}
     proc = subprocess.Popen(args, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    samples = out / "tiny" / "chair" / "samples.jsonl"
+    samples = out / "runs" / "tiny" / "chair" / "samples.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 3):
         time.sleep(0.05)

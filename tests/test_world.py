@@ -8,12 +8,13 @@ import pytest
 
 from povid_eval.benches import coco
 from povid_eval.core import paths
-from povid_eval import score
 from povid_eval.benches.chair import scorer as chair
 from povid_eval.benches.mmhal import scorer as mmhal
 from povid_eval.benches.pope import scorer as pope
 from povid_eval.world import build_world, catalog, export, load_manifest, text
 from povid_eval.world.benchsets import TOPICS
+from povid_eval.benches.pope import files as pope_files
+from povid_eval.benches.mme import files as mme_files
 
 SMALL = {"n_train": 40, "n_val": 30, "n_mme_images": 8, "n_pope_images": 500}
 # COCO's 80 category ids (1..90 with gaps), in the order of the CHAIR table (which is COCO's order).
@@ -158,7 +159,7 @@ def test_llava_pope_layout_scores(world):
         answers.append({"question_id": q["question_id"], "text": label.capitalize()})
     path = out.parent / "answers.jsonl"
     path.write_text("".join(json.dumps(a) + "\n" for a in answers))
-    metrics = score.pope_from_files(path, out / "pope/llava_pope_test.jsonl", out / "pope")["metrics"]
+    metrics = pope_files.pope_from_files(path, out / "pope/llava_pope_test.jsonl", out / "pope")["metrics"]
     assert metrics["mean_f1"] == 1.0
 
 
@@ -219,7 +220,7 @@ def test_mme_files_pair_and_score(world):
     answers = out.parent / "mme_answers.jsonl"
     answers.write_text("".join(json.dumps({"question_id": q["question_id"], "text": t}) + "\n"
                                for q, t in zip(questions, truth)))
-    result = score.mme_from_llava(answers, gt, gt / "llava_mme.jsonl")
+    result = mme_files.mme_from_llava(answers, gt, gt / "llava_mme.jsonl")
     assert result["metrics"]["perception"] == 800
 
 

@@ -16,7 +16,12 @@ from pathlib import Path
 from povid_eval.benches.chair import scorer as chair
 from povid_eval.core.errors import InputError
 from povid_eval.core.io import atomic_write_json, read_json, require_dir, require_fields, require_id, require_text
-from povid_eval.core.paths import cache_dir  # re-exported: callers use coco.cache_dir
+from povid_eval.core.paths import cache_dir
+
+# How to get COCO 2014 (CHAIR and POPE read it); {root} is the bench card's data root.
+FIX_IMAGES = "wget http://images.cocodataset.org/zips/val2014.zip && unzip val2014.zip -d {root}/coco/"
+FIX_ANNOTATIONS = ("wget http://images.cocodataset.org/annotations/annotations_trainval2014.zip && "
+                   "unzip annotations_trainval2014.zip -d {root}/coco/")
 
 
 def load_gt_objects(path: str | Path) -> dict[str, frozenset[str]]:

@@ -55,6 +55,7 @@ from typing import Any, Callable, Sequence
 
 from PIL import Image
 
+from povid_eval.core.checks import Check
 from povid_eval.core.errors import MissingAssetError, PovidError
 from povid_eval.core.io import atomic_write_json, read_json
 
@@ -358,3 +359,38 @@ def _content_of(answer: Any, url: str, key: str | None) -> str:
         raise ChatAPIError(url, 200, f"choices[0].message.content is {type(content).__name__}, not text",
                            secret=key)
     return content
+
+
+# --- `povid-eval doctor`'s probe of an endpoint ---------------------------------------------------------
+
+PROBE_TIMEOUT_S = 5.0
+
+
+def probe_endpoint(base_url: str, key_env: str, asset: str) -> list[Check]:
+    """Key presence and ``GET {base_url}/models`` (5 s): reachable, and the key accepted.
+
+    The GET goes through the chat client's opener (open_endpoint): a redirect to another origin
+    fails the check and the key is not sent there; the key is redacted from every detail."""
+    out = []
+    key = os.environ.get(key_env) if key_env else None
+    if key_env:
+        out.append(Check(f"{asset} key", bool(key), f"${key_env} " + ("is set" if key else "is not set"),
+                         f"export {key_env}=<your key>"))
+
+    def endpoint(ok: bool, detail: str, fix: str = "") -> Check:
+        return Check(f"{asset} endpoint", ok, redact(detail, key), fix)
+
+    try:
+        with open_endpoint(base_url.rstrip("/") + "/models", key, PROBE_TIMEOUT_S) as response:
+            out.append(endpoint(True, f"{base_url} answers (HTTP {response.status})"))
+    except urllib.error.HTTPError as e:
+        ok = e.code not in (401, 403)
+        out.append(endpoint(ok, f"{base_url} answers HTTP {e.code}" + ("" if ok else ": the key was refused"),
+                            f"check ${key_env or 'the key'}"))
+    except ChatAPIError as e:  # a redirect refused (another origin): one line that says so, the key redacted
+        out.append(endpoint(False, str(e)))
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        reason = getattr(e, "reason", e)
+        out.append(endpoint(False, f"{base_url} unreachable ({reason})",
+                            "start the server or check base_url (and that this node can reach it)"))
+    return out

@@ -96,6 +96,32 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "povid-eval"
 
 
+# ------------------------------------------------------------------------------------------- results layout
+#   <results>/runs/<model>/<bench>/                  samples.jsonl, metrics.json, a bench's details
+#   <results>/runs/<model>/frontier/<bench>/         frontier.json, bias_<b>/ (one run per stop bias)
+#   <results>/train/<model>/                         a training's data, checkpoints, adapter
+#   <results>/compare/, <results>/plots/, <results>/leaderboard*.{md,csv,html}     reports
+# Model folders live under runs/, so no model name can collide with a report.
+
+RUNS = "runs"
+
+
+def run_folder(results: Path, model: str, bench: str) -> Path:
+    """Where a model's run of a bench card lives."""
+    return inside(results, RUNS, model, bench)
+
+
+def frontier_folder(results: Path, model: str, bench: str) -> Path:
+    """Where a model's stop-bias frontier on a bench card lives (frontier.json and one run per bias)."""
+    return inside(results, RUNS, model, "frontier", bench)
+
+
+def model_names(results: Path) -> list[str]:
+    """The models with a folder under <results>/runs, sorted."""
+    folder = Path(results) / RUNS
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
 # ------------------------------------------------------------------------------------------- ownership
 
 def is_ours(folder: Path) -> bool:

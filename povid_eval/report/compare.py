@@ -11,105 +11,72 @@ the two models answer differently (McNemar 1947). Reads result files only: what 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
-from povid_eval import cards, score
+import numpy as np
+
+from povid_eval import cards
+from povid_eval.benches import registry
+from povid_eval.benches.common import Located
+from povid_eval.core import paths
 from povid_eval.core.errors import InputError
+from povid_eval.core.io import atomic_write_text
+from povid_eval.core.stats import delta_summary, discordant, holm, mcnemar, paired_bootstrap, resample_counts
+from povid_eval.report import plots
+from povid_eval.run import results as run_results
+from povid_eval.run import runner, samples
+from povid_eval.run.frontier import frontier_path, metric_at_recall
 
-HEADLINE = {
-    "chair": ("CHAIRs", "CHAIRi", "Recall", "Len", "mean_words"),
-    "pope": ("adversarial.f1", "popular.f1", "random.f1", "mean_f1", "adversarial.yes_ratio"),
-    "mme": ("perception", "cognition"),
-    "mmhal": ("score", "hallucination_rate"),
-}
 
-
-def aligned_samples(model: str, bench: str, out: str | Path = "results") -> list[tuple[int, dict]]:
+def aligned_samples(model: str, bench: str, results: Path) -> Located:
     """A model's finished samples of a bench as (line, record), in the bench's item order."""
-    from povid_eval.run import runner
-
-    card = runner.run_card(model, bench, out)
-    path = Path(out) / model / card.name / "samples.jsonl"
+    card = run_results.run_card(model, bench, results)
+    path = paths.run_folder(results, model, card.name) / "samples.jsonl"
     if not path.is_file():
         raise InputError(path, f"no results of model '{model}' on bench '{bench}': "
                                f"run `povid-eval run --bench {bench} --model {model}` first")
-    done = runner.read_samples(path)
-    items = runner.bench_items(card, limit=_recorded_limit(path.parent))
+    done = samples.read(path)
+    items = runner.bench_items(card, limit=_recorded(path.parent, "limit") or 0)
     missing = [it.key for it in items if it.key not in done]
     if missing:
         raise InputError(path, f"{len(missing)} of {len(items)} samples missing (e.g. {missing[0]!r}): "
                                f"finish `povid-eval run --bench {bench} --model {model}` first")
-    return score.Located([done[it.key] for it in items], path)
+    return Located([done[it.key] for it in items], path)
 
 
-def units_of(card: cards.BenchCard, samples: list[tuple[int, dict]], judge_prompt: str | None = None):
-    """(matrix, from_sums): the per-unit rows of samples in item order, from the bench's reference scorer
-    (MMHal: the judge with ``judge_prompt``, replies from the judge cache)."""
-    from povid_eval.run import runner
-
-    return runner.score_samples(card, samples, with_units=True, judge_prompt=judge_prompt)["units"]
+def _recorded(folder: Path, key: str):
+    metrics = folder / "metrics.json"
+    return run_results.read_metrics(metrics).get(key) if metrics.is_file() else None
 
 
-def recorded_judge_prompt(model: str, card: cards.BenchCard, out: str | Path = "results") -> str | None:
-    """The judge prompt file a model's MMHal run used (the card's, or ``run --judge-prompt``), from its
-    metrics.json; None for the rule judge or another bench."""
-    from povid_eval.run.runner import read_metrics
-
-    path = Path(out) / model / card.name / "metrics.json"
-    judge = (read_metrics(path).get("judge") or {}) if card.bench == "mmhal" and path.is_file() else {}
-    prompt = judge.get("prompt_file") if isinstance(judge, dict) else None
-    if prompt is not None and not isinstance(prompt, str):
-        raise InputError(path, f"expected a path, got {json.dumps(prompt)[:40]}", field="judge.prompt_file")
-    if not prompt:
-        return None
-    if not Path(prompt).is_file():
-        raise InputError(path, f"judge prompt {prompt} of that run is gone: put it back or rerun the bench")
-    return prompt
+def run_arguments(model: str, card: cards.BenchCard, results: Path) -> dict:
+    """The bench options a model's run was scored with (e.g. MMHal's --judge-prompt), from its metrics.json."""
+    recorded = _recorded(paths.run_folder(results, model, card.name), "arguments") or {}
+    if not isinstance(recorded, dict):
+        raise InputError(paths.run_folder(results, model, card.name) / "metrics.json", "expected an object",
+                         field="arguments")
+    return recorded
 
 
-def aligned_units(model: str, bench: str, out: str | Path = "results"):
+def units_of(card: cards.BenchCard, samples_: Located, arguments: dict):
+    """(matrix, from_sums): the per-unit rows of samples in item order, from the bench's reference scorer with
+    the run's own bench options (MMHal: its judge and prompt, replies from the judge cache)."""
+    bench = registry.bench_of(card)
+    return bench.score(card, samples_, with_units=True, **arguments, **bench.prepare(card, **arguments))["units"]
+
+
+def aligned_units(model: str, bench: str, results: Path):
     """(matrix, from_sums) of a model's finished samples on a bench, rows in the bench's item order."""
-    from povid_eval.run import runner
-
-    card = runner.run_card(model, bench, out)
-    return units_of(card, aligned_samples(model, bench, out), recorded_judge_prompt(model, card, out))
-
-
-def question_correctness(card: cards.BenchCard, samples: list[tuple[int, dict]]) -> dict[str, list[bool]]:
-    """Whether each yes/no question is answered right, in sample order: POPE per split (the card's parser),
-    MME over all questions (eval_tool's parser). Other benches: {}."""
-    from povid_eval import score
-    from povid_eval.benches.mme import scorer as mme
-    from povid_eval.benches.pope import scorer as pope
-
-    out: dict[str, list[bool]] = {}
-    if card.bench == "pope":
-        questions = score.load_pope_questions(card.data_path("questions"))
-        labels: dict[str, list] = {}
-        for _, rec in samples:
-            split, index, _, _ = questions[rec["question_id"]]
-            if split not in labels:
-                labels[split] = score.load_pope_labels(card.data_path("labels"), split)
-            out.setdefault(f"{split}.accuracy", []).append(
-                pope.PARSE[card.variant](rec["text"]) == labels[split][index][1]["label"])
-    elif card.bench == "mme":
-        answers = {}
-        for name in mme.SUBTASKS:
-            path = card.data_path("ground_truth") / f"{name}.txt"
-            if path.is_file():
-                for k, (_, (image, _q, answer)) in enumerate(score.read_mme_tsv(path, 3)):
-                    answers[f"{name}/{image}/{k % 2}"] = answer.lower()
-        out["accuracy"] = [mme.parse_prediction(rec["text"]) == answers[rec["key"]] for _, rec in samples]
-    return out
+    card = run_results.run_card(model, bench, results)
+    return units_of(card, aligned_samples(model, bench, results), run_arguments(model, card, results))
 
 
 def mcnemar_rows(card: cards.BenchCard, samples_a: list, samples_b: list) -> list[dict]:
-    """Accuracy rows tested with McNemar on the discordant questions (the same questions, two models)."""
-    from povid_eval.core.stats import discordant, mcnemar
-
-    right_a, right_b = question_correctness(card, samples_a), question_correctness(card, samples_b)
+    """Accuracy rows of a yes/no bench (Bench.correctness) tested with McNemar on the discordant questions
+    (the same questions, two models)."""
+    bench = registry.bench_of(card)
+    right_a, right_b = bench.correctness(card, samples_a), bench.correctness(card, samples_b)
     rows = []
     for metric, ra in right_a.items():
         rb = right_b[metric]
@@ -120,113 +87,74 @@ def mcnemar_rows(card: cards.BenchCard, samples_a: list, samples_b: list) -> lis
     return rows
 
 
-def _recorded_limit(folder: Path) -> int:
-    from povid_eval.run.runner import read_metrics
-
-    metrics = folder / "metrics.json"
-    return int(read_metrics(metrics).get("limit") or 0) if metrics.is_file() else 0
-
-
-def matched_recall_row(a: str, bench: str, units_b, from_sums, out: str | Path = "results", *,
+def matched_recall_row(a: str, card: cards.BenchCard, units_b, from_sums, results: Path, *,
                        n_resamples: int = 10_000, seed: int = 0) -> dict | None:
-    """B's CHAIR_i against A's stop-bias frontier at B's own recall (povid_eval/frontier.py): a = the
-    frontier's CHAIR_i at B's recall, b = B's CHAIR_i (from B's unit rows ``units_b``); the interval resamples
-    B's images (recall and CHAIR_i move together; the frontier is held fixed). None when A has no frontier
-    or B's recall is outside it."""
-    import numpy as np
-
-    from povid_eval.run.frontier import chair_i_at_recall
-    from povid_eval.report.plots import load_frontier
-    from povid_eval.core.stats import delta_summary, resample_counts
-
-    if not (Path(out) / a / "frontier.json").is_file():
+    """B's trade-off metric (CHAIR_i) against A's stop-bias frontier at B's own recall (run/frontier.py): a =
+    the frontier's metric at B's recall, b = B's metric (from B's unit rows ``units_b``); the interval
+    resamples B's images (recall and the metric move together; the frontier is held fixed). None when the
+    bench has no trade-off, A has no frontier on it, or B's recall is outside it."""
+    tradeoff = registry.bench_of(card).tradeoff
+    if tradeoff is None or not frontier_path(results, a, card.name).is_file():
         return None
-    points = load_frontier(a, out)["points"]
+    points = plots.load_frontier(a, card.name, results)["points"]
     point = from_sums(units_b.sum(0))
-    on_curve = chair_i_at_recall(points, float(point["Recall"]))
+    on_curve = metric_at_recall(points, float(point[tradeoff.recall]), tradeoff)
     if on_curve is None:
         return None
     star = from_sums(resample_counts(len(units_b), n_resamples, seed) @ units_b)
-    curve = np.array([chair_i_at_recall(points, float(r)) for r in star["Recall"]], dtype=float)
+    curve = np.array([metric_at_recall(points, float(r), tradeoff) for r in star[tradeoff.recall]], dtype=float)
     keep = ~np.isnan(curve)
-    row = delta_summary(on_curve, float(point["CHAIRi"]), star["CHAIRi"][keep] - curve[keep])
-    return {"bench": bench, "metric": "CHAIRi at matched recall", **row, "test": f"bootstrap vs {a}'s frontier"}
+    row = delta_summary(on_curve, float(point[tradeoff.metric]), star[tradeoff.metric][keep] - curve[keep])
+    return {"bench": card.name, "metric": f"{tradeoff.metric} at matched {tradeoff.recall.lower()}", **row,
+            "test": f"bootstrap vs {a}'s frontier"}
 
 
-def compare_models(a: str, b: str, benches: Sequence[str], out: str | Path = "results", *,
-                   n_resamples: int = 10_000, seed: int = 0, alpha: float = 0.05) -> list[dict]:
-    """Rows {bench, metric, a, b, delta, ci, p, p_holm, significant} for the headline metrics of each bench."""
-    from povid_eval.run import runner
-    from povid_eval.core.stats import holm, paired_bootstrap
-
+def compare_models(a: str, b: str, benches: Sequence[str], results: Path, *, n_resamples: int = 10_000,
+                   seed: int = 0, alpha: float = 0.05) -> list[dict]:
+    """Rows {bench, metric, a, b, delta, ci, p, p_holm, significant} for the headline metrics of each bench,
+    its McNemar rows and its matched-recall row."""
     rows = []
     for bench in benches:
-        card, card_b = runner.run_card(a, bench, out), runner.run_card(b, bench, out)
+        card, card_b = run_results.run_card(a, bench, results), run_results.run_card(b, bench, results)
         if card.protocol_hash() != card_b.protocol_hash():
             raise InputError(None, f"bench '{bench}': {a} and {b} ran different protocols (e.g. another "
                                    f"--image-ids list); rerun one of them like the other")
-        samples_a, samples_b = aligned_samples(a, bench, out), aligned_samples(b, bench, out)
-        prompts = [recorded_judge_prompt(m, card, out) for m in (a, b)]
-        if prompts[0] != prompts[1]:
-            raise InputError(None, f"bench '{bench}': {a} and {b} were judged with different prompts "
-                                   f"({prompts[0] or 'the card'} vs {prompts[1] or 'the card'}); rerun one of them")
-        units_a, from_sums = units_of(card, samples_a, prompts[0])
-        units_b, _ = units_of(card_b, samples_b, prompts[1])
+        samples_a, samples_b = aligned_samples(a, bench, results), aligned_samples(b, bench, results)
+        arguments = [run_arguments(m, card, results) for m in (a, b)]
+        if arguments[0] != arguments[1]:
+            raise InputError(None, f"bench '{bench}': {a} and {b} were scored with different options "
+                                   f"({arguments[0] or 'the card'} vs {arguments[1] or 'the card'}); rerun one of them")
+        units_a, from_sums = units_of(card, samples_a, arguments[0])
+        units_b, _ = units_of(card_b, samples_b, arguments[1])
         if units_a.shape != units_b.shape:
             raise InputError(None, f"bench '{bench}': {a} and {b} were scored on different items "
                                    f"({units_a.shape[0]} vs {units_b.shape[0]} units); rerun with the same --limit")
         stats = paired_bootstrap(units_a, units_b, from_sums, n_resamples=n_resamples, seed=seed)
-        for metric in HEADLINE[card.bench]:
-            if metric in stats and not (stats[metric]["a"] == stats[metric]["b"] == 0):  # e.g. no MME cognition
-                rows.append({"bench": bench, "metric": metric, **stats[metric], "test": "paired bootstrap"})
-        if card.bench in ("pope", "mme"):
-            rows += mcnemar_rows(card, samples_a, samples_b)
-        if card.bench == "chair":
-            matched = matched_recall_row(a, bench, units_b, from_sums, out, n_resamples=n_resamples, seed=seed)
-            rows += [matched] if matched else []
+        for metric in registry.bench_of(card).metrics:
+            key = metric.key
+            if key in stats and not (stats[key]["a"] == stats[key]["b"] == 0):  # e.g. no MME cognition
+                rows.append({"bench": bench, "metric": key, **stats[key], "test": "paired bootstrap"})
+        rows += mcnemar_rows(card, samples_a, samples_b)
+        matched = matched_recall_row(a, card, units_b, from_sums, results, n_resamples=n_resamples, seed=seed)
+        rows += [matched] if matched else []
     adjusted, significant = holm([r["p"] for r in rows], alpha=alpha)
     for row, p_adj, sig in zip(rows, adjusted, significant):
         row.update(p_holm=float(p_adj), significant=bool(sig))
     return rows
 
 
-def ensure_results(models: Sequence[str], benches: Sequence[str], out: str | Path = "results") -> None:
-    """Run (through the runner's cache) every model x bench whose metrics.json is missing; refuse results
-    that an earlier version of a model made (runner.check_current), when the model's card is still there."""
-    from povid_eval.run import runner
-
-    for model in models:
-        card = cards.load_model_card(model) if (cards.models_dir() / f"{model}.toml").is_file() else None
-        for bench in benches:
-            name = cards.load_bench_card(bench).name
-            if (Path(out) / model / name / "metrics.json").is_file():
-                if card is not None:
-                    runner.check_current(card, name, Path(out))
-            else:
-                cards.load_model_card(model)   # a model with no results and no card: a clear error
-                runner.run(model, bench, out=out)
-
-
-def write_comparison(a: str, b: str, benches: Sequence[str], out: str | Path = "results") -> list[Path]:
-    """results/compare/<a>_vs_<b>.{md,csv} and the plots in results/plots/<a>_vs_<b>/; returns the paths."""
-    from povid_eval.core.io import atomic_write_text
-    from povid_eval.report import plots
-
-    rows = compare_models(a, b, benches, out)
-    folder = Path(out) / "compare"
-    paths = [folder / f"{a}_vs_{b}.md", folder / f"{a}_vs_{b}.csv"]
-    atomic_write_text(paths[0], to_markdown(a, b, rows))
-    atomic_write_text(paths[1], to_csv(rows))
-    plot_dir = Path(out) / "plots" / f"{a}_vs_{b}"
-    kinds = {cards.load_bench_card(x).bench for x in benches}
-    paths.append(plots.metric_bars([a, b], out, plot_dir, benches=sorted(kinds)))
-    if "chair" in kinds and (Path(out) / a / "frontier.json").is_file():
-        paths.append(plots.chair_tradeoff([a, b], out, plot_dir, frontier_model=a))
-    if "pope" in kinds:
-        paths.append(plots.pope_splits([a, b], out, plot_dir))
-    if "mme" in kinds:
-        paths.append(plots.mme_subtasks([a, b], out, plot_dir))
-    return paths
+def write_comparison(a: str, b: str, benches: Sequence[str], results: Path) -> list[Path]:
+    """<results>/compare/<a>_vs_<b>.{md,csv} and the plots in <results>/plots/<a>_vs_<b>/; returns the paths.
+    Everything is computed before the first file is written."""
+    rows = compare_models(a, b, benches, results)
+    names = [registry.load_card(x).name for x in benches]
+    figures = plots.comparison_plots([a, b], names, results, paths.inside(results, "plots", f"{a}_vs_{b}"),
+                                     frontier_model=a)
+    folder = paths.inside(results, "compare")
+    written = [folder / f"{a}_vs_{b}.md", folder / f"{a}_vs_{b}.csv"]
+    atomic_write_text(written[0], to_markdown(a, b, rows))
+    atomic_write_text(written[1], to_csv(rows))
+    return written + figures
 
 
 def _fmt(x: float) -> str:

@@ -1,8 +1,9 @@
 """The leaderboard: every model with results as a row, headline metrics with their 95% intervals as columns.
 
-Reads results/<model>/<bench>/metrics.json only (what ``povid-eval run`` writes) and writes
-results/leaderboard.md, .csv and .html. The html is one self-contained file: the table (click a column
-header to sort by it), the CHAIR trade-off plot inline as a base64 PNG, no script or style from the network.
+Reads results/runs/<model>/<bench>/metrics.json only (what ``povid-eval run`` writes) and writes
+results/leaderboard.md, .csv and .html. The columns are the benches' own (Bench.column_metrics). The html is
+one self-contained file: the table (click a column header to sort by it), the trade-off plot (CHAIR) inline
+as a base64 PNG, no script or style from the network.
 """
 
 from __future__ import annotations
@@ -10,74 +11,64 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import math
 import io
 from pathlib import Path
 
+from povid_eval import cards
+from povid_eval.benches import registry
+from povid_eval.benches.base import Metric
+from povid_eval.core import figures, paths
 from povid_eval.core.errors import InputError
 from povid_eval.core.io import atomic_write_text
+from povid_eval.report import plots
+from povid_eval.report.plots import load_metrics
+from povid_eval.run import results as run_results
 
-# (bench, metric key as in metrics/intervals, column title, higher is better)
-COLUMNS = (
-    ("chair", "CHAIRs", "CHAIR_s", False),
-    ("chair", "CHAIRi", "CHAIR_i", False),
-    ("chair", "Recall", "CHAIR recall", True),
-    ("chair", "mean_words", "words / caption", None),
-    ("pope", "mean_f1", "POPE mean F1", True),
-    ("pope", "adversarial.f1", "POPE adv. F1", True),
-    ("mme", "perception", "MME perception", True),
-    ("mmhal", "score", "MMHal score", True),
-    ("mmhal", "hallucination_rate", "MMHal halluc. rate", False),
-)
-NOT_MODELS = {"compare", "plots", "train"}
-
-
-def bench_folders(group: str = "all") -> dict[str, str]:
-    """Bench kind -> the results folder (bench card name) of a bench set: ``all`` = the embedded world's cards
-    (chair, pope, mme, mmhal), another set (``real``) = the first card of each kind in benchmarks/<set>/."""
-    if group == "all":
-        return {kind: kind for kind in dict.fromkeys(c[0] for c in COLUMNS)}
-    from povid_eval import cards
-
-    out: dict[str, str] = {}
-    for name in cards.bench_names(group):
-        card = cards.load_bench_card(name)
-        out.setdefault(card.bench, card.name)
-    return out
-
-
+# A column: (bench card name, Metric); from the benches of the set (Bench.column_metrics), in the registry's order.
+Column = tuple[str, Metric]
 Table = dict[str, dict[str, tuple[float, list[float] | None]]]
 
 
-def collect(results: str | Path = "results", group: str = "all") -> Table:
-    """{model: {column title: (value, [lo, hi] or None)}} for every model folder with a metrics.json of the
-    bench set ``group``. Results that an earlier version of a model made are refused (runner.check_current)
-    when the model's card is still there; a model without a card is shown as its results stand."""
-    import math
+def set_cards(group: str = "all") -> list[str]:
+    """The bench cards a leaderboard of a bench set shows: the first card of each bench kind, in the
+    registry's order (``all`` = the embedded world's cards; another set, e.g. ``real``, = benchmarks/<set>/)."""
+    first: dict[str, str] = {}
+    for name in cards.bench_names(group):
+        card = registry.load_card(name)
+        first.setdefault(card.kind, card.name)
+    return registry.in_order(list(first.values()))
 
-    from povid_eval import cards
-    from povid_eval.run import runner
-    from povid_eval.report.plots import interval, load_metrics, value
 
-    root = Path(results)
-    folders = bench_folders(group)
+def columns(group: str = "all") -> list[Column]:
+    return [(name, metric) for name in set_cards(group)
+            for metric in registry.bench_of(registry.load_card(name)).column_metrics()]
+
+
+def collect(results: Path, group: str = "all") -> Table:
+    """{model: {column title: (value, [lo, hi] or None)}} for every model (results/runs/<model>/) with a
+    metrics.json of the bench set ``group``. Results that an earlier version of a model made are refused
+    (run/results.check_current) when the model's card is still there; a model without a card is shown as its
+    results stand."""
     table: dict[str, dict] = {}
-    for folder in sorted(p for p in root.glob("*") if p.is_dir() and p.name not in NOT_MODELS):
+    names = set_cards(group)
+    for model in paths.model_names(results):
+        loaded = {name: load_metrics(model, name, results) for name in names
+                  if run_results.metrics_path(results, model, name).is_file()}
+        if loaded and run_results.card_exists(model):
+            card = cards.load_model_card(model)
+            for name in loaded:
+                run_results.check_current(card, name, results)
         row = {}
-        loaded = {kind: load_metrics(folder.name, name, root) for kind, name in folders.items()
-                  if (folder / name / "metrics.json").is_file()}
-        if loaded and (cards.models_dir() / f"{folder.name}.toml").is_file():
-            card = cards.load_model_card(folder.name)
-            for name in (folders[kind] for kind in loaded):
-                runner.check_current(card, name, root)
-        for bench, key, title, _ in COLUMNS:
-            v = value(loaded[bench], key, required=False) if bench in loaded else math.nan
+        for name, metric in columns(group):
+            v = figures.value(loaded[name], metric.key, required=False) if name in loaded else math.nan
             if not math.isnan(v):
-                lo, hi = interval(loaded[bench], key)
-                row[title] = (v, None if math.isnan(lo) else [lo, hi])
+                lo, hi = figures.interval(loaded[name], metric.key)
+                row[metric.title] = (v, None if math.isnan(lo) else [lo, hi])
         if row:
-            table[folder.name] = row
+            table[model] = row
     if not table:
-        raise InputError(root, f"no results to rank: run `povid-eval run --bench {group} --model MODEL` first")
+        raise InputError(results, f"no results to rank: run `povid-eval run --bench {group} --model MODEL` first")
     return table
 
 
@@ -89,22 +80,22 @@ def _cell(entry) -> str:
     return f"{value:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
 
 
-def to_markdown(table: dict) -> str:
-    titles = [c[2] for c in COLUMNS]
+def to_markdown(table: dict, cols: list[Column]) -> str:
+    titles = [metric.title for _, metric in cols]
     lines = ["| model | " + " | ".join(titles) + " |", "|---|" + "---|" * len(titles)]
     for model, row in table.items():
         lines.append(f"| {model} | " + " | ".join(_cell(row.get(t)) for t in titles) + " |")
     return "\n".join(lines) + "\n"
 
 
-def to_csv(table: dict) -> str:
+def to_csv(table: dict, cols: list[Column]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["model"] + [f"{c[2]}{s}" for c in COLUMNS for s in ("", " lo", " hi")])
+    writer.writerow(["model"] + [f"{m.title}{s}" for _, m in cols for s in ("", " lo", " hi")])
     for model, row in table.items():
         cells = []
-        for c in COLUMNS:
-            value, ci = row.get(c[2], (None, None))
+        for _, m in cols:
+            value, ci = row.get(m.title, (None, None))
             cells += ["" if value is None else repr(value)] + ([repr(x) for x in ci] if ci else ["", ""])
         writer.writerow([model] + cells)
     return buf.getvalue()
@@ -131,21 +122,23 @@ document.querySelectorAll('th[data-col]').forEach(function (th) {
 """
 
 
-def to_html(table: dict, plot_png: bytes | None = None) -> str:
-    head = "".join(f'<th data-col="{i + 1}" title="{"higher is better" if c[3] else "lower is better" if c[3] is False else ""}">'
-                   f"{html.escape(c[2])}</th>" for i, c in enumerate(COLUMNS))
+def to_html(table: dict, cols: list[Column], plot: tuple[str, str, bytes] | None = None) -> str:
+    """The self-contained page; ``plot``: (heading, alt text, PNG bytes) of the trade-off figure, inline."""
+    head = "".join(f'<th data-col="{i + 1}" title="{_direction(m)}">{html.escape(m.title)}</th>'
+                   for i, (_, m) in enumerate(cols))
     body = []
     for model, row in table.items():
         cells = [f'<td data-value="{html.escape(model)}">{html.escape(model)}</td>']
-        for c in COLUMNS:
-            entry = row.get(c[2])
+        for _, m in cols:
+            entry = row.get(m.title)
             value = "" if entry is None else repr(entry[0])
             cells.append(f'<td data-value="{value}">{html.escape(_cell(entry))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     image = ""
-    if plot_png:
-        image = ('<h2>CHAIR trade-off</h2><img alt="CHAIR_i against recall and caption length" '
-                 f'src="data:image/png;base64,{base64.b64encode(plot_png).decode()}">')
+    if plot:
+        heading, alt, png = plot
+        image = (f'<h2>{html.escape(heading)}</h2><img alt="{html.escape(alt)}" '
+                 f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>povid-eval leaderboard</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -162,22 +155,31 @@ img{{max-width:100%}}</style></head>
 """
 
 
-def write_leaderboard(results: str | Path = "results", frontier_model: str = "base", group: str = "all") -> list[Path]:
-    """results/leaderboard.{md,csv,html} (another bench set: leaderboard-<set>.*); the html embeds the CHAIR
-    trade-off of every model with CHAIR results (the embedded world's set, whose frontier ``povid-eval
-    frontier`` draws)."""
-    from povid_eval.report import plots
+def _direction(metric: Metric) -> str:
+    return {True: "higher is better", False: "lower is better"}.get(metric.higher_is_better, "")
 
-    root = Path(results)
-    table = collect(root, group)
+
+def write_leaderboard(results: Path, frontier_model: str = "base", group: str = "all") -> list[Path]:
+    """<results>/leaderboard.{md,csv,html} (another bench set: leaderboard-<set>.*); the html embeds the
+    trade-off figure of the set's first bench with a trade-off (CHAIR): every model with results on it against
+    ``frontier_model``'s frontier (`povid-eval frontier`), when that frontier exists. Everything is computed
+    before the first file is written."""
+    table = collect(results, group)
+    cols = columns(group)
     stem = "leaderboard" if group == "all" else f"leaderboard-{group.replace('/', '-')}"
-    paths = [root / f"{stem}.md", root / f"{stem}.csv", root / f"{stem}.html"]
-    chair_models = [m for m in table if (root / m / "chair" / "metrics.json").is_file()]
-    texts = [to_markdown(table), to_csv(table)]
-    png = None  # the plot first: a broken frontier.json stops us before any table is written
-    if group == "all" and chair_models and (root / frontier_model / "frontier.json").is_file():
-        png = plots.chair_tradeoff(chair_models, root, root / "plots", frontier_model=frontier_model).read_bytes()
-    texts.append(to_html(table, png))
-    for path, text in zip(paths, texts):
+    written = [paths.inside(results, f"{stem}.{ext}") for ext in ("md", "csv", "html")]
+    plot = None  # the plot first: a broken frontier.json stops us before any table is written
+    for name in set_cards(group):
+        bench = registry.bench_of(registry.load_card(name))
+        if bench.tradeoff is None:
+            continue
+        models = [m for m in table if run_results.metrics_path(results, m, name).is_file()]
+        figure = plots.tradeoff(models, name, results, paths.inside(results, "plots"), frontier_model) if models else None
+        if figure is not None:
+            title = next(m.title for m in bench.metrics if m.key == bench.tradeoff.metric)
+            plot = (f"{bench.title} trade-off", f"{title} against recall and caption length", figure.read_bytes())
+        break
+    texts = [to_markdown(table, cols), to_csv(table, cols), to_html(table, cols, plot)]
+    for path, text in zip(written, texts):
         atomic_write_text(path, text)
-    return paths
+    return written

@@ -24,11 +24,13 @@ lies clearly below the curve at R: compare C with ``chair_i_at_recall(points, R)
 intervals of both). A tuned model whose recall is below the curve's leftmost point is out of range
 (``None``): extend the sweep with larger biases.
 
-Files. Every bias is an ordinary ``runner.run`` of the bench with ``out = results/<model>/frontier/bias_<b>``,
-so its samples sit in ``results/<model>/frontier/bias_<b>/<model>/<bench>/samples.jsonl`` (cached per sample,
-resumable, scored like any run). The summary is ``results/<model>/frontier.json``: model, bench, protocol
-hash, limit, biases and the points sorted by recall; it holds no timings, so a rerun (which generates nothing)
-writes the same bytes.
+Any bench with a length trade-off (Bench.tradeoff: CHAIR's CHAIR_i against Recall) has a frontier.
+
+Files. Every bias is an ordinary ``runner.run`` of the bench in its own folder,
+``<results>/runs/<model>/frontier/<bench>/bias_<b>/samples.jsonl`` (cached per sample, resumable, scored
+like any run). The summary is ``<results>/runs/<model>/frontier/<bench>/frontier.json``: model, bench,
+protocol hash, limit, biases and the points sorted by recall; it holds no timings, so a rerun (which
+generates nothing) writes the same bytes.
 """
 
 from __future__ import annotations
@@ -40,16 +42,19 @@ import torch
 from transformers import LogitsProcessor
 
 from povid_eval import cards
-from povid_eval.run import runner
+from povid_eval.benches import registry
+from povid_eval.benches.base import Tradeoff
+from povid_eval.core import paths
 from povid_eval.core.errors import InputError
 from povid_eval.core.io import atomic_write_json
+from povid_eval.run import runner
+from povid_eval.vlm.generate import Generate, for_card
 
 # Measured on the embedded tiny base (CHAIR, 500 images): Recall 0.79 at biases 0 and 1, then 0.78 (2),
 # 0.77 (3), 0.64 (4), 0.50 (4.5), 0.44 (5), 0.29 (5.5). Its logits are peaked: the knob is steep past 4.
 DEFAULT_BIASES: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0, 4.5, 5.0, 5.5)
 
 CONTINUATIONS = (",", "and")
-METRICS = ("CHAIRs", "CHAIRi", "Recall", "Len", "mean_words")
 
 
 class StopBias(LogitsProcessor):
@@ -94,14 +99,10 @@ def continuation_token_ids(tokenizer) -> list[int]:
     return found
 
 
-def _bias_folder(out: Path, model: str, bias: float) -> Path:
-    return out / model / "frontier" / f"bias_{bias:g}"
-
-
-def _biased_generate(model: cards.ModelCard, bias: float) -> runner.Generate:
-    """The runner's generation with a StopBias; the tokenizer and the model are loaded only when something
+def _biased_generate(model: cards.ModelCard, bias: float) -> Generate:
+    """The card's generation with a StopBias; the tokenizer and the model are loaded only when something
     is left to generate (a cached rerun needs neither)."""
-    loaded: list[runner.Generate] = []
+    loaded: list[Generate] = []
 
     def generate(images, prompts, decoding: cards.Decoding) -> list[str]:
         if not loaded:
@@ -109,48 +110,73 @@ def _biased_generate(model: cards.ModelCard, bias: float) -> runner.Generate:
 
             tokenizer = AutoTokenizer.from_pretrained(str(model.resolve(model.path)), local_files_only=True)
             stop = StopBias(tokenizer.eos_token_id, continuation_token_ids(tokenizer), bias)
-            loaded.append(runner.default_generate(model, [stop]))
+            loaded.append(for_card(model, [stop]))
         return loaded[0](images, prompts, decoding)
 
     return generate
 
 
-def frontier(model_name: str, bench: str = "chair", biases: Sequence[float] | None = DEFAULT_BIASES,
-             out: str | Path = "results", batch_size: int = 16, progress: bool = True, limit: int = 0) -> dict | None:
-    """Run the CHAIR bench once per bias (cached, resumable) and write results/<model>/frontier.json;
-    returns its content (None on ranks other than 0 under torchrun). ``biases`` None: DEFAULT_BIASES."""
+def tradeoff_of(card: cards.BenchCard) -> Tradeoff:
+    """The bench's trade-off (metric vs recall), or an InputError: only such a bench has a frontier."""
+    tradeoff = registry.bench_of(card).tradeoff
+    if tradeoff is None:
+        with_one = [b.name for b in registry.BENCHES.values() if b.tradeoff]
+        raise InputError(None, f"--bench: the frontier is traced on a bench with a length trade-off "
+                               f"({', '.join(with_one)}); {card.name!r} is a {card.kind} bench")
+    return tradeoff
+
+
+def default_bench(group: str = "all") -> str:
+    """The first card of a bench set whose bench has a trade-off (the frontier's default bench)."""
+    for name in cards.bench_names(group):
+        if registry.bench_of(registry.load_card(name)).tradeoff:
+            return name
+    raise InputError(None, f"--bench: no card of the set {group!r} has a bench with a length trade-off")
+
+
+def frontier_path(results: Path, model: str, bench: str) -> Path:
+    """<results>/runs/<model>/frontier/<bench>/frontier.json (core/paths.py)."""
+    return paths.frontier_folder(results, model, bench) / "frontier.json"
+
+
+def frontier(model_name: str, bench: str, biases: Sequence[float] | None = DEFAULT_BIASES,
+             results: str | Path | None = None, batch_size: int = 16, progress: bool = True,
+             limit: int = 0) -> dict | None:
+    """Run the bench once per bias (cached, resumable) and write its frontier.json; returns its content (None
+    on ranks other than 0 under torchrun). ``biases`` None: DEFAULT_BIASES. Each point holds the bias, n and
+    every scalar metric of the run."""
     model = cards.load_model_card(model_name)
-    card = cards.load_bench_card(bench)
-    if card.bench != "chair":
-        raise InputError(None, f"--bench: the frontier is traced on a CHAIR bench; {card.name!r} is a {card.bench} "
-                               "bench")
+    card = registry.load_card(bench)
+    tradeoff = tradeoff_of(card)
     biases = sorted({float(b) for b in (DEFAULT_BIASES if biases is None else biases)})
     if not biases:
         raise InputError(None, "no biases given")
-    out = Path(out)
+    results = paths.results_root(results)
+    folder = paths.frontier_folder(results, model.name, card.name)
     points, record = [], None
     for bias in biases:
         record = runner.run(model_name, bench, batch_size=batch_size, limit=limit, progress=progress,
-                            out=_bias_folder(out, model.name, bias), generate=_biased_generate(model, bias))
+                            results=results, folder=folder / f"bias_{bias:g}", generate=_biased_generate(model, bias))
         if record is not None:
-            points.append({"bias": bias, "n": record["n"], **{k: record["metrics"][k] for k in METRICS}})
+            scalars = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
+            points.append({"bias": bias, "n": record["n"], **scalars})
     if record is None:
         return None
-    points.sort(key=lambda p: (p["Recall"], -p["bias"]))
+    points.sort(key=lambda p: (p[tradeoff.recall], -p["bias"]))
     result = {"model": model.name, "bench": card.name, "protocol_hash": record["protocol_hash"],
               "limit": record["limit"], "biases": biases, "points": points}
-    atomic_write_json(out / model.name / "frontier.json", result)
+    atomic_write_json(folder / "frontier.json", result)
     return result
 
 
-def chair_i_at_recall(points: Sequence[dict], recall: float) -> float | None:
-    """CHAIR_i of the frontier at ``recall``: plain linear interpolation of CHAIR_i between the two
-    neighbouring points on the recall axis (points sorted by "Recall"; several points at the same recall
-    count as one, with their lowest CHAIR_i). Exact at a point; None below the lowest or above the highest
-    recall covered (no extrapolation). No envelope is taken: the curve goes through every point."""
+def metric_at_recall(points: Sequence[dict], recall: float, tradeoff: Tradeoff) -> float | None:
+    """The frontier's metric (CHAIR_i) at ``recall``: plain linear interpolation of the metric between the two
+    neighbouring points on the recall axis (several points at the same recall count as one, with their
+    lowest metric). Exact at a point; None below the lowest or above the highest recall covered (no
+    extrapolation). No envelope is taken: the curve goes through every point."""
     best: dict[float, float] = {}
     for p in points:
-        r, c = float(p["Recall"]), float(p["CHAIRi"])
+        r, c = float(p[tradeoff.recall]), float(p[tradeoff.metric])
         best[r] = min(c, best.get(r, c))
     xs = sorted(best)
     if not xs or not xs[0] <= recall <= xs[-1]:

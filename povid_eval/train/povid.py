@@ -187,7 +187,7 @@ def load_preference_file(path: str, image_root: str | None) -> list[Preference]:
 def llm_injector(base_url: str | None, model: str | None, key_env: str | None, *, world: str | Path = "data/world",
                  seed: int = 0):
     """The ``llm`` injector on an OpenAI-compatible endpoint (answers cached in $POVID_EVAL_CACHE/llm)."""
-    from povid_eval.benches.coco import cache_dir
+    from povid_eval.core.paths import cache_dir
     from povid_eval.core.http import ChatClient
     from povid_eval.train.inject import CooccurrenceInjector, LLMInjection
     from povid_eval.train.llm_inject import LLMInjector
@@ -423,11 +423,7 @@ def _train(base: str, base_card: cards.ModelCard, card: cards.ModelCard, card_pa
             prefs = read_preferences(data_path, image_root=cards.ROOT)
     vlm = load_vlm_card(base_card)
     if rank == 0:
-        if prefs is None:
-            from povid_eval.run.runner import ensure_world
-
-            if world == cards.resolve_path(cards.load_bench_card("chair").data):
-                ensure_world(cards.load_bench_card("chair"))
+        if prefs is None:  # the world is there: the CLI built it where it was missing
             prefs = world_preferences(vlm, world, cfg, base_card.template, injector)
         if needs_noisy and any(p.rejected_noisy_ids is None and p.rejected_noisy is None for p in prefs):
             prefs = add_noisy_rejections(vlm, prefs, base_card.template, step=cfg.noise_step, seed=cfg.seed,

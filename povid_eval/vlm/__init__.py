@@ -1,10 +1,20 @@
-"""Vision-language models: load LLaVA checkpoints (+ PEFT adapters), generate in batches, score responses,
-and build/pretrain the embedded tiny base. Knows nothing of benchmarks."""
+"""Vision-language models: load LLaVA checkpoints (+ PEFT adapters, the original LLaVA layout converted),
+OpenAI-compatible endpoints (api.py), generate in batches (generate.py), score responses (logprobs.py), and
+build a tiny LLaVA (build.py). Knows nothing of benchmarks or the synthetic world.
 
-from povid_eval.vlm.build import build_tiny_llava
-from povid_eval.vlm.logprobs import response_logprobs, token_logprobs
-from povid_eval.vlm.model import load_vlm, load_vlm_card, VLM
-from povid_eval.vlm.tokenizer import detokenize, format_prompt, format_response
+The names below are imported on first use, so that ``import povid_eval.vlm.api`` does not import torch."""
 
-__all__ = ["VLM", "load_vlm", "load_vlm_card", "build_tiny_llava", "response_logprobs", "token_logprobs", "detokenize",
-           "format_prompt", "format_response"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {"build_tiny_llava": "build", "response_logprobs": "logprobs", "token_logprobs": "logprobs",
+            "VLM": "model", "load_vlm": "model", "load_vlm_card": "model", "detokenize": "tokenizer",
+            "format_prompt": "tokenizer", "format_response": "tokenizer"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"povid_eval.vlm.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'povid_eval.vlm' has no attribute {name!r}")

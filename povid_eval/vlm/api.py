@@ -40,7 +40,7 @@ def decoding_request(decoding: cards.Decoding) -> dict:
 
 def openai_client(card: cards.ModelCard) -> ChatClient:
     """The card's ChatClient, caching answers under cache_dir()/api."""
-    from povid_eval.benches.coco import cache_dir
+    from povid_eval.core.paths import cache_dir
 
     return ChatClient(card.base_url, card.api_model, api_key_env=card.api_key_env or None, timeout=card.timeout,
                       max_retries=card.max_retries, cache_dir=cache_dir() / "api")

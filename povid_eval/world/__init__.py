@@ -33,7 +33,7 @@ from povid_eval.world import benchsets, export, text
 from povid_eval.world.catalog import RATES, SCENES
 from povid_eval.world.generate import captions, image_rng, make_image, WorldImage
 
-__all__ = ["build_world", "load_manifest", "summary", "DEFAULT_OUT", "SUMMARY_FILE"]
+__all__ = ["build_world", "ensure", "load_manifest", "summary", "DEFAULT_OUT", "SUMMARY_FILE"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = Path("data/world")
@@ -209,3 +209,32 @@ def _mmhal_record(root: Path, seed: int, index: int) -> dict:
             export.write(root, f"mmhal/images/{im.file_name}", im.png)
             return record
     raise RuntimeError(f"MMHal record {index}: no suitable image in {MAX_TRIES} tries")
+
+
+def ensure(root: Path) -> None:
+    """Build the world in ``root`` where it is missing (under a minute), with the seed of the committed
+    summary, and warn if its hash differs from the committed one. ``root`` must be new, empty or a world
+    built before (build_world refuses anything else)."""
+    import sys
+
+    if (Path(root) / "manifest.json").is_file():
+        return
+    paths.require_ours(Path(root), f"world folder {root} (no world manifest.json in it)")
+    committed = read_json(SUMMARY_FILE) if SUMMARY_FILE.is_file() else {}
+    print(f"povid-eval: building the synthetic world in {root} (once, under a minute)", file=sys.stderr)
+    manifest = build_world(root, seed=committed.get("seed", 0))
+    if committed and manifest["sha256"] != committed.get("sha256"):
+        print(f"povid-eval: warning: the world built here differs from {SUMMARY_FILE.name} (sha256 "
+              f"{manifest['sha256'][:12]} != {committed['sha256'][:12]}); package versions may render differently",
+              file=sys.stderr)
+
+
+def _register_judge() -> None:
+    """The world's MMHal judge (world/judge.py) joins the MMHal judges as ``rule``."""
+    from povid_eval.benches.mmhal import judges
+    from povid_eval.world.judge import RuleJudge
+
+    judges.register("rule", RuleJudge)
+
+
+_register_judge()

@@ -18,14 +18,15 @@ from pathlib import Path
 from povid_eval.core.io import iter_jsonl, read_json
 
 
-def scene_partners() -> dict[str, tuple[set[str], set[str]]]:
-    from povid_eval.world.catalog import SCENES
+def scene_partners(manifest: Path) -> dict[str, tuple[set[str], set[str]]]:
+    """scene -> (core objects, core and extra objects), from the world's manifest.json (``scenes``)."""
+    scenes = read_json(manifest).get("scenes", {})
+    return {name: (set(s["core"]), set(s["core"]) | set(s["extras"])) for name, s in scenes.items()}
 
-    return {s.name: (set(s.core), set(s.core) | set(s.extras)) for s in SCENES}
 
-
-def prior_share(details: Path, instances: Path) -> dict[str, float | int]:
-    """Counts and shares of prior / break hallucinations (see module docstring)."""
+def prior_share(details: Path, instances: Path, manifest: Path) -> dict[str, float | int]:
+    """Counts and shares of prior / break hallucinations (see module docstring); ``manifest`` is the world's
+    manifest.json, which lists each scene's core and extra objects."""
     data = read_json(instances)
     names = {c["id"]: c["name"] for c in data["categories"]}
     images = {str(im["id"]): im for im in data["images"]}
@@ -33,7 +34,7 @@ def prior_share(details: Path, instances: Path) -> dict[str, float | int]:
     for ann in data["annotations"]:
         if ann.get("visibility") == "clear":
             clear[str(ann["image_id"])].add(names[ann["category_id"]])
-    partners = scene_partners()
+    partners = scene_partners(manifest)
     counts = {"hallucinated": 0, "prior": 0, "break": 0}
     for _, row in iter_jsonl(details):
         image = images.get(str(row["image_id"]), {})

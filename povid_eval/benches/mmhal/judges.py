@@ -7,7 +7,7 @@ judges go through one path.
 
 Kinds (``judge`` in the bench card):
 
-``rule``    deterministic, for the synthetic world ONLY (see below); uses no prompt, no cache.
+``rule``    deterministic, for the synthetic world ONLY (world/judge.py, registered by the world); no prompt.
 ``openai``  an OpenAI-compatible chat endpoint: ``judge_base_url`` (default https://api.openai.com/v1), the
             model pinned in ``judge_model``, the key from the environment variable ``judge_key_env`` (default
             OPENAI_API_KEY; read when a request is sent, never written anywhere). One user message holding the
@@ -24,28 +24,18 @@ with ", "), the question, the standard (human) answer and the model's answer, as
 e.g. with the original evaluation's prompt. Its sha256 is recorded in metrics.json (``judge.prompt_sha256``).
 
 Cache (openai, hf): one JSON file per reply in ``cache_dir`` (default ``$POVID_EVAL_CACHE/judge``, see
-coco.cache_dir), named by the sha256 of the judge's identity (kind, model, endpoint or weights fingerprint,
+core/paths.cache_dir), named by the sha256 of the judge's identity (kind, model, endpoint or weights fingerprint,
 decoding settings), the prompt's sha256 and the four slot values; written atomically as each reply comes in.
 Re-scoring, a resumed run or a second model with the same answer asks nothing. The API key is not part of
 the key and is never written.
 
-``rule``: valid where ``image_content`` lists every object in the image (and its colour): it is not a
-substitute for an LLM judge on real images.
-
-    objects(t)     = COCO categories mentioned in text t (CHAIR's vocabulary and singularize tokeniser)
-    hallucinated   = objects(answer) - objects(image_content) (a negated mention, "there is no kite", claims
-                     nothing), plus any colour, number, position, yes/no or scene word of
-                     the answer that contradicts the gt_answer (same kind of word, none of the gt's)
-    coverage       = share of the gt_answer's key terms (objects in the image, colours, numbers,
-                     positions, yes/no, scene) found in the answer
-    rating         = no hallucination: 6 full coverage and extra grounded objects, 5 full, 4 partial, 3 none;
-                     hallucination:    2 full coverage, 1 partial, 0 none     (the MMHal 0-6 rubric)
+Judges that need no prompt and no model join with ``register(kind, factory)``: importing povid_eval.world
+registers the synthetic world's deterministic ``rule`` judge (world/judge.py), valid on the world only.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import string
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -53,78 +43,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from povid_eval.benches.chair import scorer as chair
 from povid_eval.core.errors import InputError, MissingAssetError, PovidError
 
 DEFAULT_PROMPT = Path(__file__).with_name("judge_prompt.txt")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 SLOTS = ("image contents", "question", "standard answer", "model answer")
-KINDS = ("rule", "openai", "hf")
-
-COLOURS = {"red", "green", "blue", "yellow", "orange", "purple", "pink", "brown", "black", "white", "gray", "grey"}
-NUMBERS = {"zero": 0, "no": 0, "one": 1, "a": 1, "an": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-           **{str(i): i for i in range(10)}}
-POSITIONS = {"left", "right", "top", "bottom", "center", "middle", "above", "below"}
-YES_NO = {"yes", "no"}
-SCENES = ("kitchen", "street", "office", "living room", "park", "bedroom", "bathroom", "beach", "airport", "field")
+PROMPT_KINDS = ("openai", "hf")
+REGISTERED: dict[str, Callable[[], "Judge"]] = {}   # judges without a prompt or model, e.g. the world's "rule"
 
 
-# ------------------------------------------------------------------------------------------ the rule judge
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
-NEGATIONS = {"no", "not", "without", "nor", "n't"}
+def register(kind: str, factory: Callable[[], "Judge"]) -> None:
+    """Add a judge kind that needs no prompt and no model (povid_eval.world registers its ``rule`` judge)."""
+    REGISTERED[kind] = factory
 
 
-def affirmed_objects(text: str) -> set[str]:
-    """COCO categories a text says are there: mentions with no negation among the 3 tokens before them
-    ("there is no kite" does not claim a kite)."""
-    tokens = chair.tokens_singularize(text)
-    mentions = chair.find_mentions(tokens, chair.load_vocabulary())
-    return {obj for obj, pos in zip(mentions.objects, mentions.positions)
-            if not NEGATIONS & set(tokens[max(0, pos - 3):pos])}
-
-
-def _key_terms(text: str) -> tuple[set[str], dict[str, set[str]]]:
-    """Affirmed objects and the colour / count / position / yes-no / scene words of a text."""
-    words = _words(text)
-    objects = affirmed_objects(text)
-    kinds = {
-        "colour": {w for w in words if w in COLOURS},
-        "count": {str(NUMBERS[w]) for w in words if w in NUMBERS and w not in ("a", "an", "no")},
-        "position": {w for w in words if w in POSITIONS},
-        "answer": {w for w in words[:1] if w in YES_NO},
-        "scene": {p for p in SCENES if re.search(rf"\b{p}\b", text.lower())},
-    }
-    return objects, kinds
-
-
-def rule_judge(record: dict) -> str:
-    """Rate one answer on the 0-6 scale (see module docstring); returns an explanation and 'Rating: N'."""
-    content = record["image_content"]
-    truth = set(chair.caption_mentions(" ".join(content) if isinstance(content, list) else str(content)).objects)
-    answer = record.get("model_answer") or ""
-    said_objects, said = _key_terms(answer)
-    gt_objects, gt = _key_terms(record["gt_answer"])
-    gt_objects &= truth  # "No, there is no dog": the dog is not a term to cover
-    wrong = sorted(said_objects - truth)
-    for kind, terms in gt.items():
-        if terms and said[kind] and not (said[kind] & terms):
-            wrong += sorted(said[kind])
-    wanted = [("object", o) for o in gt_objects] + [(k, t) for k, terms in gt.items() for t in terms]
-    found = [(k, t) for k, t in wanted if (t in said_objects if k == "object" else t in said[k])]
-    coverage = len(found) / len(wanted) if wanted else (1.0 if answer.strip() else 0.0)
-    extra = (said_objects & truth) - gt_objects
-    if wrong:
-        rating = 2 if coverage == 1 else (1 if coverage > 0 else 0)
-    else:
-        rating = (6 if extra else 5) if coverage == 1 else (4 if coverage > 0 else 3)
-    explanation = (f"Key terms covered: {len(found)}/{len(wanted)}. "
-                   f"Not in the image or contradicting the answer: {', '.join(wrong) or 'none'}.")
-    return f"{explanation}\nRating: {rating}"
+def kinds() -> tuple[str, ...]:
+    """Every judge kind known now: the registered ones, then openai and hf."""
+    return (*REGISTERED, *PROMPT_KINDS)
 
 
 # ------------------------------------------------------------------------------------------ the prompt
@@ -197,13 +133,6 @@ class Judge:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.info()})"
-
-
-class RuleJudge(Judge):
-    kind = "rule"
-
-    def judge_all(self, records: Sequence[dict]) -> list[str]:
-        return [rule_judge(r) for r in records]
 
 
 class CachedJudge(Judge):
@@ -369,18 +298,18 @@ def build_judge(kind: str, *, model: str = "", base_url: str = "", key_env: str 
     """A judge from its settings (a bench card's judge_* fields, or the command line's). Paths are used as
     given (relative to the cwd); ``model_folder``: where the hf judge's ``model`` is (default: ``model``).
     ``where`` names the source in errors (e.g. the bench card)."""
-    if kind not in KINDS:
-        raise InputError(where, f"unknown MMHal judge '{kind}' (known: {', '.join(KINDS)})")
-    if kind == "rule":
+    if kind not in kinds():
+        raise InputError(where, f"unknown MMHal judge '{kind}' (known: {', '.join(kinds())})")
+    if kind in REGISTERED:
         if judge_prompt:
-            raise InputError(where, "the rule judge uses no prompt; a judge prompt needs judge = openai or hf")
-        return RuleJudge()
+            raise InputError(where, f"the {kind} judge uses no prompt; a judge prompt needs judge = openai or hf")
+        return REGISTERED[kind]()
     if not model:
         raise InputError(where, f"the {kind} judge needs a model (judge_model in the bench card, --judge-model on "
                                 "the command line)")
     prompt = load_judge_prompt(judge_prompt)
     if cache_dir is None:
-        from povid_eval.benches.coco import cache_dir as default_cache
+        from povid_eval.core.paths import cache_dir as default_cache
 
         cache_dir = default_cache() / "judge"
     if kind == "openai":
@@ -397,16 +326,17 @@ def make_judge(card, *, judge_prompt: str | Path | None = None, cache_dir: str |
     """The judge a bench card names (``judge``, ``judge_model``, ``judge_base_url``, ``judge_key_env``,
     ``judge_prompt``). ``judge_prompt`` (a path as given) overrides the card's (relative to the project root);
     ``cache_dir`` defaults to $POVID_EVAL_CACHE/judge."""
-    from povid_eval.cards import resolve_path
+    from povid_eval.core.paths import project
 
-    if judge_prompt is not None and (card.judge or "rule") == "rule":
-        raise InputError(None, f"--judge-prompt: bench card '{card.name}': the rule judge uses no prompt (a judge "
+    o = card.options
+    if judge_prompt is not None and o.judge in REGISTERED:
+        raise InputError(None, f"--judge-prompt: bench card '{card.name}': the {o.judge} judge uses no prompt (a judge "
                                "prompt needs judge = openai or hf)")
-    if judge_prompt is None and card.judge_prompt:
-        judge_prompt = resolve_path(card.judge_prompt)
-    return build_judge(card.judge or "rule", model=card.judge_model, base_url=card.judge_base_url,
-                       key_env=card.judge_key_env, judge_prompt=judge_prompt, cache_dir=cache_dir,
-                       model_folder=resolve_path(card.judge_model) if card.judge_model else None,
+    if judge_prompt is None and o.judge_prompt:
+        judge_prompt = project(o.judge_prompt)
+    return build_judge(o.judge, model=o.judge_model, base_url=o.judge_base_url, key_env=o.judge_key_env,
+                       judge_prompt=judge_prompt, cache_dir=cache_dir,
+                       model_folder=project(o.judge_model) if o.judge_model else None,
                        where=f"bench card '{card.name}'")
 
 
@@ -423,13 +353,3 @@ def describe(judge: Callable[[dict], str]) -> dict:
         return judge.info()
     return {"kind": "custom", "model": getattr(judge, "__name__", type(judge).__name__), "prompt_sha256": None,
             "prompt_file": None}
-
-
-JUDGES: dict[str, Callable[[dict], str]] = {"rule": rule_judge}
-
-
-def get(name: str) -> Callable[[dict], str]:
-    """The rule judge by name (kept for callers of the first API; use make_judge for the others)."""
-    if name not in JUDGES:
-        raise InputError(None, f"unknown MMHal judge '{name}' (known: {', '.join(JUDGES)})")
-    return JUDGES[name]

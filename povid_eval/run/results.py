@@ -1,0 +1,90 @@
+"""Finished runs as reports read them: a run's metrics.json (checked), the bench card as the run used it,
+whether it still belongs to the model as its card is now, and running what a report needs but lacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from povid_eval import cards
+from povid_eval.benches import registry
+from povid_eval.core import paths
+from povid_eval.core.errors import InputError
+from povid_eval.core.io import read_json
+from povid_eval.run import fingerprint, runner
+
+
+def _number_pair(value) -> bool:
+    return (isinstance(value, list) and len(value) == 2
+            and all(x is None or isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
+
+
+def read_metrics(path: Path) -> dict:
+    """A run's metrics.json, checked for what reports read: ``metrics`` (an object), ``intervals`` (name ->
+    [lo, hi]), ``overrides`` (paths), ``limit`` (an integer >= 0); InputError otherwise."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+        raise InputError(path, "no 'metrics' object (not a `povid-eval run` metrics.json?)")
+    intervals = data.get("intervals", {})
+    if not isinstance(intervals, dict):
+        raise InputError(path, "expected an object of [lo, hi] pairs", field="intervals")
+    for key, pair in intervals.items():
+        if not _number_pair(pair):
+            raise InputError(path, f"expected [lo, hi] numbers, got {json.dumps(pair)[:60]}", field=f"intervals.{key}")
+    overrides = data.get("overrides", {})
+    if not isinstance(overrides, dict) or not all(isinstance(v, str) for v in overrides.values()):
+        raise InputError(path, "expected an object of paths (data, and the bench's own options)", field="overrides")
+    limit = data.get("limit", 0)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InputError(path, f"expected an integer >= 0, got {json.dumps(limit)[:40]}", field="limit")
+    return data
+
+
+def metrics_path(results: Path, model: str, bench: str) -> Path:
+    return paths.run_folder(results, model, bench) / "metrics.json"
+
+
+def run_card(model: str, bench_name: str, results: Path) -> cards.BenchCard:
+    """The bench card as a model's finished run used it: the card plus the run's overrides (--data and the
+    bench's own, e.g. --image-ids; recorded in its metrics.json), so reports rebuild the same items."""
+    card = registry.load_card(bench_name)
+    path = metrics_path(results, model, card.name)
+    overrides = read_metrics(path).get("overrides") if path.is_file() else None
+    if overrides:
+        known = cards.BENCH_KEYS + tuple(o.dest for o in registry.bench_of(card).run_options)
+        unknown = [k for k in overrides if k not in known]
+        if unknown:
+            raise InputError(path, f"unknown override {unknown[0]!r} (known for {card.kind}: {', '.join(known)})",
+                             field="overrides")
+    return card.with_overrides(overrides) if overrides else card
+
+
+def check_current(model: cards.ModelCard, bench_name: str, results: Path) -> None:
+    """A finished run's metrics.json belongs to the model as its card is now, else an InputError saying how
+    to rerun (reports never show a stale number)."""
+    path = metrics_path(results, model.name, bench_name)
+    recorded = read_metrics(path).get("model_fp") if path.is_file() else None
+    now = fingerprint.fingerprint_hash(fingerprint.fingerprint(model))
+    if path.is_file() and recorded != now:
+        raise InputError(path, f"made by another version of model {model.name!r} (fingerprint {recorded}, now {now}): "
+                               f"rerun `povid-eval run --model {model.name} --bench {bench_name} --fresh`")
+
+
+def card_exists(model: str) -> bool:
+    return (cards.models_dir() / f"{model}.toml").is_file()
+
+
+def ensure_results(models: Sequence[str], benches: Sequence[str], results: Path) -> None:
+    """Run (through the runner's cache) every model x bench whose metrics.json is missing; refuse results
+    that an earlier version of a model made (check_current), when the model's card is still there."""
+    for model in models:
+        card = cards.load_model_card(model) if card_exists(model) else None
+        for bench in benches:
+            name = registry.load_card(bench).name
+            if metrics_path(results, model, name).is_file():
+                if card is not None:
+                    check_current(card, name, results)
+            else:
+                cards.load_model_card(model)   # a model with no results and no card: a clear error
+                runner.run(model, bench, results=results)
