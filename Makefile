@@ -27,6 +27,8 @@ browser:
 	  echo "chromium not installed: the leaderboard's browser test will be skipped"
 
 test: setup browser
+	$(BIN)/ruff check povid_eval tests
+	$(BIN)/ruff format --check povid_eval tests
 	$(BIN)/python -m pytest
 
 # The whole pipeline on the embedded default: world (built on first use), base on every bench, POVID

@@ -14,10 +14,12 @@ import json
 import math
 import os
 import re
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+import tomllib
 
 from povid_eval.core import paths
 from povid_eval.core.errors import InputError
@@ -58,20 +60,20 @@ class ModelCard:
     adapter: str = ""
     backend: str = "hf"
     format: str = "auto"
-    model_base: str = ""                         # original-format LoRA folders: the checkpoint they apply to
-    vision_tower: str = ""                       # original format: local CLIP folder (default: mm_vision_tower)
+    model_base: str = ""  # original-format LoRA folders: the checkpoint they apply to
+    vision_tower: str = ""  # original format: local CLIP folder (default: mm_vision_tower)
     dtype: str = "fp32"
-    device: str = "cpu"                          # cpu, cuda, cuda:N, auto
-    threads: int = 0                             # CPU threads for torch; 0 = torch's default
+    device: str = "cpu"  # cpu, cuda, cuda:N, auto
+    threads: int = 0  # CPU threads for torch; 0 = torch's default
     template: str = DEFAULT_TEMPLATE
-    base_url: str = ""                           # openai backend: e.g. http://localhost:8000/v1
-    api_model: str = ""                          # openai backend: the served model's name
-    api_key_env: str = ""                        # openai backend: environment variable holding the key
-    concurrency: int = 8                         # openai backend: requests in flight
-    timeout: float = 120.0                       # openai backend: seconds per request
-    max_retries: int = 5                         # openai backend: retries on 429 / 5xx / timeouts
+    base_url: str = ""  # openai backend: e.g. http://localhost:8000/v1
+    api_model: str = ""  # openai backend: the served model's name
+    api_key_env: str = ""  # openai backend: environment variable holding the key
+    concurrency: int = 8  # openai backend: requests in flight
+    timeout: float = 120.0  # openai backend: seconds per request
+    max_retries: int = 5  # openai backend: retries on 429 / 5xx / timeouts
     generation: Decoding = field(default_factory=Decoding)
-    info: dict = field(default_factory=dict)   # provenance: training command, world hash, seed, ...
+    info: dict = field(default_factory=dict)  # provenance: training command, world hash, seed, ...
 
     def resolve(self, value: str) -> Path:
         return resolve_path(value)
@@ -93,10 +95,10 @@ class BenchCard:
     suffix: str = ""
     strip: str = ""
     limit: int = 0
-    world: bool = False                          # data is the embedded synthetic world, built on demand
+    world: bool = False  # data is the embedded synthetic world, built on demand
     decoding: Decoding = field(default_factory=Decoding)
     files: dict = field(default_factory=dict)
-    options: Any = None                          # the bench's Options (benches/base.py)
+    options: Any = None  # the bench's Options (benches/base.py)
 
     def data_path(self, key: str | None = None) -> Path:
         root = resolve_path(self.data)
@@ -108,7 +110,7 @@ class BenchCard:
             return text
         return (text.replace(self.strip, "") if self.strip else text).strip() + self.suffix
 
-    def with_overrides(self, overrides: dict) -> "BenchCard":
+    def with_overrides(self, overrides: dict) -> BenchCard:
         """The card with a run's --data and option overrides (e.g. --image-ids), as recorded in metrics.json."""
         common = {k: v for k, v in overrides.items() if k in _COMMON}
         own = {k: v for k, v in overrides.items() if k not in _COMMON}
@@ -119,8 +121,9 @@ class BenchCard:
         """Everything that changes a number (the data root's location does not): the common fields and what
         the bench's options add (Options.protocol). The layout is the first release's, so protocol hashes of
         existing cards stay valid."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("data", "options",
-                                                                                                 "kind")}
+        d = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("data", "options", "kind")
+        }
         d["bench"] = self.kind
         d["decoding"] = dataclasses.asdict(self.decoding)
         d.update(self.options.protocol() if self.options is not None else {"judge": ""})
@@ -172,8 +175,14 @@ def matches(pattern: str, what: str) -> Callable[[Any], str | None]:
     return lambda v: None if re.fullmatch(pattern, v) else f"expected {what}, got {v!r}"
 
 
-def check_table(path: Path, table: dict, cls, required: tuple[str, ...] = (), prefix: str = "",
-                rules: dict[str, Callable[[Any], str | None]] | None = None) -> None:
+def check_table(
+    path: Path,
+    table: dict,
+    cls,
+    required: tuple[str, ...] = (),
+    prefix: str = "",
+    rules: dict[str, Callable[[Any], str | None]] | None = None,
+) -> None:
     """Every key of ``table`` is a field of the dataclass ``cls`` with a value of the field's type that passes
     its rule; ``required`` keys are present. An InputError names the file and the key otherwise."""
     fields = {f.name: f.type for f in dataclasses.fields(cls)}
@@ -196,9 +205,12 @@ def check_keys(path: Path, table: dict, cls, required: tuple[str, ...], prefix: 
     check_table(path, table, cls, required, prefix)
 
 
-_DECODING_RULES = {"max_new_tokens": at_least(1), "temperature": at_least(0, integer=False),
-                   "top_p": lambda v: None if 0 < v <= 1 else f"expected a number in (0, 1], got {v!r}",
-                   "seed": at_least(0)}
+_DECODING_RULES = {
+    "max_new_tokens": at_least(1),
+    "temperature": at_least(0, integer=False),
+    "top_p": lambda v: None if 0 < v <= 1 else f"expected a number in (0, 1], got {v!r}",
+    "seed": at_least(0),
+}
 
 
 def _decoding(path: Path, table: Any, prefix: str) -> Decoding:
@@ -262,9 +274,14 @@ def _read_card(name_or_path: str, folder: Path, kind: str) -> tuple[Path, dict]:
 
 _DEVICE = r"cpu|auto|mps|cuda(:\d+)?"
 _MODEL_RULES = {
-    "backend": one_of(BACKENDS), "format": one_of(FORMATS), "dtype": one_of(DTYPES),
-    "device": matches(_DEVICE, "cpu, cuda, cuda:N, mps or auto"), "threads": at_least(0),
-    "concurrency": at_least(1), "timeout": above(0), "max_retries": at_least(0),
+    "backend": one_of(BACKENDS),
+    "format": one_of(FORMATS),
+    "dtype": one_of(DTYPES),
+    "device": matches(_DEVICE, "cpu, cuda, cuda:N, mps or auto"),
+    "threads": at_least(0),
+    "concurrency": at_least(1),
+    "timeout": above(0),
+    "max_retries": at_least(0),
 }
 
 
@@ -323,6 +340,7 @@ def bench_names(group: str = "all") -> list[str]:
 
 
 # ---------------------------------------------------------------- writing cards (a small TOML emitter)
+
 
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import re
 import sys
+import time
 from pathlib import Path
 
 from povid_eval import __version__, cards
-from povid_eval import world as _world  # noqa: F401  (registers the synthetic world's MMHal judge, "rule")
+from povid_eval import world as _world  # noqa: F401  (registers the synthetic world's judge, "rule")
 from povid_eval.benches import registry
 from povid_eval.core import dist, paths
 from povid_eval.core.errors import InputError, PovidError
+from povid_eval.core.io import STORAGE_ERRNOS, require_file
+from povid_eval.core.paths import name_problem
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,6 +30,7 @@ class Parser(argparse.ArgumentParser):
 
 def _count(minimum: int):
     """An argparse type for an integer >= minimum."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -33,26 +39,27 @@ def _count(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
         return value
+
     parse.__name__ = "count"
     return parse
 
 
 def _name(what: str):
     """An argparse type for a model / output name (paths.NAME_PATTERN)."""
+
     def parse(text: str) -> str:
-        from povid_eval.core.paths import name_problem
 
         problem = name_problem(text)
         if problem:
             raise argparse.ArgumentTypeError(problem)
         return text
+
     parse.__name__ = what
     return parse
 
 
 def _device(text: str) -> str:
     """An argparse type for a torch device: cpu, cuda or cuda:N."""
-    import re
 
     if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
@@ -67,8 +74,9 @@ def _grid(title: str, rows: dict[str, dict], decimals: int) -> list[str]:
     columns = list(dict.fromkeys(c for row in rows.values() for c in row))
     width = max(len(title), *(len(r) for r in rows))
     out = [f"{title:<{width}}" + "".join(f"  {c:>11}" for c in columns)]
-    out += [f"{r:<{width}}" + "".join(f"  {_fmt(row.get(c, ''), decimals):>11}" for c in columns)
-            for r, row in rows.items()]
+    out += [
+        f"{r:<{width}}" + "".join(f"  {_fmt(row.get(c, ''), decimals):>11}" for c in columns) for r, row in rows.items()
+    ]
     return out
 
 
@@ -79,7 +87,8 @@ def _pairs(items: list[tuple[str, object]], decimals: int) -> list[str]:
 
 def _table(result: dict) -> str:
     """A readable table of a score result: scalars as `name value` lines; flat dicts of the same keys
-    (POPE splits) or dicts of dicts (MME subtasks) as grids; other dicts (MMHal per type) as `group.name`."""
+    (e.g. per split) or dicts of dicts (e.g. per subtask) as grids; other dicts (e.g. per type) as
+    `group.name`."""
     decimals = registry.get(result["bench"]).decimals
     metrics = result["metrics"]
     head = f"{result['bench']} (variant {result['variant']}, n = {result['n']})"
@@ -169,8 +178,16 @@ def cmd_run(args) -> None:
     results = paths.results_root(args.results)
     _ensure_worlds(names, args.data)
     for name in names:
-        result = runner.run(args.model, name, batch_size=args.batch_size, limit=args.limit, results=results,
-                            data=args.data, fresh=args.fresh, **_own(name, options))
+        result = runner.run(
+            args.model,
+            name,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            results=results,
+            data=args.data,
+            fresh=args.fresh,
+            **_own(name, options),
+        )
         if result is not None:
             _print_result(result, args.json)
             if not args.json:
@@ -185,8 +202,7 @@ def cmd_doctor(args) -> None:
     options = _bench_options(args)
     if args.bench:
         _check_options_apply(cards.bench_names(args.bench), options, args.bench)
-    found = doctor.checks(args.model, args.bench, results=paths.results_root(args.results), data=args.data,
-                          **options)
+    found = doctor.checks(args.model, args.bench, results=paths.results_root(args.results), data=args.data, **options)
     print(doctor.as_json(found) if args.json else doctor.report(found))
     problems = [c for c in found if not c.ok]
     if problems:
@@ -196,6 +212,7 @@ def cmd_doctor(args) -> None:
 
 def _numbers(kind):
     """An argparse type for comma-separated finite numbers: '0,1,2.5' -> [0.0, 1.0, 2.5] with kind=float."""
+
     def parse(text: str) -> list:
         parts = [x.strip() for x in text.split(",")]
         try:
@@ -206,6 +223,7 @@ def _numbers(kind):
             finite = " (finite)" if kind is float else ""
             raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s{finite}, got {text!r}")
         return values
+
     parse.__name__ = "numbers"
     return parse
 
@@ -215,26 +233,32 @@ def cmd_frontier(args) -> None:
 
     bench = args.bench or default_bench()
     _ensure_worlds([bench])
-    result = frontier(args.model, bench, biases=args.biases, results=paths.results_root(args.results),
-                      batch_size=args.batch_size, limit=args.limit)
+    result = frontier(
+        args.model,
+        bench,
+        biases=args.biases,
+        results=paths.results_root(args.results),
+        batch_size=args.batch_size,
+        limit=args.limit,
+    )
     if result is not None:
         shown = registry.bench_of(registry.load_card(bench)).column_metrics()
-        rows = {f"{p['bias']:g}": {m.key: p[m.key] for m in shown if m.key in p}
-                for p in sorted(result["points"], key=lambda p: p["bias"])}
+        rows = {
+            f"{p['bias']:g}": {m.key: p[m.key] for m in shown if m.key in p}
+            for p in sorted(result["points"], key=lambda p: p["bias"])
+        }
         head = f"frontier of {result['model']} on {result['bench']} (n = {result['points'][0]['n']})"
         print("\n".join([head, "=" * len(head)] + _grid("bias", rows, 4)))
 
 
 def cmd_world_build(args) -> None:
-    import time
 
-    from povid_eval.world import build_world, SUMMARY_FILE
+    from povid_eval.world import SUMMARY_FILE, build_world
 
     start = time.time()
     out = paths.from_cli(args.out, "data/world")
     manifest = build_world(out, seed=args.seed, summary_path=SUMMARY_FILE if args.write_summary else None)
-    print(f"world built in {time.time() - start:.1f} s: {out} (sha256 {manifest['sha256'][:16]}, "
-          f"{manifest['counts']})")
+    print(f"world built in {time.time() - start:.1f} s: {out} (sha256 {manifest['sha256'][:16]}, {manifest['counts']})")
 
 
 def cmd_pretrain(args) -> None:
@@ -247,8 +271,15 @@ def cmd_train(args) -> None:
     from povid_eval.train import povid
 
     stages = tuple(args.stages) if args.stages is not None else None
-    llm_flags = [f for f, v in (("--llm-base-url", args.llm_base_url), ("--llm-model", args.llm_model),
-                                ("--llm-key-env", args.llm_key_env)) if v]
+    llm_flags = [
+        f
+        for f, v in (
+            ("--llm-base-url", args.llm_base_url),
+            ("--llm-model", args.llm_model),
+            ("--llm-key-env", args.llm_key_env),
+        )
+        if v
+    ]
     if llm_flags and args.injector != "llm":
         raise InputError(None, f"{llm_flags[0]} goes with --injector llm")
     if args.injector == "llm" and not (args.llm_base_url and args.llm_model):
@@ -265,17 +296,28 @@ def cmd_train(args) -> None:
         synthetic_world.ensure(world)
     injector = None
     if args.injector == "llm":
-        injector = povid.llm_injector(args.llm_base_url, args.llm_model, args.llm_key_env, world=world,
-                                      seed=args.seed or 0)
+        injector = povid.llm_injector(
+            args.llm_base_url, args.llm_model, args.llm_key_env, world=world, seed=args.seed or 0
+        )
     config = povid.load_recipe_config(args.config) if args.config else povid.RecipeConfig()
     if args.seed is not None:
         config.seed = args.seed
     if args.images:
         config.images = args.images
-    povid.run_recipe(args.base, args.out, recipe=args.recipe, stages=stages, config=config,
-                     preferences=args.preferences, image_root=args.image_root, world=world,
-                     results=paths.results_root(args.results), merge=args.merge, injector=injector,
-                     overwrite=args.overwrite)
+    povid.run_recipe(
+        args.base,
+        args.out,
+        recipe=args.recipe,
+        stages=stages,
+        config=config,
+        preferences=args.preferences,
+        image_root=args.image_root,
+        world=world,
+        results=paths.results_root(args.results),
+        merge=args.merge,
+        injector=injector,
+        overwrite=args.overwrite,
+    )
 
 
 def _print_written(paths: list[Path]) -> None:
@@ -289,7 +331,9 @@ def cmd_compare(args) -> None:
     from povid_eval.run.results import ensure_results
 
     if len(args.models) < 2:
-        raise InputError(None, "models: compare needs a baseline and at least one more model (povid-eval compare A B ...)")
+        raise InputError(
+            None, "models: compare needs a baseline and at least one more model (povid-eval compare A B ...)"
+        )
     benches = cards.bench_names(args.bench)
     results = paths.results_root(args.results)
     for model in args.models:  # every name known before any run starts
@@ -304,8 +348,9 @@ def cmd_compare(args) -> None:
 def cmd_leaderboard(args) -> None:
     from povid_eval.report.leaderboard import write_leaderboard
 
-    _print_written(write_leaderboard(paths.results_root(args.results), frontier_model=args.frontier_model,
-                                     group=args.bench))
+    _print_written(
+        write_leaderboard(paths.results_root(args.results), frontier_model=args.frontier_model, group=args.bench)
+    )
 
 
 def cmd_perf(args) -> None:
@@ -313,32 +358,39 @@ def cmd_perf(args) -> None:
 
     given = [flag for flag, value in (("--captions", args.captions), ("--gt-objects", args.gt_objects)) if value]
     if given and (args.train or args.generate):
-        raise InputError(None, f"{given[0]} times CHAIR scoring; it does not go with --train or --generate")
+        raise InputError(None, f"{given[0]} times the caption scorer; it does not go with --train or --generate")
     for value in (args.captions, args.gt_objects):
         if value:
-            from povid_eval.core.io import require_file
-
             require_file(value)
-    results = perf.main(Path(args.captions) if args.captions else None,
-                        Path(args.gt_objects) if args.gt_objects else None, train=args.train,
-                        generate=args.generate, device=args.device, batch=args.batch)
+    results = perf.main(
+        Path(args.captions) if args.captions else None,
+        Path(args.gt_objects) if args.gt_objects else None,
+        train=args.train,
+        generate=args.generate,
+        device=args.device,
+        batch=args.batch,
+    )
     if args.json:
         print(json.dumps(results))
         return
     for group, values in results.items():
-        print(f"{group}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                       for k, v in values.items()))
+        print(
+            f"{group}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+        )
 
 
 def _add_run_options(p) -> None:
-    """The benches' own run flags (e.g. CHAIR's --image-ids, MMHal's --judge-prompt), from the registry."""
+    """The benches' own run flags (e.g. --image-ids, --judge-prompt), from the registry."""
     for option in _run_options():
         p.add_argument(option.flag, dest=option.dest, metavar=option.metavar, help=option.help)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="povid-eval", description="POVID-style preference tuning of VLMs and "
-                                     "faithful hallucination benchmarks (CHAIR, POPE, MME, MMHal-Bench).")
+    parser = Parser(
+        prog="povid-eval",
+        description="POVID-style preference tuning of VLMs and "
+        "faithful hallucination benchmarks (CHAIR, POPE, MME, MMHal-Bench).",
+    )
     parser.add_argument("--version", action="version", version=f"povid-eval {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
@@ -351,92 +403,159 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_score)
 
     p = commands.add_parser("run", help="generate (cached, resumable) and score benches for a model")
-    p.add_argument("--bench", required=True, help="a bench card name (benchmarks/<name>.toml), 'all' (the "
-                   "embedded world's cards) or a bench set folder such as 'real' (benchmarks/real/*.toml)")
+    p.add_argument(
+        "--bench",
+        required=True,
+        help="a bench card name (benchmarks/<name>.toml), 'all' (the "
+        "embedded world's cards) or a bench set folder such as 'real' (benchmarks/real/*.toml)",
+    )
     p.add_argument("--model", default="base", help="a model card name (models/<name>.toml); default base")
     p.add_argument("--batch-size", type=_count(1), default=16, help="prompts per generation batch (default 16)")
-    p.add_argument("--limit", type=_count(0), default=0, help="first N items (as the bench counts them, e.g. MME: N "
-                   "image pairs; 0 = all)")
-    p.add_argument("--data", metavar="DIR", help="data root instead of the bench card's (e.g. where COCO, POPE, "
-                   "MME and MMHal live on this node)")
+    p.add_argument(
+        "--limit",
+        type=_count(0),
+        default=0,
+        help="first N items (as the bench counts them, e.g. MME: N image pairs; 0 = all)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        help="data root instead of the bench card's (e.g. where COCO, POPE, MME and MMHal live on this node)",
+    )
     _add_run_options(p)
     p.add_argument("--results", metavar="DIR", help="results folder (default: the project's results/)")
-    p.add_argument("--fresh", action="store_true", help="discard this model's earlier samples and metrics of these "
-                   "benches first (e.g. after retraining a model under the same name)")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard this model's earlier samples and metrics of these "
+        "benches first (e.g. after retraining a model under the same name)",
+    )
     p.add_argument("--json", action="store_true", help="print each bench's metrics record as JSON")
     p.set_defaults(func=cmd_run)
 
-    p = commands.add_parser("doctor", help="check, in seconds, every asset a run needs and say how to get what "
-                            "is missing (default: --model base --bench all)")
+    p = commands.add_parser(
+        "doctor",
+        help="check, in seconds, every asset a run needs and say how to get what "
+        "is missing (default: --model base --bench all)",
+    )
     p.add_argument("--model", help="a model card name (models/<name>.toml)")
     p.add_argument("--bench", help="a bench card name, 'all' or a bench set folder ('real')")
     p.add_argument("--data", metavar="DIR", help="data root instead of the bench cards' (as run --data)")
     _add_run_options(p)
-    p.add_argument("--results", metavar="DIR", help="results folder whose free disk is checked (default: the "
-                   "project's results/)")
+    p.add_argument(
+        "--results", metavar="DIR", help="results folder whose free disk is checked (default: the project's results/)"
+    )
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.set_defaults(func=cmd_doctor)
 
-    p = commands.add_parser("frontier", help="the model's trade-off curve (CHAIR_i vs recall) under a sweep of stop "
-                            "biases")
+    p = commands.add_parser(
+        "frontier", help="the model's trade-off curve (CHAIR_i vs recall) under a sweep of stop biases"
+    )
     p.add_argument("--model", default="base", help="a model card name (models/<name>.toml); default base")
-    p.add_argument("--bench", help="a bench card whose bench has a length trade-off, e.g. chair or real/chair-coco "
-                   "(default: the first such card of the embedded world's set)")
-    p.add_argument("--biases", type=_numbers(float), default=None,
-                   help="comma-separated logit biases (default: povid_eval.run.frontier.DEFAULT_BIASES)")
+    p.add_argument(
+        "--bench",
+        help="a bench card whose bench has a length trade-off, e.g. chair or real/chair-coco "
+        "(default: the first such card of the embedded world's set)",
+    )
+    p.add_argument(
+        "--biases",
+        type=_numbers(float),
+        default=None,
+        help="comma-separated logit biases (default: povid_eval.run.frontier.DEFAULT_BIASES)",
+    )
     p.add_argument("--batch-size", type=_count(1), default=16, help="prompts per generation batch (default 16)")
     p.add_argument("--limit", type=_count(0), default=0, help="first N images (0 = all)")
     p.add_argument("--results", metavar="DIR", help="results folder (default: the project's results/)")
     p.set_defaults(func=cmd_frontier)
 
     world = commands.add_parser("world", help="the embedded synthetic world").add_subparsers(
-        dest="action", required=True, metavar="ACTION", parser_class=Parser)
+        dest="action", required=True, metavar="ACTION", parser_class=Parser
+    )
     p = world.add_parser("build", help="build the synthetic COCO-format world (deterministic)")
     p.add_argument("--seed", type=_count(0), default=0)
-    p.add_argument("--out", help="folder to build into: new, empty, or a world built before (default: the "
-                   "project's data/world)")
-    p.add_argument("--write-summary", action="store_true",
-                   help="also write benchmarks/world_manifest.json (the committed seed, counts and hash)")
+    p.add_argument(
+        "--out", help="folder to build into: new, empty, or a world built before (default: the project's data/world)"
+    )
+    p.add_argument(
+        "--write-summary",
+        action="store_true",
+        help="also write benchmarks/world_manifest.json (the committed seed, counts and hash)",
+    )
     p.set_defaults(func=cmd_world_build)
 
     p = commands.add_parser("perf", help="speed benchmarks (CHAIR scoring, bootstrap)")
     p.add_argument("--captions", help="CHAIR captions file (default: ../shared/fixtures, when present)")
     p.add_argument("--gt-objects", help="CHAIR ground-truth map for those captions")
-    p.add_argument("--train", action="store_true", help="instead: one optimizer step of our DPO, our POVID and "
-                   "TRL's DPOTrainer on the base model (16 records, median of 5)")
-    p.add_argument("--generate", choices=["llava-1.5-7b", "tiny"], help="instead: batched greedy generation of a "
-                   "randomly initialised model of that shape in bf16 (tokens/s, peak GPU memory)")
-    p.add_argument("--device", default="cuda", type=_device, help="device for --generate: cuda, cuda:N or cpu "
-                   "(default cuda)")
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="instead: one optimizer step of our DPO, our POVID and "
+        "TRL's DPOTrainer on the base model (16 records, median of 5)",
+    )
+    p.add_argument(
+        "--generate",
+        choices=["llava-1.5-7b", "tiny"],
+        help="instead: batched greedy generation of a "
+        "randomly initialised model of that shape in bf16 (tokens/s, peak GPU memory)",
+    )
+    p.add_argument(
+        "--device", default="cuda", type=_device, help="device for --generate: cuda, cuda:N or cpu (default cuda)"
+    )
     p.add_argument("--batch", type=_count(1), default=16, help="batch size for --generate (default 16)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perf)
 
     p = commands.add_parser("compare", help="paired comparison of models: deltas with 95%% intervals, Holm, plots")
-    p.add_argument("models", nargs="+", type=_name("model name"),
-                   help="model card names: the first is the baseline, each other is compared to it")
+    p.add_argument(
+        "models",
+        nargs="+",
+        type=_name("model name"),
+        help="model card names: the first is the baseline, each other is compared to it",
+    )
     p.add_argument("--bench", default="all", help="a bench card name, 'all' (default) or a bench set folder ('real')")
     p.add_argument("--results", metavar="DIR", help="results folder (default: the project's results/)")
     p.set_defaults(func=cmd_compare)
 
     p = commands.add_parser("leaderboard", help="every model in results/: results/leaderboard.{md,csv,html}")
     p.add_argument("--results", metavar="DIR", help="results folder (default: the project's results/)")
-    p.add_argument("--frontier-model", default="base", type=_name("model name"),
-                   help="whose stop-bias frontier the plot draws (default base)")
-    p.add_argument("--bench", default="all", help="bench set: 'all' (the embedded world, default) or a folder of "
-                   "benchmarks/ such as 'real' (writes leaderboard-real.{md,csv,html})")
+    p.add_argument(
+        "--frontier-model",
+        default="base",
+        type=_name("model name"),
+        help="whose stop-bias frontier the plot draws (default base)",
+    )
+    p.add_argument(
+        "--bench",
+        default="all",
+        help="bench set: 'all' (the embedded world, default) or a folder of "
+        "benchmarks/ such as 'real' (writes leaderboard-real.{md,csv,html})",
+    )
     p.set_defaults(func=cmd_leaderboard)
 
     p = commands.add_parser("train", help="POVID / DPO preference tuning of a base card -> LoRA adapter + card")
     p.add_argument("--base", default="base", help="model card to start from (default base)")
-    p.add_argument("--out", default="povid", type=_name("model name"),
-                   help="name of the trained model: models/<out>.toml (default povid)")
-    p.add_argument("--recipe", default="povid", choices=["povid", "dpo", "noise-only"],
-                   help="povid: stage 1 DPO on injected text, stage 2 + the noisy-image term; dpo: text pairs "
-                        "only; noise-only: the noisy-image term only (the paper's ablation)")
-    p.add_argument("--stages", type=_numbers(int), default=None, help="POVID stages to run, e.g. 1 or 1,2 (default 1,2)")
-    p.add_argument("--injector", default="cooccurrence", choices=["cooccurrence", "llm"],
-                   help="how y_l^t is made (default cooccurrence: offline, COCO co-occurrence statistics)")
+    p.add_argument(
+        "--out",
+        default="povid",
+        type=_name("model name"),
+        help="name of the trained model: models/<out>.toml (default povid)",
+    )
+    p.add_argument(
+        "--recipe",
+        default="povid",
+        choices=["povid", "dpo", "noise-only"],
+        help="povid: stage 1 DPO on injected text, stage 2 + the noisy-image term; dpo: text pairs "
+        "only; noise-only: the noisy-image term only (the paper's ablation)",
+    )
+    p.add_argument(
+        "--stages", type=_numbers(int), default=None, help="POVID stages to run, e.g. 1 or 1,2 (default 1,2)"
+    )
+    p.add_argument(
+        "--injector",
+        default="cooccurrence",
+        choices=["cooccurrence", "llm"],
+        help="how y_l^t is made (default cooccurrence: offline, COCO co-occurrence statistics)",
+    )
     p.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for --injector llm (e.g. http://host:8000/v1)")
     p.add_argument("--llm-model", help="model name for --injector llm")
     p.add_argument("--llm-key-env", help="environment variable holding the API key (never written anywhere)")
@@ -445,11 +564,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=_count(0), default=0, help="training images of the world (default: the recipe's)")
     p.add_argument("--merge", action="store_true", help="also write the merged model and point the card at it")
     p.add_argument("--config", help="recipe TOML: RecipeConfig keys, [stage1] / [stage2] TrainConfig keys")
-    p.add_argument("--overwrite", action="store_true", help="replace models/<out>.toml and <results>/train/<out> "
-                   "written by an earlier `povid-eval train` with other settings (never a card it did not write)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace models/<out>.toml and <results>/train/<out> "
+        "written by an earlier `povid-eval train` with other settings (never a card it did not write)",
+    )
     p.add_argument("--world", help="the synthetic world (default: the project's data/world)")
-    p.add_argument("--results", metavar="DIR", help="results folder; training goes to <results>/train/<out> "
-                   "(default: the project's results/)")
+    p.add_argument(
+        "--results",
+        metavar="DIR",
+        help="results folder; training goes to <results>/train/<out> (default: the project's results/)",
+    )
     p.add_argument("--seed", type=_count(0), default=None, help="seed (default: the recipe's, 0)")
     p.set_defaults(func=cmd_train)
 
@@ -462,7 +588,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _storage_hint(code: int) -> str:
-    import errno
 
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return "free some space and run the same command again: it resumes where it stopped"
@@ -477,8 +602,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"povid-eval: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the machine's: a full disk, a read-only folder (io.STORAGE_ERRNOS); not a bug
-        from povid_eval.core.io import STORAGE_ERRNOS
-
         if e.errno not in STORAGE_ERRNOS:
             raise
         print(f"povid-eval: error: {e.filename or 'writing'}: {e.strerror}; {_storage_hint(e.errno)}", file=sys.stderr)

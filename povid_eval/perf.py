@@ -14,15 +14,19 @@ memory, without downloading weights. ``--generate tiny --device cpu`` runs the s
 
 from __future__ import annotations
 
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from datasets import Dataset
 
+from povid_eval import cards
 from povid_eval.benches import coco
 from povid_eval.benches.chair import scorer as chair
-from povid_eval.core.io import read_records
 from povid_eval.core import stats
+from povid_eval.core.io import read_image, read_records
 
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "chair"
 
@@ -47,8 +51,17 @@ def chair_speed(captions: Path, gt_objects: Path, repeat: int = 1) -> dict[str, 
         out[f"{variant}_warmup_s"] = time.perf_counter() - start
 
         def score_all(v=variant):
-            chair.aggregate([chair.score_caption(chair.normalize_image_id(r["image_id"]), r["caption"],
-                                                 gt[chair.normalize_image_id(r["image_id"])], v) for r in rows])
+            chair.aggregate(
+                [
+                    chair.score_caption(
+                        chair.normalize_image_id(r["image_id"]),
+                        r["caption"],
+                        gt[chair.normalize_image_id(r["image_id"])],
+                        v,
+                    )
+                    for r in rows
+                ]
+            )
 
         out[f"{variant}_score_s"] = _best(score_all, repeat)
     return out
@@ -56,12 +69,23 @@ def chair_speed(captions: Path, gt_objects: Path, repeat: int = 1) -> dict[str, 
 
 def bootstrap_speed(n_units: int = 500, n_resamples: int = 10_000, repeat: int = 3) -> dict[str, float]:
     units = np.random.default_rng(0).integers(0, 5, size=(n_units, 8)).astype(float) + 1
-    return {"bootstrap_s": _best(lambda: stats.bootstrap_intervals(units, chair.from_sums, n_resamples=n_resamples),
-                                 repeat), "units": n_units, "resamples": n_resamples}
+    return {
+        "bootstrap_s": _best(
+            lambda: stats.bootstrap_intervals(units, chair.from_sums, n_resamples=n_resamples), repeat
+        ),
+        "units": n_units,
+        "resamples": n_resamples,
+    }
 
 
-def main(captions: Path | None = None, gt_objects: Path | None = None, train: bool = False,
-         generate: str | None = None, device: str = "cuda", batch: int = 16) -> dict:
+def main(
+    captions: Path | None = None,
+    gt_objects: Path | None = None,
+    train: bool = False,
+    generate: str | None = None,
+    device: str = "cuda",
+    batch: int = 16,
+) -> dict:
     if train:
         return {"train_step": train_step_speed()}
     if generate:
@@ -76,6 +100,7 @@ def main(captions: Path | None = None, gt_objects: Path | None = None, train: bo
 
 
 # ---------------------------------------------------------------------------------------------- training step
+
 
 def _median(fn, repeat: int, warmup: int) -> float:
     for _ in range(warmup):
@@ -103,11 +128,9 @@ def _our_step(vlm, scorer, prefs, cfg, opt, params):
 def _trl_trainer(card, prefs, cfg, out_dir: Path):
     """TRL's DPOTrainer on a fresh copy of the base, the same LoRA (r, alpha, target modules), fp32, sigmoid
     loss, beta, reference = adapter disabled; returns (trainer, examples builder)."""
-    from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from povid_eval.core.io import read_image
     from povid_eval.train.loop import language_model_linear_names
     from povid_eval.vlm import load_vlm
 
@@ -115,18 +138,46 @@ def _trl_trainer(card, prefs, cfg, out_dir: Path):
     tok = vlm.tokenizer
 
     def examples():  # the ids our Scorer scores: <s> prompt (TRL adds no special tokens), " " + text + </s>
-        return [{"images": [read_image(p.image)], "prompt": tok.bos_token + card.template.replace("{prompt}", p.prompt),
-                 "chosen": " " + p.chosen.strip() + tok.eos_token,
-                 "rejected": " " + p.rejected_text.strip() + tok.eos_token} for p in prefs]
+        return [
+            {
+                "images": [read_image(p.image)],
+                "prompt": tok.bos_token + card.template.replace("{prompt}", p.prompt),
+                "chosen": " " + p.chosen.strip() + tok.eos_token,
+                "rejected": " " + p.rejected_text.strip() + tok.eos_token,
+            }
+            for p in prefs
+        ]
 
-    args = DPOConfig(output_dir=str(out_dir), beta=cfg.beta, loss_type=["sigmoid"], bf16=False,
-                     gradient_checkpointing=False, max_length=None, per_device_train_batch_size=len(prefs),
-                     learning_rate=cfg.lr, max_grad_norm=cfg.max_grad_norm, report_to="none", save_strategy="no",
-                     use_cpu=card.device == "cpu", dataloader_num_workers=0, seed=cfg.seed)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=language_model_linear_names(vlm.model), bias="none")
-    trainer = DPOTrainer(model=vlm.model, args=args, processing_class=vlm.processor,
-                         train_dataset=Dataset.from_list([dict(e) for e in examples()]), peft_config=lora)
+    args = DPOConfig(
+        output_dir=str(out_dir),
+        beta=cfg.beta,
+        loss_type=["sigmoid"],
+        bf16=False,
+        gradient_checkpointing=False,
+        max_length=None,
+        per_device_train_batch_size=len(prefs),
+        learning_rate=cfg.lr,
+        max_grad_norm=cfg.max_grad_norm,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=card.device == "cpu",
+        dataloader_num_workers=0,
+        seed=cfg.seed,
+    )
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=language_model_linear_names(vlm.model),
+        bias="none",
+    )
+    trainer = DPOTrainer(
+        model=vlm.model,
+        args=args,
+        processing_class=vlm.processor,
+        train_dataset=Dataset.from_list([dict(e) for e in examples()]),
+        peft_config=lora,
+    )
     return trainer, examples
 
 
@@ -140,18 +191,16 @@ def _trl_step(trainer, examples, opt, params, max_grad_norm: float):
     opt.step()
 
 
-def train_step_speed(n_records: int = 16, repeat: int = 5, warmup: int = 1, model: str = "base",
-                     world: str | Path = "data/world") -> dict:
+def train_step_speed(
+    n_records: int = 16, repeat: int = 5, warmup: int = 1, model: str = "base", world: str | Path = "data/world"
+) -> dict:
     """Wall time of one optimizer step (forward + backward + clip + AdamW) on the base card's model for the same
     ``n_records`` preference records of the world: our DPO, our POVID (paper form: y_l^n under the noisy image),
     TRL's DPOTrainer (when trl is importable). Median of ``repeat`` steps after ``warmup``; LoRA r 16 / alpha 32."""
-    import tempfile
-    from dataclasses import replace
 
     import torch
 
-    from povid_eval import cards
-    from povid_eval.train.loop import add_lora, Scorer, TrainConfig
+    from povid_eval.train.loop import Scorer, TrainConfig, add_lora
     from povid_eval.train.povid import RecipeConfig, world_preferences
     from povid_eval.vlm import load_vlm
 
@@ -173,7 +222,8 @@ def train_step_speed(n_records: int = 16, repeat: int = 5, warmup: int = 1, mode
     out: dict = {"records": n_records, "repeat": repeat, "threads": torch.get_num_threads()}
     for name, cfg in (("dpo", dpo), ("povid", replace(dpo, loss="povid", noisy_form="paper"))):
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        out[f"{name}_s"] = _median(lambda: _our_step(vlm, scorer, prefs, cfg, opt, params), repeat, warmup)
+        step = lambda cfg=cfg, opt=opt: _our_step(vlm, scorer, prefs, cfg, opt, params)  # noqa: E731
+        out[f"{name}_s"] = _median(step, repeat, warmup)
     try:
         import trl  # noqa: F401  (a test dependency: the `test` extra)
     except ImportError:
@@ -184,8 +234,9 @@ def train_step_speed(n_records: int = 16, repeat: int = 5, warmup: int = 1, mode
             trainer.model.train()
             trl_params = [p for p in trainer.model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(trl_params, lr=dpo.lr, weight_decay=dpo.weight_decay)
-            out["trl_dpo_s"] = _median(lambda: _trl_step(trainer, examples, opt, trl_params, dpo.max_grad_norm),
-                                       repeat, warmup)
+            out["trl_dpo_s"] = _median(
+                lambda: _trl_step(trainer, examples, opt, trl_params, dpo.max_grad_norm), repeat, warmup
+            )
     out["povid/dpo"] = out["povid_s"] / out["dpo_s"]
     if isinstance(out["trl_dpo_s"], float):
         out["trl/dpo"] = out["trl_dpo_s"] / out["dpo_s"]
@@ -197,15 +248,44 @@ def train_step_speed(n_records: int = 16, repeat: int = 5, warmup: int = 1, mode
 # LLaVA-1.5-7B's shapes: CLIP ViT-L/14 at 336 px (576 patches, features of layer -2), a 2-layer GELU projector,
 # Llama-2-7B / Vicuna-7B (32 layers, hidden 4096, vocab 32064 as llava-hf pads it).
 SHAPES = {
-    "llava-1.5-7b": dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                     num_attention_heads=16, image_size=336, patch_size=14),
-                         text=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                                   num_attention_heads=32, num_key_value_heads=32, vocab_size=32064,
-                                   max_position_embeddings=4096)),
-    "tiny": dict(vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                             image_size=28, patch_size=14),
-                 text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                           num_key_value_heads=2, vocab_size=128, max_position_embeddings=256)),
+    "llava-1.5-7b": dict(
+        vision=dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=336,
+            patch_size=14,
+        ),
+        text=dict(
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=32064,
+            max_position_embeddings=4096,
+        ),
+    ),
+    "tiny": dict(
+        vision=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        ),
+        text=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            vocab_size=128,
+            max_position_embeddings=256,
+        ),
+    ),
 }
 
 
@@ -215,14 +295,26 @@ def shape_config(shape: str):
 
     s = SHAPES[shape]
     vision = CLIPVisionConfig(**s["vision"])
-    return LlavaConfig(vision_config=vision, text_config=LlamaConfig(**s["text"]),
-                       image_token_index=s["text"]["vocab_size"] - 1,
-                       image_seq_length=(vision.image_size // vision.patch_size) ** 2, vision_feature_layer=-2,
-                       projector_hidden_act="gelu", vision_feature_select_strategy="default")
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=LlamaConfig(**s["text"]),
+        image_token_index=s["text"]["vocab_size"] - 1,
+        image_seq_length=(vision.image_size // vision.patch_size) ** 2,
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="default",
+    )
 
 
-def generation_speed(shape: str = "llava-1.5-7b", dtype: str = "bf16", device: str = "cuda", batch: int = 16,
-                     prompt_tokens: int = 40, new_tokens: int = 64, seed: int = 0) -> dict:
+def generation_speed(
+    shape: str = "llava-1.5-7b",
+    dtype: str = "bf16",
+    device: str = "cuda",
+    batch: int = 16,
+    prompt_tokens: int = 40,
+    new_tokens: int = 64,
+    seed: int = 0,
+) -> dict:
     """Batched greedy generation of a randomly initialised LLaVA of ``shape`` (no weights needed): every row
     is an image (its patches as image tokens) + ``prompt_tokens`` text tokens and generates exactly
     ``new_tokens``. Reports prefill time, decode tokens/s (all rows), and peak GPU memory."""
@@ -254,9 +346,16 @@ def generation_speed(shape: str = "llava-1.5-7b", dtype: str = "bf16", device: s
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels,
-                                 max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0,
-                                 eos_token_id=2)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                pixel_values=pixels,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=0,
+                eos_token_id=2,
+            )
         if cuda:
             torch.cuda.synchronize()
         assert out.shape[1] == ids.shape[1] + n
@@ -268,10 +367,18 @@ def generation_speed(shape: str = "llava-1.5-7b", dtype: str = "bf16", device: s
     prefill = run(1)
     total = run(new_tokens)
     decode_tokens = batch * (new_tokens - 1)
-    return {"shape": shape, "dtype": dtype, "device": device, "batch": batch,
-            "parameters_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
-            "prompt_tokens": ids.shape[1], "new_tokens": new_tokens, "build_s": round(build_s, 2),
-            "prefill_s": round(prefill, 4), "generate_s": round(total, 3),
-            "decode_tokens_per_s": round(decode_tokens / max(total - prefill, 1e-9), 1),
-            "tokens_per_s": round(batch * new_tokens / total, 1),
-            "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None}
+    return {
+        "shape": shape,
+        "dtype": dtype,
+        "device": device,
+        "batch": batch,
+        "parameters_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
+        "prompt_tokens": ids.shape[1],
+        "new_tokens": new_tokens,
+        "build_s": round(build_s, 2),
+        "prefill_s": round(prefill, 4),
+        "generate_s": round(total, 3),
+        "decode_tokens_per_s": round(decode_tokens / max(total - prefill, 1e-9), 1),
+        "tokens_per_s": round(batch * new_tokens / total, 1),
+        "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None,
+    }

@@ -11,8 +11,9 @@ using a single word or phrase."); the template only wraps it.
 from __future__ import annotations
 
 import functools
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 TEMPLATES_FILE = Path(__file__).with_name("templates.toml")
 CHAT_TEMPLATE = "chat_template"

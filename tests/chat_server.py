@@ -33,8 +33,9 @@ import json
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
@@ -72,8 +73,12 @@ def user_image(body: dict):
 class ChatServer:
     """A running loopback chat server while inside ``with``; see the module docstring."""
 
-    def __init__(self, answer: Callable[[dict], str] = lambda body: "echo: " + user_text(body),
-                 key: str | None = None, model: str = "test-model"):
+    def __init__(
+        self,
+        answer: Callable[[dict], str] = lambda body: "echo: " + user_text(body),
+        key: str | None = None,
+        model: str = "test-model",
+    ):
         self.answer, self.key, self.model = answer, key, model
         self.requests: list[dict[str, Any]] = []
         self.gets: list[dict[str, Any]] = []
@@ -85,7 +90,7 @@ class ChatServer:
         self.url = self.origin = ""
         self._httpd: ThreadingHTTPServer | None = None
 
-    def __enter__(self) -> "ChatServer":
+    def __enter__(self) -> ChatServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.chat = self  # type: ignore[attr-defined]
@@ -170,9 +175,13 @@ class _Handler(BaseHTTPRequestHandler):
             with server.lock:
                 server.errors.append(traceback.format_exc())
             return 500, {}, "answer() failed"
-        answer = {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model", ""),
-                  "choices": [{"index": 0, "finish_reason": "stop",
-                               "message": {"role": "assistant", "content": content}}]}
+        answer = {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model", ""),
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        }
         return 200, {"Content-Type": "application/json"}, json.dumps(answer)
 
     def _send(self, status: int, headers: dict[str, str], text: str) -> None:

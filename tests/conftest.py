@@ -25,8 +25,9 @@ def expected(fixtures):
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `python -m povid_eval ARGS` as a user would; returns the finished process."""
-    return subprocess.run([sys.executable, "-m", "povid_eval", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "povid_eval", *map(str, args)], capture_output=True, text=True, cwd=cwd or ROOT
+    )
 
 
 @pytest.fixture
@@ -68,8 +69,11 @@ def tiny_env(tmp_path_factory):
         text = text.replace('data = "data/world"', f'data = "{world}"\nlimit = {limit}')
         text = re.sub(r"max_new_tokens = \d+", "max_new_tokens = 6", text)
         (root / "benchmarks" / f"{bench}.toml").write_text(text)
-    variables = {"POVID_EVAL_MODELS": str(root / "models"), "POVID_EVAL_BENCHMARKS": str(root / "benchmarks"),
-                 "POVID_EVAL_CACHE": str(root / "cache")}
+    variables = {
+        "POVID_EVAL_MODELS": str(root / "models"),
+        "POVID_EVAL_BENCHMARKS": str(root / "benchmarks"),
+        "POVID_EVAL_CACHE": str(root / "cache"),
+    }
     return root, variables
 
 

@@ -14,16 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
-
 from chat_server import ChatServer, clear_proxies, user_image, user_text
-from povid_eval.vlm import api as api_model
+
 from povid_eval import cards
-from povid_eval.run import runner
-from povid_eval.vlm import generate as generate_module
-from povid_eval.core.errors import MissingAssetError
-from povid_eval.core.io import read_image
-from povid_eval.core.http import ChatAPIError
 from povid_eval.benches import registry
+from povid_eval.core.errors import MissingAssetError
+from povid_eval.core.http import ChatAPIError
+from povid_eval.core.io import read_image
+from povid_eval.run import runner
+from povid_eval.vlm import api as api_model
+from povid_eval.vlm import generate as generate_module
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
@@ -51,8 +51,11 @@ def world(tmp_path_factory):
 
 
 def variables(root: Path, cache: Path) -> dict[str, str]:
-    return {"POVID_EVAL_MODELS": str(root / "models"), "POVID_EVAL_BENCHMARKS": str(root / "benchmarks"),
-            "POVID_EVAL_CACHE": str(cache)}
+    return {
+        "POVID_EVAL_MODELS": str(root / "models"),
+        "POVID_EVAL_BENCHMARKS": str(root / "benchmarks"),
+        "POVID_EVAL_CACHE": str(cache),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +88,7 @@ def tiny():
         with lock:
             text = vlm.generate([image], [vlm.prompt(TEMPLATE, question)], max_new_tokens=body["max_tokens"])[0]
         return f" {text}\n"
+
     return answer
 
 
@@ -99,8 +103,15 @@ def env(world, tmp_path, monkeypatch):
 
 
 def api_card(root: Path, url: str, **fields) -> cards.ModelCard:
-    data = {"backend": "openai", "base_url": url, "api_model": "tiny-base", "api_key_env": KEY_ENV,
-            "concurrency": 2, "max_retries": 2, **fields}
+    data = {
+        "backend": "openai",
+        "base_url": url,
+        "api_model": "tiny-base",
+        "api_key_env": KEY_ENV,
+        "concurrency": 2,
+        "max_retries": 2,
+        **fields,
+    }
     (root / "models" / "api.toml").write_text(cards.to_toml(data))
     return cards.load_model_card("api")
 
@@ -125,8 +136,9 @@ def test_api_backend_reproduces_the_hf_backend(env, tiny, reference, tmp_path, b
     assert record["intervals"] == hf_record["intervals"]
     assert not server.errors
     decoding = registry.load_card(bench).decoding
-    assert len(server.requests) == len({(b["messages"][0]["content"][0]["image_url"]["url"], user_text(b))
-                                        for b in server.bodies()})  # one request per distinct (image, prompt)
+    assert len(server.requests) == len(
+        {(b["messages"][0]["content"][0]["image_url"]["url"], user_text(b)) for b in server.bodies()}
+    )  # one request per distinct (image, prompt)
     for request in server.requests:
         body = request["body"]
         assert request["path"] == "/v1/chat/completions" and body["model"] == "tiny-base"
@@ -204,13 +216,29 @@ def test_missing_key_fails_before_any_request(env, tmp_path, monkeypatch):
         card = api_card(env, server.url)
         with pytest.raises(MissingAssetError) as error:  # the backend's own check: one line
             api_model.openai_generate(card)
-        assert str(error.value) == (f"model api: environment variable {KEY_ENV} (the API key for {server.url}) "
-                                    f"is not set")
+        assert str(error.value) == (
+            f"model api: environment variable {KEY_ENV} (the API key for {server.url}) is not set"
+        )
         with pytest.raises(MissingAssetError, match=f"{KEY_ENV} is not set"):  # the runner's checks come first
             runner.run("api", "pope", results=tmp_path / "r", progress=False)
-        proc = subprocess.run([sys.executable, "-m", "povid_eval", "run", "--bench", "pope", "--model", "api",
-                               "--results", str(tmp_path / "cli")], capture_output=True, text=True, cwd=tmp_path,
-                              env={k: v for k, v in os.environ.items() if k != KEY_ENV})
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "povid_eval",
+                "run",
+                "--bench",
+                "pope",
+                "--model",
+                "api",
+                "--results",
+                str(tmp_path / "cli"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if k != KEY_ENV},
+        )
     assert proc.returncode == 2, proc.stderr
     assert KEY_ENV in proc.stderr and "Traceback" not in proc.stderr
     assert not server.requests and not any(p.read_text() for p in tmp_path.rglob("samples.jsonl"))

@@ -31,10 +31,13 @@ def test_missing_file(cli, tmp_path, gt):
     assert not (tmp_path / "d.jsonl").exists()
 
 
-@pytest.mark.parametrize("content, line, fragment", [
-    ('{"image_id": 226988, "caption": "A dog."}\n{"image_id": 1, "caption": \n', 2, "invalid JSON"),
-    ('{"image_id": 226988, "caption": "A dog."}\n\n{"caption": "A cat."}\n', 3, "missing field 'image_id'"),
-])
+@pytest.mark.parametrize(
+    "content, line, fragment",
+    [
+        ('{"image_id": 226988, "caption": "A dog."}\n{"image_id": 1, "caption": \n', 2, "invalid JSON"),
+        ('{"image_id": 226988, "caption": "A dog."}\n\n{"caption": "A cat."}\n', 3, "missing field 'image_id'"),
+    ],
+)
 def test_bad_caption_line(cli, tmp_path, gt, content, line, fragment):
     caps = tmp_path / "caps.jsonl"
     caps.write_text(content)
@@ -70,15 +73,16 @@ def test_pope_missing_label_file(cli, tmp_path, fixtures):
     shutil.copy(d / "coco_pope_random.json", labels)
     answers = tmp_path / "answers.jsonl"
     answers.write_text('{"question_id": 1, "text": "Yes"}\n')  # an adversarial question
-    proc = cli("score", "pope", "--answers", answers, "--questions", d / "llava_pope_test.jsonl",
-               "--labels-dir", labels)
+    proc = cli(
+        "score", "pope", "--answers", answers, "--questions", d / "llava_pope_test.jsonl", "--labels-dir", labels
+    )
     assert_clean_error(proc, labels, "coco_pope_adversarial.json")
 
 
 def test_mme_odd_number_of_lines(cli, tmp_path):
-    (tmp_path / "existence.txt").write_text("a.jpg\tIs there a dog?\tYes\tYes\n"
-                                            "a.jpg\tIs there a cat?\tNo\tNo\n"
-                                            "b.jpg\tIs there a dog?\tYes\tNo\n")
+    (tmp_path / "existence.txt").write_text(
+        "a.jpg\tIs there a dog?\tYes\tYes\na.jpg\tIs there a cat?\tNo\tNo\nb.jpg\tIs there a dog?\tYes\tNo\n"
+    )
     proc = cli("score", "mme", "--results-dir", tmp_path)
     assert_clean_error(proc, tmp_path / "existence.txt", "3 questions", "even")
 

@@ -54,7 +54,7 @@ FIXTURES = ROOT.parent / "shared" / "fixtures"
 PREFIX = "povid-eval: error: "
 MARKERS = {".povid-eval.json", ".lock"}
 TQDM = re.compile(r"\|\s*\d+/\d+\s*\[|\d+%\|")
-BAD = b"\xff\xfe\xc3("   # never valid UTF-8
+BAD = b"\xff\xfe\xc3("  # never valid UTF-8
 PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
@@ -71,6 +71,7 @@ def at(path, line: int) -> str:
 
 
 # ============================================================================================ helpers
+
 
 def jsonl(*rows) -> bytes:
     """Lines of a jsonl file: bytes and str rows are written as they are, anything else as JSON."""
@@ -95,8 +96,11 @@ def snapshot(path: Path):
         return None
     if path.is_file():
         return hashlib.sha256(path.read_bytes()).hexdigest()
-    return {str(p.relative_to(path)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
-            for p in sorted(path.rglob("*")) if p.name != ".lock"}
+    return {
+        str(p.relative_to(path)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+        for p in sorted(path.rglob("*"))
+        if p.name != ".lock"
+    }
 
 
 @contextmanager
@@ -128,6 +132,7 @@ def invoke(argv) -> int:
 
 def huge_png(path: Path, side: int = 30_000) -> Path:
     """A valid 1-bit greyscale PNG of side x side pixels (900 megapixels at 30,000), about 100 KB on disk."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -154,6 +159,7 @@ def recipe_text(top: dict | None = None, stage1: dict | None = None, stage1_tabl
 
 # ============================================================================================ session artefacts
 
+
 class Corpus:
     """Things several cases need and that cost a model call, built once per session on first use."""
 
@@ -179,8 +185,13 @@ class Corpus:
 
     def preference(self, i: int) -> dict:
         images = self.train_images()
-        return {"id": f"p{i}", "image": str(images[i % len(images)]), "prompt": "Describe this image.",
-                "chosen": "A dog sits on a couch.", "rejected_text": "A cat sits on a couch."}
+        return {
+            "id": f"p{i}",
+            "image": str(images[i % len(images)]),
+            "prompt": "Describe this image.",
+            "chosen": "A dog sits on a couch.",
+            "rejected_text": "A cat sits on a couch.",
+        }
 
     def preferences(self) -> Path:
         if "prefs" not in self._built:
@@ -205,8 +216,21 @@ class Corpus:
         if "trained" not in self._built:
             base = self.factory.mktemp("trained")
             shutil.copytree(self.root / "models", base / "models")
-            argv = ["train", "--base", "tiny", "--out", "tr", "--recipe", "dpo", "--config", str(self.recipe()),
-                    "--preferences", str(self.preferences()), "--world", str(self.world)]
+            argv = [
+                "train",
+                "--base",
+                "tiny",
+                "--out",
+                "tr",
+                "--recipe",
+                "dpo",
+                "--config",
+                str(self.recipe()),
+                "--preferences",
+                str(self.preferences()),
+                "--world",
+                str(self.world),
+            ]
             with self._env(POVID_EVAL_MODELS=base / "models", POVID_EVAL_CACHE=base / "cache"):
                 rc = invoke(argv + ["--results", str(base / "results")])
             if rc != 0:
@@ -227,6 +251,7 @@ def corpus(tmp_path_factory, tiny_env):
 
 # ============================================================================================ the per-case context
 
+
 class Ctx:
     """What a case's setup works with: a private tmp folder, private copies of the tiny cards, the session
     corpus; and what the run afterwards must find (absent outputs, unchanged files, clean folders)."""
@@ -239,7 +264,7 @@ class Ctx:
         self.models = tmp / "cards" / "models"
         self.benches = tmp / "cards" / "benchmarks"
         self.cache = tmp / "cache"
-        self.timeout: float | None = None       # set: run as a subprocess, with this wall-time cap
+        self.timeout: float | None = None  # set: run as a subprocess, with this wall-time cap
         self.finalizers: list = []
         self._absent: list[Path] = []
         self._clean: list[Path] = []
@@ -366,8 +391,13 @@ def run_case(setup, ctx: Ctx) -> None:
     ctx.take_snapshots()
     if ctx.timeout is not None:
         try:
-            proc = subprocess.run([sys.executable, "-m", "povid_eval", *map(str, argv)], capture_output=True,
-                                  text=True, cwd=ctx.tmp, timeout=ctx.timeout)
+            proc = subprocess.run(
+                [sys.executable, "-m", "povid_eval", *map(str, argv)],
+                capture_output=True,
+                text=True,
+                cwd=ctx.tmp,
+                timeout=ctx.timeout,
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"no answer within {ctx.timeout:g} s (expected a one-line refusal)")
         rc, err = proc.returncode, proc.stderr
@@ -386,8 +416,16 @@ def run_case(setup, ctx: Ctx) -> None:
     ctx.check_outputs()
 
 
-CATEGORIES = ("encoding", "records", "model_cards", "bench_cards", "cli_values", "results_caches", "images",
-              "preferences")
+CATEGORIES = (
+    "encoding",
+    "records",
+    "model_cards",
+    "bench_cards",
+    "cli_values",
+    "results_caches",
+    "images",
+    "preferences",
+)
 CASES: dict[str, list] = {c: [] for c in CATEGORIES}
 
 
@@ -396,14 +434,18 @@ def case(category: str, cid: str):
         assert cid not in {p.id for ps in CASES.values() for p in ps}, cid
         CASES[category].append(pytest.param(fn, id=cid))
         return fn
+
     return register
 
 
 # ============================================================================================ per-bench inputs
 
 GT = {"1": ["dog", "couch"], "2": ["cat"], "3": ["person", "car"]}
-CAPTIONS = [{"image_id": 1, "caption": "A dog sleeps on a couch."}, {"image_id": 2, "caption": "A cat."},
-            {"image_id": 3, "caption": "A person next to a car."}]
+CAPTIONS = [
+    {"image_id": 1, "caption": "A dog sleeps on a couch."},
+    {"image_id": 2, "caption": "A cat."},
+    {"image_id": 3, "caption": "A person next to a car."},
+]
 
 
 def gt_file(ctx: Ctx) -> Path:
@@ -412,8 +454,18 @@ def gt_file(ctx: Ctx) -> Path:
 
 def chair(ctx: Ctx, captions: Path, gt: Path | None = None, *extra) -> list:
     details = ctx.absent(ctx.tmp / "out" / "details.jsonl")
-    return ["score", "chair", "--captions", captions, "--gt-objects", gt or gt_file(ctx), "--save-details",
-            details, "--json", *extra]
+    return [
+        "score",
+        "chair",
+        "--captions",
+        captions,
+        "--gt-objects",
+        gt or gt_file(ctx),
+        "--save-details",
+        details,
+        "--json",
+        *extra,
+    ]
 
 
 def chair_lines(ctx: Ctx, bad, name: str = "captions.jsonl") -> tuple[list, Path]:
@@ -440,40 +492,67 @@ def coco_chair(ctx: Ctx, captions: Path | None = None) -> list:
     ann = coco_annotations(ctx)
     if captions is None:
         ids = world_val_ids(ctx)
-        captions = ctx.write("captions.jsonl", jsonl(*[{"image_id": i, "caption": "A cup on a table."}
-                                                       for i in ids[:3]]))
+        captions = ctx.write(
+            "captions.jsonl", jsonl(*[{"image_id": i, "caption": "A cup on a table."} for i in ids[:3]])
+        )
     details = ctx.absent(ctx.tmp / "out" / "details.jsonl")
     return ["score", "chair", "--captions", captions, "--coco-annotations", ann, "--save-details", details, "--json"]
 
 
-POPE_QUESTIONS = [{"question_id": 1, "image": "a.jpg", "text": "Is there a dog in the image?", "category": "random"},
-                  {"question_id": 2, "image": "a.jpg", "text": "Is there a cat in the image?", "category": "random"},
-                  {"question_id": 3, "image": "b.jpg", "text": "Is there a car in the image?", "category": "random"}]
-POPE_LABELS = [{"question_id": q["question_id"], "image": q["image"], "text": q["text"], "label": label}
-               for q, label in zip(POPE_QUESTIONS, ("yes", "no", "yes"))]
+POPE_QUESTIONS = [
+    {"question_id": 1, "image": "a.jpg", "text": "Is there a dog in the image?", "category": "random"},
+    {"question_id": 2, "image": "a.jpg", "text": "Is there a cat in the image?", "category": "random"},
+    {"question_id": 3, "image": "b.jpg", "text": "Is there a car in the image?", "category": "random"},
+]
+POPE_LABELS = [
+    {"question_id": q["question_id"], "image": q["image"], "text": q["text"], "label": label}
+    for q, label in zip(POPE_QUESTIONS, ("yes", "no", "yes"))
+]
 POPE_ANSWERS = [{"question_id": 1, "text": "Yes"}, {"question_id": 2, "text": "No"}, {"question_id": 3, "text": "Yes"}]
 
 
 def pope(ctx: Ctx, answers=None, questions=None, labels=None) -> tuple[list, dict]:
     """score pope on three questions; each part may be replaced by raw bytes."""
-    files = {"answers": ctx.write("pope/answers.jsonl", answers if answers is not None else jsonl(*POPE_ANSWERS)),
-             "questions": ctx.write("pope/questions.jsonl",
-                                    questions if questions is not None else jsonl(*POPE_QUESTIONS)),
-             "labels": ctx.folder("pope/labels")}
+    files = {
+        "answers": ctx.write("pope/answers.jsonl", answers if answers is not None else jsonl(*POPE_ANSWERS)),
+        "questions": ctx.write("pope/questions.jsonl", questions if questions is not None else jsonl(*POPE_QUESTIONS)),
+        "labels": ctx.folder("pope/labels"),
+    }
     files["label_file"] = files["labels"] / "coco_pope_random.json"
     files["label_file"].write_bytes(labels if labels is not None else jsonl(*POPE_LABELS))
-    return ["score", "pope", "--answers", files["answers"], "--questions", files["questions"], "--labels-dir",
-            files["labels"], "--json"], files
+    return [
+        "score",
+        "pope",
+        "--answers",
+        files["answers"],
+        "--questions",
+        files["questions"],
+        "--labels-dir",
+        files["labels"],
+        "--json",
+    ], files
 
 
-MME_Q = ("Is there a dog in the image? Please answer yes or no.",
-         "Is there a cat in the image? Please answer yes or no.")
-MME_RESULTS = [f"a.jpg\t{MME_Q[0]}\tYes\tYes", f"a.jpg\t{MME_Q[1]}\tNo\tNo",
-               f"b.jpg\t{MME_Q[0]}\tNo\tYes", f"b.jpg\t{MME_Q[1]}\tYes\tYes"]
+MME_Q = (
+    "Is there a dog in the image? Please answer yes or no.",
+    "Is there a cat in the image? Please answer yes or no.",
+)
+MME_RESULTS = [
+    f"a.jpg\t{MME_Q[0]}\tYes\tYes",
+    f"a.jpg\t{MME_Q[1]}\tNo\tNo",
+    f"b.jpg\t{MME_Q[0]}\tNo\tYes",
+    f"b.jpg\t{MME_Q[1]}\tYes\tYes",
+]
 SUFFIX = "\nAnswer the question using a single word or phrase."
-MME_ANSWERS = [{"question_id": f"existence/{img}", "prompt": q.replace(" Please answer yes or no.", "") + SUFFIX,
-                "text": t} for img, q, t in (("a.jpg", MME_Q[0], "Yes"), ("a.jpg", MME_Q[1], "No"),
-                                             ("b.jpg", MME_Q[0], "No"), ("b.jpg", MME_Q[1], "Yes"))]
+MME_ANSWERS = [
+    {"question_id": f"existence/{img}", "prompt": q.replace(" Please answer yes or no.", "") + SUFFIX, "text": t}
+    for img, q, t in (
+        ("a.jpg", MME_Q[0], "Yes"),
+        ("a.jpg", MME_Q[1], "No"),
+        ("b.jpg", MME_Q[0], "No"),
+        ("b.jpg", MME_Q[1], "Yes"),
+    )
+]
 
 
 def mme_results(ctx: Ctx, content: bytes, name: str = "existence.txt") -> tuple[list, Path]:
@@ -483,11 +562,14 @@ def mme_results(ctx: Ctx, content: bytes, name: str = "existence.txt") -> tuple[
     return ["score", "mme", "--results-dir", folder, "--json"], path
 
 
-def mme_llava(ctx: Ctx, answers: bytes | None = None, gt: bytes | None = None,
-              questions: bytes | None = None) -> tuple[list, dict]:
+def mme_llava(
+    ctx: Ctx, answers: bytes | None = None, gt: bytes | None = None, questions: bytes | None = None
+) -> tuple[list, dict]:
     gt_dir = ctx.folder("mme_gt")
-    files = {"gt": gt_dir / "existence.txt",
-             "answers": ctx.write("mme_answers.jsonl", answers if answers is not None else jsonl(*MME_ANSWERS))}
+    files = {
+        "gt": gt_dir / "existence.txt",
+        "answers": ctx.write("mme_answers.jsonl", answers if answers is not None else jsonl(*MME_ANSWERS)),
+    }
     default = "".join(r.rsplit("\t", 1)[0] + "\n" for r in MME_RESULTS).encode()
     files["gt"].write_bytes(gt if gt is not None else default)
     argv = ["score", "mme", "--answers", files["answers"], "--ground-truth-dir", gt_dir, "--json"]
@@ -514,8 +596,15 @@ def mmhal_replies(ctx: Ctx, rows=None, raw: bytes | None = None) -> Path:
 
 
 def mmhal(ctx: Ctx, responses: Path | None = None, replies: Path | None = None) -> list:
-    return ["score", "mmhal", "--responses", responses or mmhal_responses(ctx), "--judge-replies",
-            replies or mmhal_replies(ctx), "--json"]
+    return [
+        "score",
+        "mmhal",
+        "--responses",
+        responses or mmhal_responses(ctx),
+        "--judge-replies",
+        replies or mmhal_replies(ctx),
+        "--json",
+    ]
 
 
 def world_mmhal_responses(ctx: Ctx, change=None) -> Path:
@@ -548,6 +637,7 @@ def prefs_file(ctx: Ctx, bad, name: str = "prefs.jsonl") -> Path:
 
 
 # ============================================================================================ 1. encoding
+
 
 @case("encoding", "chair-captions-jsonl-invalid-utf8")
 def _(ctx):
@@ -695,8 +785,20 @@ def _(ctx):
 @case("encoding", "mmhal-judge-prompt-invalid-utf8")
 def _(ctx):
     prompt = ctx.write("judge_prompt.txt", b"{} {} {} " + BAD + b" {}")
-    return ["score", "mmhal", "--responses", mmhal_responses(ctx), "--judge", "openai", "--judge-model", "m",
-            "--judge-base-url", "http://127.0.0.1:9/v1", "--judge-prompt", prompt], [prompt]
+    return [
+        "score",
+        "mmhal",
+        "--responses",
+        mmhal_responses(ctx),
+        "--judge",
+        "openai",
+        "--judge-model",
+        "m",
+        "--judge-base-url",
+        "http://127.0.0.1:9/v1",
+        "--judge-prompt",
+        prompt,
+    ], [prompt]
 
 
 @case("encoding", "run-image-ids-invalid-utf8")
@@ -780,6 +882,7 @@ for _cid, _bad in [
     ("caption-list", {"image_id": 2, "caption": ["A", "cat"]}),
     ("line-not-json", '{"image_id": 2, "caption": "A cat.'),
 ]:
+
     @case("records", f"chair-captions-{_cid}")
     def _(ctx, bad=_bad):
         argv, caps = chair_lines(ctx, bad)
@@ -798,6 +901,7 @@ for _cid, _bad in [
     ("caption-null", {"image_id": 2, "caption": None}),
     ("missing-caption", {"image_id": 2}),
 ]:
+
     @case("records", f"chair-captions-json-list-{_cid}")
     def _(ctx, bad=_bad):
         caps = ctx.write("captions.json", json.dumps([CAPTIONS[0], bad]))
@@ -840,6 +944,7 @@ for _cid, _gt in [
     ("value-list-of-ints", {"1": [1, 2], "2": ["cat"], "3": ["person"]}),
     ("imid-to-objects-not-object", {"imid_to_objects": [1, 2]}),
 ]:
+
     @case("records", f"chair-gt-objects-{_cid}")
     def _(ctx, gt_data=_gt):
         gt = ctx.write("gt.json", json.dumps(gt_data))
@@ -892,6 +997,7 @@ def _(ctx):
     def change(d):
         d["annotations"][0]["image_id"] = [d["annotations"][0]["image_id"]]
         return d
+
     return _coco_break(ctx, "instances_val.json", change)
 
 
@@ -900,6 +1006,7 @@ def _(ctx):
     def change(d):
         del d["annotations"][0]["category_id"]
         return d
+
     return _coco_break(ctx, "instances_val.json", change)
 
 
@@ -908,6 +1015,7 @@ def _(ctx):
     def change(d):
         d["images"] = {"id": 1}
         return d
+
     return _coco_break(ctx, "instances_val.json", change)
 
 
@@ -916,6 +1024,7 @@ def _(ctx):
     def change(d):
         d["annotations"][0]["caption"] = None
         return d
+
     return _coco_break(ctx, "captions_val.json", change)
 
 
@@ -950,6 +1059,7 @@ for _cid, _bad in [
     ("unknown-question", {"question_id": 99, "text": "No"}),
     ("line-not-json", '{"question_id": 2, "text": '),
 ]:
+
     @case("records", f"pope-answer-{_cid}")
     def _(ctx, bad=_bad):
         argv, f = pope(ctx, answers=jsonl(POPE_ANSWERS[0], bad, POPE_ANSWERS[2]))
@@ -959,8 +1069,9 @@ for _cid, _bad in [
 @case("records", "pope-answer-qid-bool")
 def _(ctx):
     # true == 1 in Python: must not be taken for question 1
-    argv, f = pope(ctx, answers=jsonl({"question_id": 2, "text": "No"}, {"question_id": True, "text": "Yes"},
-                                      POPE_ANSWERS[2]))
+    argv, f = pope(
+        ctx, answers=jsonl({"question_id": 2, "text": "No"}, {"question_id": True, "text": "Yes"}, POPE_ANSWERS[2])
+    )
     return argv, [at(f["answers"], 2)]
 
 
@@ -990,6 +1101,7 @@ for _cid, _bad in [
     ("record-number", 3),
     ("record-list", [2, "Is there a cat in the image?"]),
 ]:
+
     @case("records", f"pope-question-{_cid}")
     def _(ctx, bad=_bad):
         argv, f = pope(ctx, questions=jsonl(POPE_QUESTIONS[0], bad, POPE_QUESTIONS[2]))
@@ -1011,6 +1123,7 @@ for _cid, _bad in [
     ("record-string", '"no"'),
     ("record-list", ["no"]),
 ]:
+
     @case("records", f"pope-label-{_cid}")
     def _(ctx, bad=_bad):
         argv, f = pope(ctx, labels=jsonl(POPE_LABELS[0], bad, POPE_LABELS[2]))
@@ -1020,7 +1133,7 @@ for _cid, _bad in [
 @case("records", "pope-label-file-empty")
 def _(ctx):
     argv, f = pope(ctx, labels=b"")
-    return argv, [AnyOf(f["label_file"], f["label_file"].name)]   # the name alone is unique in --labels-dir
+    return argv, [AnyOf(f["label_file"], f["label_file"].name)]  # the name alone is unique in --labels-dir
 
 
 @case("records", "pope-label-file-is-folder")
@@ -1046,6 +1159,7 @@ for _cid, _line in [
     ("ground-truth-maybe", f"a.jpg\t{MME_Q[1]}\tMaybe\tNo"),
     ("other-image-in-pair", f"c.jpg\t{MME_Q[1]}\tNo\tNo"),
 ]:
+
     @case("records", f"mme-results-{_cid}")
     def _(ctx, line=_line):
         argv, path = mme_results(ctx, jsonl(MME_RESULTS[0], line, *MME_RESULTS[2:]))
@@ -1072,8 +1186,12 @@ def _(ctx):
     return argv, [path]
 
 
-for _cid, _line in [("2-columns", f"a.jpg\t{MME_Q[1]}"), ("4-columns", f"a.jpg\t{MME_Q[1]}\tNo\tNo"),
-                    ("answer-maybe", f"a.jpg\t{MME_Q[1]}\tMaybe")]:
+for _cid, _line in [
+    ("2-columns", f"a.jpg\t{MME_Q[1]}"),
+    ("4-columns", f"a.jpg\t{MME_Q[1]}\tNo\tNo"),
+    ("answer-maybe", f"a.jpg\t{MME_Q[1]}\tMaybe"),
+]:
+
     @case("records", f"mme-ground-truth-{_cid}")
     def _(ctx, line=_line):
         rows = [r.rsplit("\t", 1)[0] for r in MME_RESULTS]
@@ -1091,14 +1209,19 @@ for _cid, _change in [
     ("prompt-null", {"prompt": None}),
     ("duplicate", {"prompt": MME_ANSWERS[0]["prompt"]}),
 ]:
+
     @case("records", f"mme-answer-{_cid}")
     def _(ctx, change=_change):
         argv, f = mme_llava(ctx, answers=jsonl(MME_ANSWERS[0], dict(MME_ANSWERS[1], **change), *MME_ANSWERS[2:]))
         return argv, [at(f["answers"], 2)]
 
 
-for _cid, _bad in [("record-number", 5), ("record-list", ["existence/a.jpg", "No"]),
-                   ("missing-text", {k: v for k, v in MME_ANSWERS[1].items() if k != "text"})]:
+for _cid, _bad in [
+    ("record-number", 5),
+    ("record-list", ["existence/a.jpg", "No"]),
+    ("missing-text", {k: v for k, v in MME_ANSWERS[1].items() if k != "text"}),
+]:
+
     @case("records", f"mme-answer-{_cid}")
     def _(ctx, bad=_bad):
         argv, f = mme_llava(ctx, answers=jsonl(MME_ANSWERS[0], bad, *MME_ANSWERS[2:]))
@@ -1111,9 +1234,12 @@ def _(ctx):
     return argv, [f["answers"]]
 
 
-for _cid, _bad in [("text-int", {"question_id": "existence/a.jpg", "text": 5}),
-                   ("record-list", ["existence/a.jpg"]),
-                   ("text-null", {"question_id": "existence/a.jpg", "text": None})]:
+for _cid, _bad in [
+    ("text-int", {"question_id": "existence/a.jpg", "text": 5}),
+    ("record-list", ["existence/a.jpg"]),
+    ("text-null", {"question_id": "existence/a.jpg", "text": None}),
+]:
+
     @case("records", f"mme-question-{_cid}")
     def _(ctx, bad=_bad):
         answers = [{k: v for k, v in a.items() if k != "prompt"} for a in MME_ANSWERS]
@@ -1152,6 +1278,7 @@ def _mmhal_record_case(change):
         records[5] = change(records[5])
         responses = mmhal_responses(ctx, records)
         return mmhal(ctx, responses=responses), [responses, "record 5"]
+
     return setup
 
 
@@ -1167,14 +1294,18 @@ for _cid, _change in [
 
 
 for _cid, _value in [("model-answer-null", None), ("model-answer-int", 5), ("model-answer-list", ["a cup"])]:
+
     @case("records", f"mmhal-responses-{_cid}-rule-judge")
     def _(ctx, value=_value):
         def change(records):
             records[5]["model_answer"] = value
+
         responses = world_mmhal_responses(ctx, change)
         replies = ctx.absent(ctx.tmp / "out" / "replies.jsonl")
-        return ["score", "mmhal", "--responses", responses, "--judge", "rule", "--save-replies", replies], \
-            [responses, "record 5"]
+        return ["score", "mmhal", "--responses", responses, "--judge", "rule", "--save-replies", replies], [
+            responses,
+            "record 5",
+        ]
 
 
 def _replies_case(bad, line: int = 2, drop: int | None = 1):
@@ -1185,6 +1316,7 @@ def _replies_case(bad, line: int = 2, drop: int | None = 1):
             rows[drop] = None
         replies = mmhal_replies(ctx, raw=jsonl(*[r for r in rows if r is not None]))
         return mmhal(ctx, replies=replies), [at(replies, line)]
+
     return setup
 
 
@@ -1270,6 +1402,7 @@ MODEL_VALUES = [
 ]
 
 for _cid, _extra, _gen, _key in MODEL_VALUES:
+
     @case("model_cards", f"model-card-{_cid}")
     def _(ctx, extra=_extra, gen=_gen, key=_key):
         card = ctx.model_card("bad", ctx.tiny_card(extra, gen))
@@ -1300,8 +1433,14 @@ def _(ctx):
     return run(ctx, "chair", model="bad"), [card, "generation"]
 
 
-for _cid, _name in [("name-dotdot", "../../x"), ("name-slash", "a/b"), ("name-empty", ""), ("name-int", 5),
-                    ("name-leading-dot", ".hidden")]:
+for _cid, _name in [
+    ("name-dotdot", "../../x"),
+    ("name-slash", "a/b"),
+    ("name-empty", ""),
+    ("name-int", 5),
+    ("name-leading-dot", ".hidden"),
+]:
+
     @case("model_cards", f"model-card-{_cid}")
     def _(ctx, name=_name):
         card = ctx.model_card("bad", f"name = {json.dumps(name)}\n" + ctx.tiny_card())
@@ -1390,6 +1529,7 @@ RECIPE_VALUES = [
 ]
 
 for _cid, _top, _stage1, _key in RECIPE_VALUES:
+
     @case("model_cards", f"recipe-config-{_cid}")
     def _(ctx, top=_top, stage1=_stage1, key=_key):
         cfg = ctx.write("recipe.toml", recipe_text(top, stage1))
@@ -1407,7 +1547,7 @@ def _(ctx):
     cfg = ctx.write("recipe.toml", recipe_text({"chosen": '"best"'}))
     argv = [a for a in train(ctx, "--config", cfg)]
     i = argv.index("--preferences")
-    del argv[i:i + 2]   # the world's preferences, where `chosen` is used
+    del argv[i : i + 2]  # the world's preferences, where `chosen` is used
     return argv, [cfg, "chosen"]
 
 
@@ -1459,22 +1599,38 @@ BENCH_EDITS = [
     ("mmhal-without-judge", "mmhal", 'judge = "rule"', "", "judge"),
     ("judge-on-chair", "chair", "limit = 6", 'limit = 6\njudge = "rule"', "judge"),
     ("prompt-int", "chair", 'prompt = "Describe this image."', "prompt = 7", "prompt"),
-    ("suffix-list", "mme", 'suffix = "\\nAnswer the question using a single word or phrase."', 'suffix = ["x"]',
-     "suffix"),
+    (
+        "suffix-list",
+        "mme",
+        'suffix = "\\nAnswer the question using a single word or phrase."',
+        'suffix = ["x"]',
+        "suffix",
+    ),
     ("world-string", "chair", "world = true", 'world = "yes"', "world"),
     ("unknown-key", "chair", "limit = 6", "limit = 6\nprompts = 3", "prompts"),
     ("decoding-max-new-tokens-0", "chair", "max_new_tokens = 6", "max_new_tokens = 0", "decoding.max_new_tokens"),
-    ("decoding-max-new-tokens-string", "chair", "max_new_tokens = 6", 'max_new_tokens = "6"',
-     "decoding.max_new_tokens"),
+    (
+        "decoding-max-new-tokens-string",
+        "chair",
+        "max_new_tokens = 6",
+        'max_new_tokens = "6"',
+        "decoding.max_new_tokens",
+    ),
     ("decoding-top-p-0", "chair", "max_new_tokens = 6", "max_new_tokens = 6\ntop_p = 0", "decoding.top_p"),
-    ("decoding-temperature-string", "chair", "max_new_tokens = 6", 'max_new_tokens = 6\ntemperature = "hot"',
-     "decoding.temperature"),
+    (
+        "decoding-temperature-string",
+        "chair",
+        "max_new_tokens = 6",
+        'max_new_tokens = 6\ntemperature = "hot"',
+        "decoding.temperature",
+    ),
     ("decoding-unknown-key", "chair", "max_new_tokens = 6", "max_new_tokens = 6\nnum_beams = 2", "decoding.num_beams"),
     ("name-dotdot", "chair", "limit = 6", 'limit = 6\nname = "../../x"', "name"),
     ("name-slash", "chair", "limit = 6", 'limit = 6\nname = "a/b"', "name"),
 ]
 
 for _cid, _bench, _old, _new, _key in BENCH_EDITS:
+
     @case("bench_cards", f"bench-card-{_cid}")
     def _(ctx, bench=_bench, old=_old, new=_new, key=_key):
         card = ctx.bench_card("bad", ctx.edit_bench(bench, old, new))
@@ -1550,8 +1706,10 @@ def _(ctx):
 @case("bench_cards", "bench-card-mmhal-judge-prompt-missing")
 def _(ctx):
     missing = ctx.tmp / "no-prompt.txt"
-    judge = (f'judge = "openai"\njudge_model = "m"\njudge_base_url = "http://127.0.0.1:9/v1"\n'
-             f'judge_prompt = {toml_str(missing)}')
+    judge = (
+        f'judge = "openai"\njudge_model = "m"\njudge_base_url = "http://127.0.0.1:9/v1"\n'
+        f"judge_prompt = {toml_str(missing)}"
+    )
     ctx.bench_card("bad", ctx.edit_bench("mmhal", 'judge = "rule"', judge))
     return run(ctx, "bad"), [missing]
 
@@ -1595,8 +1753,9 @@ def _(ctx):
 
 @case("bench_cards", "leaderboard-bench-set-with-broken-card")
 def _(ctx):
-    card = ctx.bench_card("chair", ctx.edit_bench("chair", 'kind = "chair"', 'kind = "chiar"'),
-                          folder=ctx.benches / "mine")
+    card = ctx.bench_card(
+        "chair", ctx.edit_bench("chair", 'kind = "chair"', 'kind = "chiar"'), folder=ctx.benches / "mine"
+    )
     out = ctx.tmp / "lb"
     shutil.copytree(ctx.corpus.chair_results(), out)
     ctx.unchanged(out)
@@ -1613,35 +1772,64 @@ COUNT_FLAGS = [
     ("run-batch-size-empty", lambda ctx: run(ctx, "chair", "--batch-size", ""), "--batch-size"),
     ("run-limit-negative", lambda ctx: run(ctx, "chair", "--limit", "-1"), "--limit"),
     ("run-limit-word", lambda ctx: run(ctx, "chair", "--limit", "all"), "--limit"),
-    ("frontier-batch-size-0", lambda ctx: ["frontier", "--model", "tiny", "--biases", "0", "--batch-size", "0",
-                                           "--results", ctx.out()], "--batch-size"),
-    ("frontier-limit-negative", lambda ctx: ["frontier", "--model", "tiny", "--biases", "0", "--limit", "-1",
-                                             "--results", ctx.out()], "--limit"),
+    (
+        "frontier-batch-size-0",
+        lambda ctx: ["frontier", "--model", "tiny", "--biases", "0", "--batch-size", "0", "--results", ctx.out()],
+        "--batch-size",
+    ),
+    (
+        "frontier-limit-negative",
+        lambda ctx: ["frontier", "--model", "tiny", "--biases", "0", "--limit", "-1", "--results", ctx.out()],
+        "--limit",
+    ),
     ("train-images-negative", lambda ctx: train(ctx, "--images", "-1"), "--images"),
     ("train-images-word", lambda ctx: train(ctx, "--images", "many"), "--images"),
     ("train-seed-negative", lambda ctx: train(ctx, "--seed", "-1"), "--seed"),
     ("world-build-seed-negative", lambda ctx: ["world", "build", "--seed", "-1", "--out", ctx.out("world")], "--seed"),
     ("world-build-seed-word", lambda ctx: ["world", "build", "--seed", "x", "--out", ctx.out("world")], "--seed"),
-    ("pretrain-seed-word", lambda ctx: ["pretrain", "--seed", "x", "--world", ctx.tmp / "no-world",
-                                        "--results", ctx.out("model")], "--seed"),
+    (
+        "pretrain-seed-word",
+        lambda ctx: ["pretrain", "--seed", "x", "--world", ctx.tmp / "no-world", "--results", ctx.out("model")],
+        "--seed",
+    ),
     ("perf-batch-0", lambda ctx: ["perf", "--generate", "tiny", "--device", "cpu", "--batch", "0"], "--batch"),
     ("perf-batch-word", lambda ctx: ["perf", "--generate", "tiny", "--device", "cpu", "--batch", "x"], "--batch"),
 ]
 for _cid, _argv, _flag in COUNT_FLAGS:
+
     @case("cli_values", _cid)
     def _(ctx, argv=_argv, flag=_flag):
         return argv(ctx), [flag]
 
 
-for _cid, _value in [("nan", "nan"), ("inf", "inf"), ("minus-inf", "-inf"), ("empty-item", "1,,x"), ("empty", ""),
-                     ("word", "high"), ("trailing-comma", "0,1,")]:
+for _cid, _value in [
+    ("nan", "nan"),
+    ("inf", "inf"),
+    ("minus-inf", "-inf"),
+    ("empty-item", "1,,x"),
+    ("empty", ""),
+    ("word", "high"),
+    ("trailing-comma", "0,1,"),
+]:
+
     @case("cli_values", f"frontier-biases-{_cid}")
     def _(ctx, value=_value):
-        return ["frontier", "--model", "tiny", f"--biases={value}", "--limit", "1", "--results", ctx.out()], ["--biases"]
+        return ["frontier", "--model", "tiny", f"--biases={value}", "--limit", "1", "--results", ctx.out()], [
+            "--biases"
+        ]
 
 
-for _cid, _value in [("3", "3"), ("0", "0"), ("word", "x"), ("empty", ""), ("float", "2.5"), ("1-3", "1,3"),
-                     ("repeated", "1,1"), ("negative", "-1")]:
+for _cid, _value in [
+    ("3", "3"),
+    ("0", "0"),
+    ("word", "x"),
+    ("empty", ""),
+    ("float", "2.5"),
+    ("1-3", "1,3"),
+    ("repeated", "1,1"),
+    ("negative", "-1"),
+]:
+
     @case("cli_values", f"train-stages-{_cid}")
     def _(ctx, value=_value):
         return train(ctx, "--stages", value, recipe="povid"), ["--stages"]
@@ -1656,7 +1844,7 @@ def _(ctx):
 def _(ctx):
     argv = train(ctx, "--image-root", ctx.folder("images"))
     i = argv.index("--preferences")
-    del argv[i:i + 2]
+    del argv[i : i + 2]
     return argv, ["--image-root"]
 
 
@@ -1679,6 +1867,7 @@ def _out_is_file(make):
     def setup(ctx):
         path = ctx.unchanged(ctx.write("taken.txt", "not a folder\n"))
         return make(ctx, path), [path]
+
     return setup
 
 
@@ -1710,16 +1899,23 @@ def _(ctx):
     return argv, [card]
 
 
-for _cid, _bench, _flag in [("pope-image-ids", "pope", "--image-ids"), ("mme-image-ids", "mme", "--image-ids"),
-                            ("mmhal-image-ids", "mmhal", "--image-ids"),
-                            ("pope-judge-prompt", "pope", "--judge-prompt"),
-                            ("mme-judge-prompt", "mme", "--judge-prompt"),
-                            ("chair-judge-prompt", "chair", "--judge-prompt")]:
+for _cid, _bench, _flag in [
+    ("pope-image-ids", "pope", "--image-ids"),
+    ("mme-image-ids", "mme", "--image-ids"),
+    ("mmhal-image-ids", "mmhal", "--image-ids"),
+    ("pope-judge-prompt", "pope", "--judge-prompt"),
+    ("mme-judge-prompt", "mme", "--judge-prompt"),
+    ("chair-judge-prompt", "chair", "--judge-prompt"),
+]:
+
     @case("cli_values", f"run-{_cid}")
     def _(ctx, bench=_bench, flag=_flag):
         ids = world_val_ids(ctx)
-        value = ctx.write("ids.txt", f"{ids[0]}\n") if flag == "--image-ids" else \
-            ctx.write("prompt.txt", (FIXTURES / "mmhal" / "reference_judge_prompt.txt").read_text())
+        value = (
+            ctx.write("ids.txt", f"{ids[0]}\n")
+            if flag == "--image-ids"
+            else ctx.write("prompt.txt", (FIXTURES / "mmhal" / "reference_judge_prompt.txt").read_text())
+        )
         return run(ctx, bench, flag, value), [flag]
 
 
@@ -1741,8 +1937,14 @@ def _(ctx):
     return run(ctx, "chair", "--image-ids", path), [path]
 
 
-for _cid, _text, _line in [("word", "{0}\nabc\n", 2), ("negative", "{0}\n-5\n", 2), ("float", "{0}\n1.5\n", 2),
-                           ("two-per-line", "{0} {0}\n", 1), ("unknown-id", "{0}\n424242\n", 2)]:
+for _cid, _text, _line in [
+    ("word", "{0}\nabc\n", 2),
+    ("negative", "{0}\n-5\n", 2),
+    ("float", "{0}\n1.5\n", 2),
+    ("two-per-line", "{0} {0}\n", 1),
+    ("unknown-id", "{0}\n424242\n", 2),
+]:
+
     @case("cli_values", f"run-image-ids-{_cid}")
     def _(ctx, text=_text, line=_line, cid=_cid):
         ids = world_val_ids(ctx)
@@ -1752,6 +1954,7 @@ for _cid, _text, _line in [("word", "{0}\nabc\n", 2), ("negative", "{0}\n-5\n", 
 
 
 for _cid, _text in [("empty", ""), ("comments-only", "# none yet\n\n")]:
+
     @case("cli_values", f"run-image-ids-{_cid}")
     def _(ctx, text=_text):
         path = ctx.write("ids.txt", text)
@@ -1787,29 +1990,57 @@ for _cid, _argv, _where in [
     ("run-unknown-bench", lambda ctx: run(ctx, "nosuch"), "nosuch"),
     ("doctor-unknown-model", lambda ctx: ["doctor", "--model", "nosuch", "--results", ctx.out()], "nosuch"),
     ("doctor-unknown-bench", lambda ctx: ["doctor", "--bench", "nosuch", "--results", ctx.out()], "nosuch"),
-    ("frontier-unknown-model", lambda ctx: ["frontier", "--model", "nosuch", "--biases", "0", "--results", ctx.out()],
-     "nosuch"),
-    ("frontier-unknown-bench", lambda ctx: ["frontier", "--model", "tiny", "--bench", "nosuch", "--biases", "0",
-                                            "--results", ctx.out()], "nosuch"),
-    ("frontier-bench-not-chair", lambda ctx: ["frontier", "--model", "tiny", "--bench", "pope", "--biases", "0",
-                                              "--results", ctx.out()], "--bench"),
+    (
+        "frontier-unknown-model",
+        lambda ctx: ["frontier", "--model", "nosuch", "--biases", "0", "--results", ctx.out()],
+        "nosuch",
+    ),
+    (
+        "frontier-unknown-bench",
+        lambda ctx: ["frontier", "--model", "tiny", "--bench", "nosuch", "--biases", "0", "--results", ctx.out()],
+        "nosuch",
+    ),
+    (
+        "frontier-bench-not-chair",
+        lambda ctx: ["frontier", "--model", "tiny", "--bench", "pope", "--biases", "0", "--results", ctx.out()],
+        "--bench",
+    ),
     ("train-unknown-base", lambda ctx: train(ctx, "--base", "nosuch"), "nosuch"),
-    ("compare-unknown-bench", lambda ctx: ["compare", "tiny", "tiny", "--bench", "nosuch", "--results", ctx.out()],
-     "nosuch"),
-    ("leaderboard-unknown-bench-set", lambda ctx: ["leaderboard", "--bench", "nosuch", "--results", ctx.out()], "nosuch"),
+    (
+        "compare-unknown-bench",
+        lambda ctx: ["compare", "tiny", "tiny", "--bench", "nosuch", "--results", ctx.out()],
+        "nosuch",
+    ),
+    (
+        "leaderboard-unknown-bench-set",
+        lambda ctx: ["leaderboard", "--bench", "nosuch", "--results", ctx.out()],
+        "nosuch",
+    ),
     ("run-model-dotdot", lambda ctx: run(ctx, "chair", model="../x"), "../x"),
     ("run-bench-dotdot", lambda ctx: run(ctx, "../x"), "../x"),
     ("doctor-model-dotdot", lambda ctx: ["doctor", "--model", "../../x", "--results", ctx.out()], "../../x"),
-    ("frontier-model-dotdot", lambda ctx: ["frontier", "--model", "../x", "--biases", "0", "--results", ctx.out()], "../x"),
+    (
+        "frontier-model-dotdot",
+        lambda ctx: ["frontier", "--model", "../x", "--biases", "0", "--results", ctx.out()],
+        "../x",
+    ),
     ("train-base-dotdot", lambda ctx: train(ctx, "--base", "../x"), "../x"),
     ("train-out-dotdot", lambda ctx: train(ctx, "--out", "../../x"), "--out"),
     ("train-out-absolute", lambda ctx: train(ctx, "--out", str(ctx.tmp / "abs")), "--out"),
     ("train-out-empty", lambda ctx: train(ctx, "--out", ""), "--out"),
-    ("compare-model-dotdot", lambda ctx: ["compare", "tiny", "../x", "--bench", "chair", "--results", ctx.out()], "../x"),
+    (
+        "compare-model-dotdot",
+        lambda ctx: ["compare", "tiny", "../x", "--bench", "chair", "--results", ctx.out()],
+        "../x",
+    ),
     ("compare-model-slash", lambda ctx: ["compare", "tiny", "a/b", "--bench", "chair", "--results", ctx.out()], "a/b"),
-    ("leaderboard-frontier-model-dotdot", lambda ctx: ["leaderboard", "--frontier-model", "../x", "--results", ctx.out()],
-     "--frontier-model"),
+    (
+        "leaderboard-frontier-model-dotdot",
+        lambda ctx: ["leaderboard", "--frontier-model", "../x", "--results", ctx.out()],
+        "--frontier-model",
+    ),
 ]:
+
     @case("cli_values", _cid)
     def _(ctx, argv=_argv, where=_where):
         return argv(ctx), [where]
@@ -1871,8 +2102,9 @@ def _(ctx):
 @case("cli_values", "perf-generate-with-missing-captions")
 def _(ctx):
     caps = ctx.tmp / "no-captions.jsonl"
-    return ["perf", "--generate", "tiny", "--device", "cpu", "--batch", "1", "--captions", caps, "--json"], \
-        [AnyOf(caps, "--captions")]
+    return ["perf", "--generate", "tiny", "--device", "cpu", "--batch", "1", "--captions", caps, "--json"], [
+        AnyOf(caps, "--captions")
+    ]
 
 
 @case("cli_values", "perf-generate-device-tpu")
@@ -1923,8 +2155,9 @@ def _(ctx):
 
 @case("cli_values", "score-chair-both-ground-truths")
 def _(ctx):
-    return chair(ctx, ctx.write("captions.jsonl", jsonl(*CAPTIONS))) + ["--coco-annotations", coco_annotations(ctx)], \
-        ["--coco-annotations"]
+    return chair(ctx, ctx.write("captions.jsonl", jsonl(*CAPTIONS))) + ["--coco-annotations", coco_annotations(ctx)], [
+        "--coco-annotations"
+    ]
 
 
 @case("cli_values", "score-chair-variant-unknown")
@@ -1991,8 +2224,9 @@ def _(ctx):
 @case("cli_values", "score-mmhal-judge-prompt-with-rule-judge")
 def _(ctx):
     prompt = ctx.write("prompt.txt", (FIXTURES / "mmhal" / "reference_judge_prompt.txt").read_text())
-    return ["score", "mmhal", "--responses", world_mmhal_responses(ctx), "--judge", "rule", "--judge-prompt", prompt], \
-        ["--judge-prompt"]
+    return ["score", "mmhal", "--responses", world_mmhal_responses(ctx), "--judge", "rule", "--judge-prompt", prompt], [
+        "--judge-prompt"
+    ]
 
 
 @case("cli_values", "score-mmhal-judge-model-with-judge-replies")
@@ -2002,15 +2236,35 @@ def _(ctx):
 
 @case("cli_values", "score-mmhal-openai-judge-without-model")
 def _(ctx):
-    return ["score", "mmhal", "--responses", mmhal_responses(ctx), "--judge", "openai",
-            "--judge-base-url", "http://127.0.0.1:9/v1"], ["--judge-model"]
+    return [
+        "score",
+        "mmhal",
+        "--responses",
+        mmhal_responses(ctx),
+        "--judge",
+        "openai",
+        "--judge-base-url",
+        "http://127.0.0.1:9/v1",
+    ], ["--judge-model"]
 
 
 @case("cli_values", "score-mmhal-judge-prompt-three-slots")
 def _(ctx):
     prompt = ctx.write("prompt.txt", "Rate {} {} {}.\n")
-    return ["score", "mmhal", "--responses", mmhal_responses(ctx), "--judge", "openai", "--judge-model", "m",
-            "--judge-base-url", "http://127.0.0.1:9/v1", "--judge-prompt", prompt], [prompt]
+    return [
+        "score",
+        "mmhal",
+        "--responses",
+        mmhal_responses(ctx),
+        "--judge",
+        "openai",
+        "--judge-model",
+        "m",
+        "--judge-base-url",
+        "http://127.0.0.1:9/v1",
+        "--judge-prompt",
+        prompt,
+    ], [prompt]
 
 
 @case("cli_values", "score-mmhal-judge-unknown")
@@ -2060,6 +2314,7 @@ def _(ctx):
 
 # ============================================================================================ 6. results and caches
 
+
 def _copy_results(ctx: Ctx, *models: str) -> Path:
     """A results folder with the session's finished tiny/chair run, also under each name of ``models``."""
     out = ctx.tmp / "res"
@@ -2081,6 +2336,7 @@ def _samples_case(lines_change, line: int, where_file: bool = False):
         rows = samples.read_bytes().splitlines()
         samples.write_bytes(b"\n".join(lines_change(rows)) + b"\n")
         return _compare(ctx, out), [samples if where_file else at(samples, line)]
+
     return setup
 
 
@@ -2089,6 +2345,7 @@ def _json_line(change):
         rec = json.loads(rows[1])
         rows[1] = json.dumps(change(rec)).encode()
         return rows
+
     return edit
 
 
@@ -2097,13 +2354,21 @@ for _cid, _change, _line, _file in [
     ("key-int", _json_line(lambda r: r | {"key": 5}), 2, False),
     ("line-not-json-in-the-middle", lambda rows: rows[:2] + [b'{"key": "x", "text": '] + rows[2:], 3, False),
     ("line-json-list", lambda rows: rows[:1] + [b"[1, 2]"] + rows[2:], 2, False),
-    ("line-invalid-utf8", lambda rows: rows[:1] + [rows[1].replace(b'"text": "', b'"text": "' + BAD)] + rows[2:],
-     2, False),
+    (
+        "line-invalid-utf8",
+        lambda rows: rows[:1] + [rows[1].replace(b'"text": "', b'"text": "' + BAD)] + rows[2:],
+        2,
+        False,
+    ),
     ("text-null", _json_line(lambda r: r | {"text": None}), 2, False),
     ("text-int", _json_line(lambda r: r | {"text": 3}), 2, False),
     ("missing-text", _json_line(lambda r: {k: v for k, v in r.items() if k != "text"}), 2, False),
-    ("image-id-list", _json_line(lambda r: r | {"image_id": [r["image_id"]], "question_id": [r["question_id"]]}),
-     2, False),
+    (
+        "image-id-list",
+        _json_line(lambda r: r | {"image_id": [r["image_id"]], "question_id": [r["question_id"]]}),
+        2,
+        False,
+    ),
     ("one-sample-missing", lambda rows: rows[:1] + rows[2:], 0, True),
 ]:
     case("results_caches", f"compare-samples-{_cid}")(_samples_case(_change, _line, _file))
@@ -2124,6 +2389,7 @@ def _metrics_case(change, key: str | None = None):
         metrics = out / "runs" / "other" / "chair" / "metrics.json"
         metrics.write_bytes(change(metrics.read_bytes()))
         return _compare(ctx, out), [metrics] + ([key] if key else [])
+
     return setup
 
 
@@ -2152,6 +2418,7 @@ def _frontier_case(content: bytes, key: str | None = None, command: str = "compa
             return _compare(ctx, out), [frontier] + ([key] if key else [])
         ctx.unchanged(out)
         return ["leaderboard", "--frontier-model", "tiny", "--results", out], [frontier] + ([key] if key else [])
+
     return setup
 
 
@@ -2162,10 +2429,16 @@ for _cmd in ("compare", "leaderboard"):
         ("points-missing", json.dumps({"model": "tiny"}).encode(), "points"),
         ("points-empty", json.dumps({"points": []}).encode(), "points"),
         ("point-not-object", json.dumps({"points": [5]}).encode(), "points"),
-        ("recall-string", json.dumps({"points": [_POINT | {"Recall": "high"}, _POINT | {"bias": 1.0}]}).encode(),
-         "Recall"),
-        ("recall-missing", json.dumps({"points": [{k: v for k, v in _POINT.items() if k != "Recall"}]}).encode(),
-         "Recall"),
+        (
+            "recall-string",
+            json.dumps({"points": [_POINT | {"Recall": "high"}, _POINT | {"bias": 1.0}]}).encode(),
+            "Recall",
+        ),
+        (
+            "recall-missing",
+            json.dumps({"points": [{k: v for k, v in _POINT.items() if k != "Recall"}]}).encode(),
+            "Recall",
+        ),
     ]:
         case("results_caches", f"{_cmd}-frontier-json-{_cid}")(_frontier_case(_content, _key, _cmd))
 
@@ -2177,6 +2450,7 @@ def _leaderboard_metrics_case(change, key: str | None = None):
         metrics.write_bytes(change(metrics.read_bytes()))
         ctx.unchanged(out)
         return ["leaderboard", "--results", out], [metrics] + ([key] if key else [])
+
     return setup
 
 
@@ -2199,7 +2473,10 @@ def _run_samples_case(change, line: int | None):
         rows = samples.read_bytes().splitlines()
         samples.write_bytes(b"\n".join(change(rows)) + b"\n")
         ctx.unchanged(out)
-        return ["run", "--bench", "chair", "--model", "tiny", "--results", out], [at(samples, line) if line else samples]
+        return ["run", "--bench", "chair", "--model", "tiny", "--results", out], [
+            at(samples, line) if line else samples
+        ]
+
     return setup
 
 
@@ -2230,12 +2507,14 @@ def _coco_cache_case(corrupt):
         for f in files:
             corrupt(f)
         return argv, [AnyOf(*files)]
+
     return setup
 
 
 def _corrupt_json(change):
     def corrupt(path: Path):
         path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
     return corrupt
 
 
@@ -2276,14 +2555,26 @@ def _judge_cache_case(corrupt):
         ctx.setenv("OPENAI_API_KEY", "sk-test")
         records = [r | {"model_answer": "There is a dog."} for r in mmhal_template()[:8]]
         responses = mmhal_responses(ctx, records)
-        argv = ["score", "mmhal", "--responses", responses, "--judge", "openai", "--judge-model", "judge-m",
-                "--judge-base-url", server.url, "--json"]
+        argv = [
+            "score",
+            "mmhal",
+            "--responses",
+            responses,
+            "--judge",
+            "openai",
+            "--judge-model",
+            "judge-m",
+            "--judge-base-url",
+            server.url,
+            "--json",
+        ]
         assert invoke(argv) == 0, "setup: the good judged scoring failed"
         files = sorted(p for p in (ctx.cache / "judge").rglob("*") if p.is_file())
         assert len(files) == 8, f"setup: expected 8 cached replies, found {files}"
         for f in files:
             corrupt(f)
         return argv, [AnyOf(*files)]
+
     return setup
 
 
@@ -2300,14 +2591,16 @@ for _cid, _corrupt in [
 def _chat_cache_case(corrupt):
     def setup(ctx):
         server = _start_server(ctx, lambda body: "A cup on a table.")
-        ctx.model_card("api", f"backend = \"openai\"\nbase_url = {toml_str(server.url)}\napi_model = \"tiny-api\"\n")
-        assert invoke(["run", "--bench", "chair", "--model", "api", "--results", ctx.tmp / "first"]) == 0, \
+        ctx.model_card("api", f'backend = "openai"\nbase_url = {toml_str(server.url)}\napi_model = "tiny-api"\n')
+        assert invoke(["run", "--bench", "chair", "--model", "api", "--results", ctx.tmp / "first"]) == 0, (
             "setup: the good API run failed"
+        )
         files = sorted(p for p in (ctx.cache / "api").rglob("*") if p.is_file())
         assert files, "setup: no cached chat answers"
         for f in files:
             corrupt(f)
         return ["run", "--bench", "chair", "--model", "api", "--results", ctx.out()], [AnyOf(*files)]
+
     return setup
 
 
@@ -2321,6 +2614,7 @@ for _cid, _corrupt in [
 
 def _train_resume_case(target: str, corrupt):
     """Rerun the session's finished training on a copy of its training folder with one file broken."""
+
     def setup(ctx):
         results, argv = ctx.corpus.trained()
         copy = ctx.tmp / "results"
@@ -2331,6 +2625,7 @@ def _train_resume_case(target: str, corrupt):
         ctx.unchanged(copy)
         ctx.absent(ctx.models / "tr.toml")
         return argv + ["--results", copy], [path]
+
     return setup
 
 
@@ -2345,8 +2640,11 @@ for _cid, _target, _corrupt in [
     ("checkpoint-optimizer-groups-not-json", "stage1/checkpoints/step-*/optimizer_groups.json", _truncate),
     ("checkpoint-state-not-json", "stage1/checkpoints/step-*/state.json", _truncate),
     ("checkpoint-state-list", "stage1/checkpoints/step-*/state.json", _corrupt_json(lambda d: [d])),
-    ("checkpoint-state-step-string", "stage1/checkpoints/step-*/state.json",
-     _corrupt_json(lambda d: d | {"step": "2"})),
+    (
+        "checkpoint-state-step-string",
+        "stage1/checkpoints/step-*/state.json",
+        _corrupt_json(lambda d: d | {"step": "2"}),
+    ),
     ("request-json-not-json", "request.json", _truncate),
     ("request-json-list", "request.json", _corrupt_json(lambda d: [d])),
 ]:
@@ -2357,6 +2655,7 @@ def _train_log_case(change, line: int):
     def setup(ctx):
         argv, where = _train_resume_case("stage1/train_log.jsonl", lambda p: p.write_bytes(change(p.read_bytes())))(ctx)
         return argv, [at(where[0], line)]
+
     return setup
 
 
@@ -2393,6 +2692,7 @@ def _(ctx):
 
 # ============================================================================================ 7. images
 
+
 def _first_image(ctx: Ctx, bench: str, world: Path) -> Path:
     if bench == "chair":
         data = json.loads((world / "annotations" / "instances_val.json").read_text())
@@ -2424,9 +2724,20 @@ def _break_image(kind: str, path: Path, ctx: Ctx) -> None:
         raise AssertionError(kind)
 
 
-for _bench, _kind in [("chair", "900-megapixel"), ("chair", "truncated"), ("chair", "text-file"),
-                      ("chair", "zero-bytes"), ("chair", "is-folder"), ("pope", "truncated"), ("pope", "900-megapixel"),
-                      ("mme", "zero-bytes"), ("mme", "text-file"), ("mmhal", "text-file"), ("mmhal", "900-megapixel")]:
+for _bench, _kind in [
+    ("chair", "900-megapixel"),
+    ("chair", "truncated"),
+    ("chair", "text-file"),
+    ("chair", "zero-bytes"),
+    ("chair", "is-folder"),
+    ("pope", "truncated"),
+    ("pope", "900-megapixel"),
+    ("mme", "zero-bytes"),
+    ("mme", "text-file"),
+    ("mmhal", "text-file"),
+    ("mmhal", "900-megapixel"),
+]:
+
     @case("images", f"run-{_bench}-image-{_kind}")
     def _(ctx, bench=_bench, kind=_kind):
         world = ctx.world_copy()
@@ -2436,6 +2747,7 @@ for _bench, _kind in [("chair", "900-megapixel"), ("chair", "truncated"), ("chai
 
 
 for _kind in ("900-megapixel", "truncated", "text-file", "zero-bytes", "is-folder"):
+
     @case("images", f"train-preference-image-{_kind}")
     def _(ctx, kind=_kind):
         image = ctx.tmp / "images" / "broken.png"
@@ -2460,12 +2772,20 @@ def _(ctx):
 
 # ============================================================================================ 8. preferences
 
+
 def _release_entry(i: int, image: str) -> dict:
-    return {"id": f"r{i}", "image": image,
-            "conversations": [{"from": "human", "value": "<image>\nDescribe this image."},
-                              {"from": "gpt", "value": "A dog sits on a couch."}],
-            "rejected_conversations": [{"from": "human", "value": "<image>\nDescribe this image."},
-                                       {"from": "gpt", "value": "A cat sits on a couch."}]}
+    return {
+        "id": f"r{i}",
+        "image": image,
+        "conversations": [
+            {"from": "human", "value": "<image>\nDescribe this image."},
+            {"from": "gpt", "value": "A dog sits on a couch."},
+        ],
+        "rejected_conversations": [
+            {"from": "human", "value": "<image>\nDescribe this image."},
+            {"from": "gpt", "value": "A cat sits on a couch."},
+        ],
+    }
 
 
 def _pref(ctx: Ctx, **change) -> dict:
@@ -2507,14 +2827,21 @@ for _cid, _change in [
     ("noise-step-out-of-range", {"noise_step": 5000}),
     ("noise-seed-float", {"noise_seed": 1.5}),
 ]:
+
     @case("preferences", f"preferences-{_cid}")
     def _(ctx, change=_change):
         prefs = prefs_file(ctx, _pref(ctx, **change))
         return train(ctx, prefs=prefs), [at(prefs, 2)]
 
 
-for _cid, _bad in [("record-number", 5), ("record-list", ["p1", "a.png"]), ("record-string", '"p1"'),
-                   ("record-null", "null"), ("line-not-json", '{"id": "p1", "image": ')]:
+for _cid, _bad in [
+    ("record-number", 5),
+    ("record-list", ["p1", "a.png"]),
+    ("record-string", '"p1"'),
+    ("record-null", "null"),
+    ("line-not-json", '{"id": "p1", "image": '),
+]:
+
     @case("preferences", f"preferences-{_cid}")
     def _(ctx, bad=_bad):
         prefs = prefs_file(ctx, bad)
@@ -2555,6 +2882,7 @@ def _release_case(build, where_record: str | None = "record 1", image_root: bool
         release = ctx.write("povid.json", build(entries))
         extra = ("--image-root", folder) if image_root else ()
         return train(ctx, *extra, prefs=release), [release] + ([where_record] if where_record else [])
+
     return setup
 
 
@@ -2567,6 +2895,7 @@ def _entry1(change):
     def build(entries):
         entries[1] = change(entries[1])
         return json.dumps(entries)
+
     return build
 
 
@@ -2598,6 +2927,7 @@ def _(ctx):
 
 
 # ============================================================================================ the tests
+
 
 def test_corpus_is_generous():
     counts = {c: len(CASES[c]) for c in CATEGORIES}

@@ -5,13 +5,19 @@ import dataclasses
 import pytest
 
 from povid_eval import cards
-from povid_eval.core.errors import InputError
 from povid_eval.benches import registry
+from povid_eval.core.errors import InputError
 
 
 def test_model_card_round_trip(tmp_path):
-    card = cards.ModelCard(name="m", path="models/base", adapter="models/povid/adapter", dtype="bf16",
-                           generation=cards.Decoding(max_new_tokens=32), info={"seed": 3, "command": "x y"})
+    card = cards.ModelCard(
+        name="m",
+        path="models/base",
+        adapter="models/povid/adapter",
+        dtype="bf16",
+        generation=cards.Decoding(max_new_tokens=32),
+        info={"seed": 3, "command": "x y"},
+    )
     path = cards.save_model_card(card, tmp_path)
     assert cards.load_model_card(str(path)) == card
     assert cards.load_model_card("m", tmp_path) == card
@@ -29,13 +35,19 @@ def test_protocol_hash_follows_what_changes_numbers():
     assert dataclasses.replace(card, prompt="Please describe.").protocol_hash() != card.protocol_hash()
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ('bench = "chair"\nvariant = "singularize"\n', "missing key 'data'"),
-    ('bench = "chair"\nvariant = "x"\ndata = "d"\npromt = "typo"\n', "unknown key 'promt'"),
-    ('bench = "chiar"\nvariant = "x"\ndata = "d"\n', "bench: unknown bench kind 'chiar'"),
-    ('bench = "chair"\nvariant = "x"\ndata = "d"\n[decoding]\nmax_tokens = 3\n', "unknown key 'decoding.max_tokens'"),
-    ('bench = "chair\n', "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('bench = "chair"\nvariant = "singularize"\n', "missing key 'data'"),
+        ('bench = "chair"\nvariant = "x"\ndata = "d"\npromt = "typo"\n', "unknown key 'promt'"),
+        ('bench = "chiar"\nvariant = "x"\ndata = "d"\n', "bench: unknown bench kind 'chiar'"),
+        (
+            'bench = "chair"\nvariant = "x"\ndata = "d"\n[decoding]\nmax_tokens = 3\n',
+            "unknown key 'decoding.max_tokens'",
+        ),
+        ('bench = "chair\n', "invalid TOML"),
+    ],
+)
 def test_bad_bench_cards(tmp_path, text, fragment):
     (tmp_path / "b.toml").write_text(text)
     with pytest.raises(InputError, match=fragment) as e:

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from povid_eval.benches import coco
-from povid_eval.benches.chair import scorer as chair
 from povid_eval.benches.chair import files as chair_files
+from povid_eval.benches.chair import scorer as chair
 
 CAPTIONS = "chair/llava-1.5-7b_greedy_captions.jsonl"
 GT = "chair/coco2014_gt_objects.json.gz"
@@ -29,14 +29,27 @@ def test_reference_numbers(fixtures, expected, variant):
 
 
 def test_cli_acceptance_command(fixtures, cli):
-    proc = cli("score", "chair", "--captions", fixtures / CAPTIONS, "--gt-objects", fixtures / GT,
-               "--variant", "wordnet", "--json")
+    proc = cli(
+        "score",
+        "chair",
+        "--captions",
+        fixtures / CAPTIONS,
+        "--gt-objects",
+        fixtures / GT,
+        "--variant",
+        "wordnet",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)  # exactly one JSON object on stdout
     assert set(out) == {"bench", "variant", "n", "metrics"}
     m = out["metrics"]
     assert (round(m["CHAIRs"], 6), round(m["CHAIRi"], 6), round(m["Recall"], 6), round(m["Len"], 5)) == (
-        0.448, 0.126522, 0.801181, 0.96894)
+        0.448,
+        0.126522,
+        0.801181,
+        0.96894,
+    )
     assert set(m) == {"CHAIRs", "CHAIRi", "Recall", "Len", "mean_words"}
 
 
@@ -61,7 +74,7 @@ def test_scores_count_repeats_and_recall():
     assert s.hallucinated == [("cat", "cat")]
     metrics = chair.aggregate([s, chair.score_caption("2", "A man.", gt)])
     assert metrics["CHAIRs"] == 0.5
-    assert metrics["CHAIRi"] == 1 / 4           # 1 hallucinated of 4 mentions (dog, dog, cat, person)
+    assert metrics["CHAIRi"] == 1 / 4  # 1 hallucinated of 4 mentions (dog, dog, cat, person)
     assert metrics["Recall"] == (1 + 1) / (2 + 2)
     assert metrics["mean_words"] == (7 + 2) / 2
 
@@ -76,11 +89,18 @@ def test_wordnet_tagger_equals_nltk():
 
 def test_image_id_forms_and_details(tmp_path, gt_map, fixtures):
     captions = tmp_path / "caps.json"
-    captions.write_text(json.dumps([{"id": "000000226988", "text": "A woman eats pizza at a dining table."},
-                                    {"id": 226988, "text": "A giraffe."}]))
+    captions.write_text(
+        json.dumps(
+            [
+                {"id": "000000226988", "text": "A woman eats pizza at a dining table."},
+                {"id": 226988, "text": "A giraffe."},
+            ]
+        )
+    )
     details = tmp_path / "out" / "details.jsonl"
-    result = chair_files.chair_from_files(captions, gt_objects=fixtures / GT, image_id_key="id", caption_key="text",
-                                    save_details=details)
+    result = chair_files.chair_from_files(
+        captions, gt_objects=fixtures / GT, image_id_key="id", caption_key="text", save_details=details
+    )
     rows = [json.loads(x) for x in details.read_text().splitlines()]
     assert result["n"] == 2 and len(rows) == 2
     assert rows[0]["hallucinated"] == [] and rows[1]["hallucinated"] == [["giraffe", "giraffe"]]
@@ -90,14 +110,21 @@ def test_image_id_forms_and_details(tmp_path, gt_map, fixtures):
 def _coco_dir(tmp_path):
     ann = tmp_path / "annotations"
     ann.mkdir()
-    cats = [{"id": 1, "name": "person", "supercategory": "person"}, {"id": 18, "name": "dog", "supercategory": "animal"},
-            {"id": 67, "name": "dining table", "supercategory": "furniture"}]
-    images = [{"id": 7, "file_name": "a.png", "width": 10, "height": 10},
-              {"id": 8, "file_name": "b.png", "width": 10, "height": 10}]
+    cats = [
+        {"id": 1, "name": "person", "supercategory": "person"},
+        {"id": 18, "name": "dog", "supercategory": "animal"},
+        {"id": 67, "name": "dining table", "supercategory": "furniture"},
+    ]
+    images = [
+        {"id": 7, "file_name": "a.png", "width": 10, "height": 10},
+        {"id": 8, "file_name": "b.png", "width": 10, "height": 10},
+    ]
     anns = [{"id": 1, "image_id": 7, "category_id": 18, "bbox": [0, 0, 2, 2], "area": 4, "iscrowd": 0}]
     (ann / "instances_val2014.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    caps = [{"id": 1, "image_id": 7, "caption": "Two puppies near a dining table."},
-            {"id": 2, "image_id": 8, "caption": "An empty room."}]
+    caps = [
+        {"id": 1, "image_id": 7, "caption": "Two puppies near a dining table."},
+        {"id": 2, "image_id": 8, "caption": "An empty room."},
+    ]
     (ann / "captions_val2014.json").write_text(json.dumps({"images": images, "annotations": caps}))
     return ann
 

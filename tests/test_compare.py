@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from povid_eval import cli
-from povid_eval.run import runner
 from povid_eval.core.errors import InputError
 from povid_eval.report import compare
+from povid_eval.run import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,8 +33,11 @@ def results(env, monkeypatch):
 
     def fake(answer_yes: bool):
         def generate(images, prompts, decoding):
-            return ["Yes" if answer_yes else "No" if "Is there" in p else "A view of a kitchen with a sink and a cup."
-                    for p in prompts]
+            return [
+                "Yes" if answer_yes else "No" if "Is there" in p else "A view of a kitchen with a sink and a cup."
+                for p in prompts
+            ]
+
         return generate
 
     for model, yes in (("a", True), ("b", True), ("c", False)):
@@ -61,9 +64,12 @@ def test_compare_writes_tables_and_plots_and_reruns_byte_identical(results, caps
     before = {f: f.read_bytes() for f in files}
     assert cli.main(["compare", "a", "c", "--bench", "pope", "--results", str(results)]) == 0
     assert {f: f.read_bytes() for f in files} == before
-    row = next(line for line in before[results / "compare" / "a_vs_c.csv"].decode().splitlines()
-               if line.startswith("pope,adversarial.yes_ratio"))
-    assert float(row.split(",")[4]) < 0          # c says "No" to everything
+    row = next(
+        line
+        for line in before[results / "compare" / "a_vs_c.csv"].decode().splitlines()
+        if line.startswith("pope,adversarial.yes_ratio")
+    )
+    assert float(row.split(",")[4]) < 0  # c says "No" to everything
 
 
 def test_missing_results_and_unknown_models_are_clear(results, tmp_path, capsys):
@@ -82,7 +88,7 @@ def test_chair_i_at_matched_recall_against_the_baseline_frontier(results):
 
     card = registry.load_card("chair")
     units, from_sums = compare.aligned_units("a", "chair", results)
-    assert compare.matched_recall_row("c", card, units, from_sums, results) is None      # c has no frontier
+    assert compare.matched_recall_row("c", card, units, from_sums, results) is None  # c has no frontier
     points = [{"bias": 2, "Recall": 0.0, "CHAIRi": 0.0}, {"bias": 0, "Recall": 1.0, "CHAIRi": 1.0}]
     frontier = results / "runs" / "c" / "frontier" / "chair" / "frontier.json"
     frontier.parent.mkdir(parents=True)

@@ -12,14 +12,22 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from povid_eval.core.errors import MissingAssetError, PovidError
-from povid_eval.vlm.build import build_tiny_llava, CLIP_MEAN, CLIP_STD
+from povid_eval.vlm.build import CLIP_MEAN, CLIP_STD, build_tiny_llava
 from povid_eval.vlm.convert import check_original_llava, is_original_llava, load_original_llava
 from povid_eval.vlm.tokenizer import format_prompt, vocab_from_texts
 
 torch.set_num_threads(1)
 TEXTS = ["A red dog is on the left.", "Is there a cat in the image?", "Yes", "No", "A blue car."]
-SMALL = dict(vision_hidden=32, vision_layers=2, vision_heads=2, vision_intermediate=64,
-             text_hidden=48, text_layers=1, text_heads=2, text_intermediate=96)
+SMALL = dict(
+    vision_hidden=32,
+    vision_layers=2,
+    vision_heads=2,
+    vision_intermediate=64,
+    text_hidden=48,
+    text_layers=1,
+    text_heads=2,
+    text_intermediate=96,
+)
 IMAGE_ID = 4  # <image>'s id in the tiny tokenizer (special tokens 0-4)
 TO_ORIGINAL = (  # transformers 5 prefix -> original LLaVA prefix, written independently of convert.py
     ("model.multi_modal_projector.linear_1.", "model.mm_projector.0."),
@@ -44,10 +52,10 @@ def _original_state(model, tower_in_ckpt=True, image_token=True):
     for key, value in model.state_dict().items():
         orig, new = next((o, n) for o, n in TO_ORIGINAL if key.startswith(o))
         if tower_in_ckpt or not key.startswith("model.vision_tower."):
-            state[new + key[len(orig):]] = value.clone().contiguous()
+            state[new + key[len(orig) :]] = value.clone().contiguous()
     if not image_token:  # an original LLaVA vocabulary has no <image>: drop its row, later ids move down by one
         for key in ("model.embed_tokens.weight", "lm_head.weight"):
-            state[key] = torch.cat([state[key][:IMAGE_ID], state[key][IMAGE_ID + 1:]])
+            state[key] = torch.cat([state[key][:IMAGE_ID], state[key][IMAGE_ID + 1 :]])
     return state
 
 
@@ -60,35 +68,74 @@ def write_tower(folder: Path, model, processor, clip_model_format=False) -> Path
     if not clip_model_format:
         tower.save_pretrained(folder)
         return folder
-    config = {"model_type": "clip", "architectures": ["CLIPModel"], "projection_dim": 32,
-              "vision_config": tower.config.to_dict(), "text_config": {"hidden_size": 32}}
+    config = {
+        "model_type": "clip",
+        "architectures": ["CLIPModel"],
+        "projection_dim": 32,
+        "vision_config": tower.config.to_dict(),
+        "text_config": {"hidden_size": 32},
+    }
     (folder / "config.json").write_text(json.dumps(config))
     state = {"vision_model." + k: v.contiguous() for k, v in tower.state_dict().items()}
-    state.update({"text_model.embeddings.token_embedding.weight": torch.zeros(3, 32), "logit_scale": torch.ones(()),
-                  "visual_projection.weight": torch.zeros(32, 32)})
+    state.update(
+        {
+            "text_model.embeddings.token_embedding.weight": torch.zeros(3, 32),
+            "logit_scale": torch.ones(()),
+            "visual_projection.weight": torch.zeros(32, 32),
+        }
+    )
     save_file(state, str(folder / "model.safetensors"))
     return folder
 
 
-def write_original(folder: Path, model, processor, tower: Path | str, *, fmt="safetensors", tower_in_ckpt=True,
-                   image_token=True, **overrides) -> Path:
+def write_original(
+    folder: Path,
+    model,
+    processor,
+    tower: Path | str,
+    *,
+    fmt="safetensors",
+    tower_in_ckpt=True,
+    image_token=True,
+    **overrides,
+) -> Path:
     """An original-format LLaVA-1.5 folder holding ``model``'s weights (fmt: safetensors, sharded or bin)."""
     folder.mkdir(parents=True)
     state = _original_state(model, tower_in_ckpt, image_token)
     text = model.config.text_config
     config = {
-        "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava", "hidden_act": "silu",
-        "hidden_size": text.hidden_size, "intermediate_size": text.intermediate_size,
-        "num_attention_heads": text.num_attention_heads, "num_hidden_layers": text.num_hidden_layers,
-        "num_key_value_heads": text.num_key_value_heads, "max_position_embeddings": text.max_position_embeddings,
-        "rms_norm_eps": text.rms_norm_eps, "vocab_size": state["lm_head.weight"].shape[0], "bos_token_id": 1,
-        "eos_token_id": 2, "pad_token_id": 0, "tie_word_embeddings": False, "torch_dtype": "float32",
-        "pretraining_tp": 1, "rope_scaling": None, "use_cache": True,
-        "mm_vision_tower": str(tower), "mm_hidden_size": model.config.vision_config.hidden_size,
-        "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
-        "image_aspect_ratio": "pad", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
-        "mm_patch_merge_type": "flat", "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False,
-        **overrides}
+        "architectures": ["LlavaLlamaForCausalLM"],
+        "model_type": "llava",
+        "hidden_act": "silu",
+        "hidden_size": text.hidden_size,
+        "intermediate_size": text.intermediate_size,
+        "num_attention_heads": text.num_attention_heads,
+        "num_hidden_layers": text.num_hidden_layers,
+        "num_key_value_heads": text.num_key_value_heads,
+        "max_position_embeddings": text.max_position_embeddings,
+        "rms_norm_eps": text.rms_norm_eps,
+        "vocab_size": state["lm_head.weight"].shape[0],
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "pretraining_tp": 1,
+        "rope_scaling": None,
+        "use_cache": True,
+        "mm_vision_tower": str(tower),
+        "mm_hidden_size": model.config.vision_config.hidden_size,
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "image_aspect_ratio": "pad",
+        "mm_use_im_start_end": False,
+        "mm_use_im_patch_token": False,
+        "mm_patch_merge_type": "flat",
+        "tune_mm_mlp_adapter": False,
+        "freeze_mm_mlp_adapter": False,
+        **overrides,
+    }
     (folder / "config.json").write_text(json.dumps(config))
     if fmt == "bin":
         torch.save(state, folder / "pytorch_model.bin")
@@ -123,8 +170,9 @@ def _image(w=64, h=64, seed=0):
 
 
 def _logits(model, processor, image=None):
-    batch = processor(images=[image or _image()], text=[format_prompt("Is there a cat in the image?")],
-                      return_tensors="pt")
+    batch = processor(
+        images=[image or _image()], text=[format_prompt("Is there a cat in the image?")], return_tensors="pt"
+    )
     with torch.no_grad():
         return batch, model(**batch).logits
 
@@ -155,9 +203,17 @@ def test_tower_from_clip_folder_and_image_token_added(hf, tmp_path):
     gets it appended, with zero embedding / lm_head rows: the other logits are the reference's."""
     model, processor = hf
     tower = write_tower(tmp_path / "clip", model, processor, clip_model_format=True)
-    old_style = {"crop_size": 64, "size": 64, "do_center_crop": True, "do_normalize": True, "do_resize": True,
-                 "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
-                 "resample": 3}
+    old_style = {
+        "crop_size": 64,
+        "size": 64,
+        "do_center_crop": True,
+        "do_normalize": True,
+        "do_resize": True,
+        "feature_extractor_type": "CLIPFeatureExtractor",
+        "image_mean": CLIP_MEAN,
+        "image_std": CLIP_STD,
+        "resample": 3,
+    }
     (tower / "preprocessor_config.json").write_text(json.dumps(old_style))
     path = write_original(tmp_path / "llava", model, processor, tower, tower_in_ckpt=False, image_token=False)
     converted, conv_processor = load_original_llava(path)
@@ -208,13 +264,25 @@ def _write_lora(folder: Path, base_model, r=4, alpha=8, rslora=False, seed=1):
             orig = "base_model.model.model." + name.removeprefix("model.language_model.")
             tensors[orig + ".lora_A.weight"], tensors[orig + ".lora_B.weight"] = a, b
     save_file(tensors, str(folder / "adapter_model.safetensors"))
-    config = {"peft_type": "LORA", "r": r, "lora_alpha": alpha, "use_rslora": rslora, "lora_dropout": 0.05,
-              "target_modules": ["q_proj", "v_proj", "down_proj"], "bias": "none", "task_type": "CAUSAL_LM"}
+    config = {
+        "peft_type": "LORA",
+        "r": r,
+        "lora_alpha": alpha,
+        "use_rslora": rslora,
+        "lora_dropout": 0.05,
+        "target_modules": ["q_proj", "v_proj", "down_proj"],
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+    }
     (folder / "adapter_config.json").write_text(json.dumps(config))
-    projector = {k: torch.randn(v.shape, generator=g) * 0.2
-                 for k, v in base_model.model.multi_modal_projector.state_dict().items()}
-    non_lora = {f"base_model.model.model.mm_projector.{0 if k.startswith('linear_1') else 2}.{k.split('.')[-1]}": v
-                for k, v in projector.items()}
+    projector = {
+        k: torch.randn(v.shape, generator=g) * 0.2
+        for k, v in base_model.model.multi_modal_projector.state_dict().items()
+    }
+    non_lora = {
+        f"base_model.model.model.mm_projector.{0 if k.startswith('linear_1') else 2}.{k.split('.')[-1]}": v
+        for k, v in projector.items()
+    }
     torch.save(non_lora, folder / "non_lora_trainables.bin")
     return adapters, projector
 
@@ -233,8 +301,16 @@ def test_lora_over_base_equals_peft_merge(hf, tower, tmp_path, rslora):
 
     ref = copy.deepcopy(model)
     ref.model.multi_modal_projector.load_state_dict(projector)
-    peft_model = get_peft_model(ref, LoraConfig(r=4, lora_alpha=8, use_rslora=rslora, lora_dropout=0.0,
-                                                target_modules=r".*language_model.*\.(q_proj|v_proj|down_proj)"))
+    peft_model = get_peft_model(
+        ref,
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            use_rslora=rslora,
+            lora_dropout=0.0,
+            target_modules=r".*language_model.*\.(q_proj|v_proj|down_proj)",
+        ),
+    )
     with torch.no_grad():
         for name, (a, b) in adapters.items():
             module = peft_model.get_submodule("base_model.model." + name)
@@ -252,8 +328,9 @@ class Payload:
     pass
 
 
-@pytest.mark.parametrize("payload", [{"x": Payload()}, {"f": os.system}, [torch.zeros(2)]],
-                         ids=["instance", "function", "list"])
+@pytest.mark.parametrize(
+    "payload", [{"x": Payload()}, {"f": os.system}, [torch.zeros(2)]], ids=["instance", "function", "list"]
+)
 def test_non_lora_trainables_must_be_a_tensor_dict(hf, tower, tmp_path, payload):
     model, processor = hf
     base = write_original(tmp_path / "stage1", model, processor, tower)
@@ -327,8 +404,17 @@ def test_sentencepiece_tokenizer_model_only(hf, tower, tmp_path):
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(TEXTS * 40 + ["USER: ASSISTANT: describe this image"] * 40))
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "tokenizer"), vocab_size=64,
-                                   model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(tmp_path / "tokenizer"),
+        vocab_size=64,
+        model_type="bpe",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        minloglevel=2,
+    )
     model, processor = hf
     model = copy.deepcopy(model)
     model.resize_token_embeddings(64)  # the sentencepiece vocabulary, no <image>
@@ -336,8 +422,11 @@ def test_sentencepiece_tokenizer_model_only(hf, tower, tmp_path):
     for name in ("tokenizer.json", "special_tokens_map.json", "chat_template.jinja"):
         (path / name).unlink(missing_ok=True)
     (tmp_path / "tokenizer.model").rename(path / "tokenizer.model")
-    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": False,
-                                                            "add_bos_token": True, "add_eos_token": False}))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"tokenizer_class": "LlamaTokenizer", "legacy": False, "add_bos_token": True, "add_eos_token": False}
+        )
+    )
     converted, conv_processor = load_original_llava(path)
     assert conv_processor.tokenizer.convert_tokens_to_ids("<image>") == 64 == converted.config.image_token_id
     vlm = VLM(model=converted, processor=conv_processor)
@@ -351,5 +440,5 @@ def test_sentencepiece_tokenizer_model_only(hf, tower, tmp_path):
     answer = "A red dog is on the left."
     full = vlm.tokenizer(f"ASSISTANT: {answer}", add_special_tokens=False)["input_ids"]
     ids = vlm.response_token_ids([answer])[0]
-    assert ids[:-1] == full[-(len(ids) - 1):] and ids[-1] == vlm.tokenizer.eos_token_id
+    assert ids[:-1] == full[-(len(ids) - 1) :] and ids[-1] == vlm.tokenizer.eos_token_id
     assert vlm.sequence_logprobs([_image()], [prompt], [answer]).isfinite().all()

@@ -18,24 +18,39 @@ from PIL import Image
 
 from povid_eval.core.errors import InputError
 from povid_eval.train import loop
-from povid_eval.train.loop import train, TrainConfig
+from povid_eval.train.loop import TrainConfig, train
 from povid_eval.train.preferences import Preference, write_preferences
 
 TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
-SMALL = dict(image_size=32, patch_size=16, vision_hidden=32, vision_layers=1, vision_heads=2, vision_intermediate=64,
-             text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64, max_positions=64)
+SMALL = dict(
+    image_size=32,
+    patch_size=16,
+    vision_hidden=32,
+    vision_layers=1,
+    vision_heads=2,
+    vision_intermediate=64,
+    text_hidden=32,
+    text_layers=2,
+    text_heads=2,
+    text_intermediate=64,
+    max_positions=64,
+)
 OBJECTS = ["dog", "cat", "car", "cup", "bowl", "sink", "person", "chair"]
 COMMON = dict(steps=3, batch_size=4, lr=5e-3, warmup=1, lora_r=4, lora_alpha=8, seed=3)
-CASES = {   # name: (TrainConfig fields, stop_after of a first run that is then resumed)
+CASES = {  # name: (TrainConfig fields, stop_after of a first run that is then resumed)
     "povid": (dict(loss="povid", checkpoint_every=2, **COMMON), 2),
-    "accum": (dict(loss="dpo", grad_accum=2, sft_weight=0.5, precompute_reference=True, checkpoint_every=3,
-                   **COMMON), None),
+    "accum": (
+        dict(loss="dpo", grad_accum=2, sft_weight=0.5, precompute_reference=True, checkpoint_every=3, **COMMON),
+        None,
+    ),
 }
-RECIPE = "images = 8\n[stage1]\nsteps = 1\nbatch_size = 4\nlr = 0.005\nwarmup = 1\n" \
-         "[stage2]\nsteps = 1\nbatch_size = 4\nlr = 0.005\nwarmup = 1\n"
+RECIPE = (
+    "images = 8\n[stage1]\nsteps = 1\nbatch_size = 4\nlr = 0.005\nwarmup = 1\n"
+    "[stage2]\nsteps = 1\nbatch_size = 4\nlr = 0.005\nwarmup = 1\n"
+)
 TOL = 1e-5
 
-WORKER = r'''
+WORKER = r"""
 import json, os, sys
 from pathlib import Path
 
@@ -80,7 +95,7 @@ for name, (fields, stop_after) in cases.items():
 card = run_recipe("base", "tuned", recipe="dpo", config=load_recipe_config(root / "recipe.toml"),
                   preferences=str(prefs_path), results=root / "runs", log=lines.append)
 (root / "ranks" / f"rank{rank}.json").write_text(json.dumps({"log": lines, "writes": writes, "card": str(card)}))
-'''.replace("TEMPLATE_HERE", repr(TEMPLATE))
+""".replace("TEMPLATE_HERE", repr(TEMPLATE))
 
 
 def _records(tmp: Path) -> list[Preference]:
@@ -92,10 +107,18 @@ def _records(tmp: Path) -> list[Preference]:
     out = []
     for k in range(8):
         a, b, c = OBJECTS[k], OBJECTS[(k + 3) % 8], OBJECTS[(k + 5) % 8]
-        out.append(Preference(id=f"r{k}", image=str(images[k % 4]), prompt="Describe this image.",
-                              chosen=f"A {a} is next to a {b}." + (" The image is dark." if k % 2 else ""),
-                              rejected_text=f"A {a} is next to a {c}.", rejected_noisy=f"A {c} and a {b}.",
-                              noise_step=500, noise_seed=k))
+        out.append(
+            Preference(
+                id=f"r{k}",
+                image=str(images[k % 4]),
+                prompt="Describe this image.",
+                chosen=f"A {a} is next to a {b}." + (" The image is dark." if k % 2 else ""),
+                rejected_text=f"A {a} is next to a {c}.",
+                rejected_noisy=f"A {c} and a {b}.",
+                noise_step=500,
+                noise_seed=k,
+            )
+        )
     return out
 
 
@@ -108,8 +131,9 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     prefs = _records(root)
     write_preferences(root / "prefs.jsonl", prefs)
-    texts = [TEMPLATE.replace("{prompt}", "Describe this image.")] + \
-            [t for p in prefs for t in (p.chosen, p.rejected_text, p.rejected_noisy)]
+    texts = [TEMPLATE.replace("{prompt}", "Describe this image.")] + [
+        t for p in prefs for t in (p.chosen, p.rejected_text, p.rejected_noisy)
+    ]
     model, processor = build_tiny_llava(vocab_from_texts(texts), seed=0, **SMALL)
     model.save_pretrained(root / "base")
     processor.save_pretrained(root / "base")
@@ -120,9 +144,19 @@ def setup(tmp_path_factory):
     (root / "ranks").mkdir()
     (root / "worker.py").write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "POVID_EVAL_MODELS": str(models)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(root / "worker.py"), str(root / "base"), str(root / "prefs.jsonl"), str(root),
-           json.dumps(CASES)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(root / "worker.py"),
+        str(root / "base"),
+        str(root / "prefs.jsonl"),
+        str(root),
+        json.dumps(CASES),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return root, prefs
@@ -169,7 +203,7 @@ def test_two_processes_train_the_one_process_adapter(setup, single, name):
     rank0 = torch.load(root / "ranks" / f"{name}.rank0.pt")
     rank1 = torch.load(root / "ranks" / f"{name}.rank1.pt")
     assert rank0.keys() == rank1.keys() == theirs.keys() and theirs
-    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)          # the ranks never drift apart
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # the ranks never drift apart
     diff = max((rank0[k] - theirs[k]).abs().max().item() for k in theirs)
     moved = max((theirs[k]).abs().max().item() for k in theirs if "lora_B" in k)
     assert diff <= TOL and moved > 1e-3, (diff, moved)
@@ -185,10 +219,14 @@ def test_only_rank_0_logs_and_writes(setup):
     rank1 = json.loads((root / "ranks" / "rank1.json").read_text())
     assert rank1["log"] == [] and rank1["writes"] == []
     assert any("resuming from" in line for line in rank0["log"]) and any("step 3/3" in line for line in rank0["log"])
-    assert any("adapter_model.safetensors" in w or "adapter.tmp" in w for w in rank0["writes"])   # the hook sees
+    assert any("adapter_model.safetensors" in w or "adapter.tmp" in w for w in rank0["writes"])  # the hook sees
     for name in CASES:
-        assert sorted(p.name for p in (root / "runs" / name).iterdir()) == \
-            ["adapter", "checkpoints", "train_info.json", "train_log.jsonl"]
+        assert sorted(p.name for p in (root / "runs" / name).iterdir()) == [
+            "adapter",
+            "checkpoints",
+            "train_info.json",
+            "train_log.jsonl",
+        ]
         assert [p.name for p in (root / "runs" / name / "checkpoints").iterdir()] == ["step-3"]
     # run_recipe under torchrun: one card (rank 0's), both ranks return its path
     card = root / "models" / "tuned.toml"

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from povid_eval import cards
-from povid_eval.run import doctor, runner
 from povid_eval.benches import registry
+from povid_eval.run import doctor, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NESTED = "color"  # an MME subtask whose images sit in <subtask>/images/, as five real subtasks do
@@ -62,11 +62,17 @@ def real(tmp_path_factory):
     for card in (ROOT / "benchmarks" / "real").glob("*.toml"):
         text = card.read_text().replace('data = "data/real"', f'data = "{data}"')
         text = text.replace('image_ids = "benchmarks/real/chair_val2014_500.txt"', f'image_ids = "{base / "ids.txt"}"')
-        text = text.replace("max_new_tokens = 512", "max_new_tokens = 6").replace("max_new_tokens = 128",
-                                                                                   "max_new_tokens = 4")
+        text = text.replace("max_new_tokens = 512", "max_new_tokens = 6").replace(
+            "max_new_tokens = 128", "max_new_tokens = 4"
+        )
         (benches / "real" / card.name).write_text(text)
-    words = sorted({w for c in json.loads((ann / "captions_val2014.json").read_text())["annotations"]
-                    for w in c["caption"].lower().split()})
+    words = sorted(
+        {
+            w
+            for c in json.loads((ann / "captions_val2014.json").read_text())["annotations"]
+            for w in c["caption"].lower().split()
+        }
+    )
     model, processor = build_tiny_llava(words, seed=0, vision_layers=1, text_layers=1)
     model.save_pretrained(base / "tiny")
     processor.save_pretrained(base / "tiny")
@@ -95,16 +101,19 @@ def failed(found: list[doctor.Check]) -> dict[str, doctor.Check]:
 
 def moved(path: Path):
     """Context: path renamed away for the duration."""
+
     class Away:
         def __enter__(self):
             path.rename(path.with_name(path.name + ".away"))
 
         def __exit__(self, *exc):
             path.with_name(path.name + ".away").rename(path)
+
     return Away()
 
 
 # ------------------------------------------------------------------------------------------- bench data
+
 
 def test_complete_real_layout_passes(cards_env):
     for name in ("chair-coco", "pope-coco", "mme-release"):
@@ -172,8 +181,10 @@ def test_mmhal_template_images_and_judges(cards_env, tmp_path):
     local = dict(judge="hf", judge_model=str(tmp_path / "no-judge"))
     assert set(failed(doctor.bench_checks(bench("mmhal-bench", **local)))) == {"judge model"}
     with moved(data / "mmhal" / "response_template.json"):
-        assert "Shengcao1006/MMHal-Bench" in failed(doctor.bench_checks(bench("mmhal-bench", **local)))[
-            "MMHal template"].fix
+        assert (
+            "Shengcao1006/MMHal-Bench"
+            in failed(doctor.bench_checks(bench("mmhal-bench", **local)))["MMHal template"].fix
+        )
     with moved(sorted((data / "mmhal" / "images").iterdir())[0]):
         assert "images" in failed(doctor.bench_checks(bench("mmhal-bench", **local)))
     assert "judge" in failed(doctor.bench_checks(bench("mmhal-bench", judge="rule")))  # real data, rule judge
@@ -195,14 +206,16 @@ def free_port() -> int:
 
 def test_judge_key_and_unreachable_endpoint(cards_env, monkeypatch):
     monkeypatch.delenv("POVID_TEST_JUDGE_KEY", raising=False)
-    card = bench("mmhal-bench", judge_base_url=f"http://127.0.0.1:{free_port()}/v1",
-                 judge_key_env="POVID_TEST_JUDGE_KEY")
+    card = bench(
+        "mmhal-bench", judge_base_url=f"http://127.0.0.1:{free_port()}/v1", judge_key_env="POVID_TEST_JUDGE_KEY"
+    )
     problems = failed(doctor.bench_checks(card))
     assert problems["judge key"].fix == "export POVID_TEST_JUDGE_KEY=<your key>"
     assert "unreachable" in problems["judge endpoint"].detail
 
 
 # ------------------------------------------------------------------------------------------- models
+
 
 def model(name: str = "tiny", **changes) -> cards.ModelCard:
     return dataclasses.replace(cards.load_model_card(name), **changes)
@@ -232,9 +245,15 @@ def test_hub_id_not_cached(cards_env, tmp_path, monkeypatch):
 def test_original_llava_format_problems(cards_env, tmp_path):
     folder = tmp_path / "llava-v1.5-7b"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"architectures": ["LlavaLlamaForCausalLM"],
-                                                    "mm_projector_type": "mlp2x_gelu",
-                                                    "mm_vision_tower": str(tmp_path / "clip-missing")}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlavaLlamaForCausalLM"],
+                "mm_projector_type": "mlp2x_gelu",
+                "mm_vision_tower": str(tmp_path / "clip-missing"),
+            }
+        )
+    )
     problems = [c for c in doctor.model_checks(model(path=str(folder), format="llava")) if not c.ok]
     assert problems and all(c.asset == "model (original LLaVA format)" for c in problems)
     assert any("clip-missing" in c.detail for c in problems)
@@ -242,8 +261,12 @@ def test_original_llava_format_problems(cards_env, tmp_path):
 
 def test_api_model_key_and_endpoint(cards_env, monkeypatch):
     monkeypatch.delenv("POVID_TEST_MODEL_KEY", raising=False)
-    card = model(backend="openai", base_url=f"http://127.0.0.1:{free_port()}/v1", api_model="m",
-                 api_key_env="POVID_TEST_MODEL_KEY")
+    card = model(
+        backend="openai",
+        base_url=f"http://127.0.0.1:{free_port()}/v1",
+        api_model="m",
+        api_key_env="POVID_TEST_MODEL_KEY",
+    )
     assert set(failed(doctor.model_checks(card))) == {"model key", "model endpoint"}
 
 
@@ -263,12 +286,21 @@ def test_low_disk(cards_env, monkeypatch, tmp_path):
 
 # ------------------------------------------------------------------------------------------- CLI and run
 
+
 def cli(env, *args):
     base, _, models, benches = env
-    variables = {"POVID_EVAL_MODELS": str(models), "POVID_EVAL_BENCHMARKS": str(benches),
-                 "POVID_EVAL_CACHE": str(base / "cache")}
-    return subprocess.run([sys.executable, "-m", "povid_eval", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **variables}, cwd=base)
+    variables = {
+        "POVID_EVAL_MODELS": str(models),
+        "POVID_EVAL_BENCHMARKS": str(benches),
+        "POVID_EVAL_CACHE": str(base / "cache"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "povid_eval", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **variables},
+        cwd=base,
+    )
 
 
 def test_doctor_cli_exit_codes(real):
@@ -310,8 +342,9 @@ def test_real_layout_runs_end_to_end(cards_env, tmp_path):
     other = tmp_path / "two.txt"
     ids = [int(x) for x in (cards_env[0] / "ids.txt").read_text().split() if x.isdigit()]
     other.write_text(f"{ids[3]}\n{ids[1]}\n")
-    again = runner.run("tiny", "chair-coco", results=tmp_path / "other", generate=generate, progress=False,
-                       image_ids=other)
+    again = runner.run(
+        "tiny", "chair-coco", results=tmp_path / "other", generate=generate, progress=False, image_ids=other
+    )
     assert again["n"] == 2 and again["protocol_hash"] != chair["protocol_hash"]
     from povid_eval.report.leaderboard import write_leaderboard
 
@@ -331,14 +364,26 @@ def test_hub_id_from_the_local_cache(real, tmp_path):
     card_dir = tmp_path / "models"
     card_dir.mkdir()
     (card_dir / "hub.toml").write_text('path = "test-org/tiny-llava"\nthreads = 1\n')
-    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
-           "POVID_EVAL_MODELS": str(card_dir), "POVID_EVAL_BENCHMARKS": str(benches)}
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_HUB_OFFLINE": "1",
+        "POVID_EVAL_MODELS": str(card_dir),
+        "POVID_EVAL_BENCHMARKS": str(benches),
+    }
     env.pop("POVID_EVAL_ALLOW_DOWNLOADS", None)
-    done = subprocess.run([sys.executable, "-m", "povid_eval", "doctor", "--model", "hub"], capture_output=True,
-                          text=True, env=env, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "povid_eval", "doctor", "--model", "hub"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0 and f"{snapshot}: present" in done.stdout, done.stdout + done.stderr
-    code = ("from povid_eval import cards; from povid_eval.vlm import load_vlm_card; "
-            "print(type(load_vlm_card(cards.load_model_card('hub')).model).__name__)")
+    code = (
+        "from povid_eval import cards; from povid_eval.vlm import load_vlm_card; "
+        "print(type(load_vlm_card(cards.load_model_card('hub')).model).__name__)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.stdout.strip() == "LlavaForConditionalGeneration", done.stderr[-1500:]
 
@@ -361,8 +406,15 @@ def test_compare_rebuilds_each_runs_items(cards_env, tmp_path):
         return lambda images, prompts, decoding: [answer for _ in prompts]
 
     out = tmp_path / "results"
-    runner.run("tiny", "chair-coco", results=out, generate=says("A person and a car."), progress=False, image_ids=ids,
-               data=moved_data)
+    runner.run(
+        "tiny",
+        "chair-coco",
+        results=out,
+        generate=says("A person and a car."),
+        progress=False,
+        image_ids=ids,
+        data=moved_data,
+    )
     runner.run("tiny2", "chair-coco", results=out, generate=says("A person."), progress=False, image_ids=ids)
     rows = compare_models("tiny", "tiny2", ["chair-coco"], out, n_resamples=200)
     assert {r["metric"] for r in rows} >= {"CHAIRi", "Recall"}

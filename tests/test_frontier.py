@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from povid_eval.run import frontier as fr
 from povid_eval import cli
 from povid_eval.benches.chair import BENCH as CHAIR
+from povid_eval.run import frontier as fr
 from povid_eval.run import runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,11 +42,28 @@ def test_continuation_ids_of_the_tiny_tokenizer():
     assert tok.eos_token_id not in ids
 
 
-@pytest.mark.parametrize("recall, expected", [(0.4, 0.10), (0.5, 0.12), (0.6, 0.14), (0.7, 0.15), (0.8, 0.16),
-                                              (0.45, 0.11), (0.75, 0.155), (0.39, None), (0.81, None)])
+@pytest.mark.parametrize(
+    "recall, expected",
+    [
+        (0.4, 0.10),
+        (0.5, 0.12),
+        (0.6, 0.14),
+        (0.7, 0.15),
+        (0.8, 0.16),
+        (0.45, 0.11),
+        (0.75, 0.155),
+        (0.39, None),
+        (0.81, None),
+    ],
+)
 def test_chair_i_at_recall_interpolates_linearly(recall, expected):
-    points = [{"Recall": 0.8, "CHAIRi": 0.16}, {"Recall": 0.4, "CHAIRi": 0.10}, {"Recall": 0.6, "CHAIRi": 0.14},
-              {"Recall": 0.7, "CHAIRi": 0.15}, {"Recall": 0.7, "CHAIRi": 0.30}]  # same recall: the lower counts
+    points = [
+        {"Recall": 0.8, "CHAIRi": 0.16},
+        {"Recall": 0.4, "CHAIRi": 0.10},
+        {"Recall": 0.6, "CHAIRi": 0.14},
+        {"Recall": 0.7, "CHAIRi": 0.15},
+        {"Recall": 0.7, "CHAIRi": 0.30},
+    ]  # same recall: the lower counts
     got = fr.metric_at_recall(points, recall, CHAIR.tradeoff)
     assert got == pytest.approx(expected) if expected is not None else got is None
 
@@ -74,7 +91,9 @@ def test_sweep_cli_plain_run_and_cached_rerun(bench_env, monkeypatch, capsys, tm
     for k, v in variables.items():
         monkeypatch.setenv(k, v)
     out = tmp_path / "results"
-    assert cli.main(["frontier", "--model", "base", "--biases", BIASES, "--limit", str(LIMIT), "--results", str(out)]) == 0
+    assert (
+        cli.main(["frontier", "--model", "base", "--biases", BIASES, "--limit", str(LIMIT), "--results", str(out)]) == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"frontier of base on chair (n = {LIMIT})"
     assert lines[2].split() == ["bias", "CHAIRs", "CHAIRi", "Recall", "mean_words"]

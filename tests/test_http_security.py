@@ -13,13 +13,17 @@ from pathlib import Path
 import pytest
 from chat_server import ChatServer, clear_proxies
 
-from povid_eval.core.http import ChatAPIError, ChatClient
 from povid_eval.core import http
+from povid_eval.core.http import ChatAPIError, ChatClient
 
 KEY_ENV = "POVID_TEST_SECURITY_KEY"
 KEY = 'sk-sec-"4e7a"\\9+c/d0-secret'  # JSON-escaping and URL-quoting both change it
-SPELLINGS = {"raw": KEY, "json": json.dumps(KEY)[1:-1], "quoted": urllib.parse.quote(KEY, safe=""),
-             "quote_plus": urllib.parse.quote_plus(KEY)}
+SPELLINGS = {
+    "raw": KEY,
+    "json": json.dumps(KEY)[1:-1],
+    "quoted": urllib.parse.quote(KEY, safe=""),
+    "quote_plus": urllib.parse.quote_plus(KEY),
+}
 REDIRECTS = [301, 302, 303, 307, 308]
 
 
@@ -43,8 +47,13 @@ def sleeps() -> list[float]:
 
 
 def client(base_url: str, tmp_path: Path, sleeps: list[float], **options) -> ChatClient:
-    options = {"api_key_env": KEY_ENV, "cache_dir": tmp_path / "cache", "max_retries": 2, "sleep": sleeps.append,
-               **options}
+    options = {
+        "api_key_env": KEY_ENV,
+        "cache_dir": tmp_path / "cache",
+        "max_retries": 2,
+        "sleep": sleeps.append,
+        **options,
+    }
     return ChatClient(base_url, "m", **options)
 
 
@@ -69,6 +78,7 @@ def assert_redirect_refused(message: str, b: ChatServer) -> None:
 
 
 # --- redirects ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("code", REDIRECTS)
 def test_post_redirect_to_another_origin_fails_at_once_without_the_key(servers, tmp_path, sleeps, code):
@@ -124,8 +134,9 @@ def test_303_to_a_post_is_not_turned_into_a_get(servers, tmp_path, sleeps):
 def test_origin_compares_scheme_host_and_port():
     from povid_eval.core.http import origin, redirect_refusal
 
-    assert origin("HTTPS://API.example.com/v1") == origin("https://api.example.com:443/x") == \
-        "https://api.example.com:443"
+    assert (
+        origin("HTTPS://API.example.com/v1") == origin("https://api.example.com:443/x") == "https://api.example.com:443"
+    )
     assert origin("http://h/v1") == "http://h:80" != origin("https://h/v1")
     assert redirect_refusal("https://h/v1/models", "https://h:443/v2/models", "GET", 301) is None
     downgrade = redirect_refusal("https://h/v1/chat/completions", "http://h/v1/chat/completions", "POST", 307)
@@ -134,6 +145,7 @@ def test_origin_compares_scheme_host_and_port():
 
 
 # --- the key in messages -----------------------------------------------------------------------------------
+
 
 def echo_replies() -> dict[str, tuple[int, dict, str]]:
     """Replies that echo the key, as a careless or hostile server might."""

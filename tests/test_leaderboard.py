@@ -31,8 +31,8 @@ def results(tmp_path, monkeypatch):
             folder = tmp_path / "runs" / model / bench
             folder.mkdir(parents=True)
             (folder / "metrics.json").write_text(json.dumps({"metrics": scaled, "intervals": {key: [0.1, 0.2]}}))
-    (tmp_path / "compare").mkdir()   # reports live beside runs/, never among the models
-    (tmp_path / "runs" / "compare").mkdir()   # so a model may even be called compare (no results: no row)
+    (tmp_path / "compare").mkdir()  # reports live beside runs/, never among the models
+    (tmp_path / "runs" / "compare").mkdir()  # so a model may even be called compare (no results: no row)
     return tmp_path
 
 
@@ -45,7 +45,7 @@ def test_tables_have_one_row_per_model_with_intervals(results):
     assert header[:4] == ["model", "CHAIR_s", "CHAIR_s lo", "CHAIR_s hi"]
     page = paths[2].read_text()
     assert "http://" not in page and "https://" not in page and page.count("<tr><td") == 3
-    assert leaderboard.write_leaderboard(results) and paths[2].read_text() == page   # deterministic
+    assert leaderboard.write_leaderboard(results) and paths[2].read_text() == page  # deterministic
 
 
 def test_no_results_is_a_clear_error(tmp_path, capsys):
@@ -60,8 +60,12 @@ def test_html_renders_in_headless_chromium(results):
     if browser is None:
         pytest.skip("chromium not installed (make setup installs it where the machine allows)")
     page = leaderboard.write_leaderboard(results)[2]
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = re.findall(r"<tr><td data-value=\"([^\"]+)\"", done.stdout)
     assert rows == ["base", "povid", "other"] or sorted(rows) == ["base", "other", "povid"]

@@ -12,14 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from chat_server import ChatServer, clear_proxies
 from chat_server import user_text as last_user_text
+from PIL import Image
 
 from povid_eval.core.errors import MissingAssetError, PovidError
 from povid_eval.core.http import ChatAPIError, ChatClient, image_content, parse_retry_after
-from povid_eval.train.llm_inject import InjectionError, LLMInjector, parse_rewrite, RETRY_NOTE
+from povid_eval.train.llm_inject import RETRY_NOTE, InjectionError, LLMInjector, parse_rewrite
 
 KEY_ENV, KEY = "POVID_TEST_API_KEY", "sk-test-7f3a9c-secret"
 
@@ -46,6 +45,7 @@ def make_client(server, sleeps, tmp_path, monkeypatch):
     def make(**kwargs: Any) -> ChatClient:
         options = {"api_key_env": KEY_ENV, "cache_dir": tmp_path / "cache", "sleep": sleeps.append, **kwargs}
         return ChatClient(server.url, "judge-model", **options)
+
     return make
 
 
@@ -59,6 +59,7 @@ def cache_text(cache_dir: Path) -> str:
 
 # --- the client -----------------------------------------------------------------------------------------
 
+
 def test_chat_posts_openai_request_with_bearer_key(server, make_client):
     client = make_client(max_tokens=64)
     assert client.chat(hi("hello"), seed=3) == "echo: hello"
@@ -66,8 +67,13 @@ def test_chat_posts_openai_request_with_bearer_key(server, make_client):
     assert request["path"] == "/v1/chat/completions"
     assert request["headers"]["Authorization"] == f"Bearer {KEY}"
     assert request["headers"]["Content-Type"] == "application/json"
-    assert request["body"] == {"model": "judge-model", "messages": hi("hello"), "temperature": 0.0,
-                               "max_tokens": 64, "seed": 3}
+    assert request["body"] == {
+        "model": "judge-model",
+        "messages": hi("hello"),
+        "temperature": 0.0,
+        "max_tokens": 64,
+        "seed": 3,
+    }
     assert KEY not in repr(client) and KEY not in str(vars(client))
 
 
@@ -126,8 +132,13 @@ def test_500_retried_up_to_max_retries_then_clear_error(server, make_client, sle
 
 
 def test_400_not_retried_and_error_never_shows_the_key(server, make_client, sleeps):
-    server.script = [(400, {"Content-Type": "application/json"},
-                      json.dumps({"error": {"message": f"bad max_tokens; you sent Authorization: Bearer {KEY}"}}))]
+    server.script = [
+        (
+            400,
+            {"Content-Type": "application/json"},
+            json.dumps({"error": {"message": f"bad max_tokens; you sent Authorization: Bearer {KEY}"}}),
+        )
+    ]
     with pytest.raises(ChatAPIError) as info:
         make_client().chat(hi())
     assert isinstance(info.value, PovidError)
@@ -165,6 +176,7 @@ def test_chat_many_keeps_input_order(server, make_client):
         index = int(last_user_text(body))
         time.sleep(0.02 * (5 - index))  # the first ones finish last
         return f"answer {index}"
+
     server.reply = reply
     client = make_client()
     conversations = [hi(str(i)) for i in range(6)]
@@ -184,7 +196,7 @@ def test_image_content_round_trips(tmp_path):
         url = content[0]["image_url"]["url"]
         prefix = "data:image/png;base64,"
         assert url.startswith(prefix)
-        decoded = Image.open(io.BytesIO(base64.b64decode(url[len(prefix):], validate=True)))
+        decoded = Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :], validate=True)))
         assert decoded.format == "PNG" and np.array_equal(np.asarray(decoded), pixels)
 
 
@@ -226,21 +238,24 @@ def test_injector_retries_once_then_names_the_caption(server, make_client):
     replies = iter([CAPTION, "  ", "A woman throws a red frisbee to a cat."])
     server.reply = lambda body: next(replies)
     injector = LLMInjector(make_client())
-    with pytest.raises(InjectionError, match="empty reply twice for caption \"A man throws a ball"):
+    with pytest.raises(InjectionError, match='empty reply twice for caption "A man throws a ball'):
         injector(CAPTION, ["man", "dog"], ["frisbee"])
     retry = server.requests[1]["body"]["messages"]
     assert [m["role"] for m in retry] == ["user", "assistant", "user"] and retry[2]["content"] == RETRY_NOTE
     assert injector("A dog.", ["dog"], ["cat"]) == "A woman throws a red frisbee to a cat."
 
 
-@pytest.mark.parametrize("reply, expected", [
-    ('  "A red bus."  ', "A red bus."),
-    ("Rewritten caption: A cat on a mat.", "A cat on a mat."),
-    ("**Hallucinated description:** A cat.", "A cat."),
-    ("Here is the rewritten description:\n\n\u201cTwo red buses.\u201d", "Two red buses."),
-    ("<think>add a kite</think>\n```\nCaption: A kite.\n```", "A kite."),
-    ("A sign reads: stop.", "A sign reads: stop."),
-])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ('  "A red bus."  ', "A red bus."),
+        ("Rewritten caption: A cat on a mat.", "A cat on a mat."),
+        ("**Hallucinated description:** A cat.", "A cat."),
+        ("Here is the rewritten description:\n\n\u201cTwo red buses.\u201d", "Two red buses."),
+        ("<think>add a kite</think>\n```\nCaption: A kite.\n```", "A kite."),
+        ("A sign reads: stop.", "A sign reads: stop."),
+    ],
+)
 def test_parse_rewrite(reply, expected):
     assert parse_rewrite(reply) == expected
 
@@ -251,5 +266,7 @@ def test_custom_prompt_is_checked(make_client):
         LLMInjector(client, "Rewrite this.")
     with pytest.raises(PovidError, match="bad placeholder"):
         LLMInjector(client, "Rewrite {caption} with {objects}.")
-    assert LLMInjector(client, "Rewrite {caption}; JSON like {{}} is fine.").messages("x", [], [])[0]["content"] \
+    assert (
+        LLMInjector(client, "Rewrite {caption}; JSON like {{}} is fine.").messages("x", [], [])[0]["content"]
         == "Rewrite x; JSON like {} is fine."
+    )

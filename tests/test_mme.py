@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from povid_eval.benches.mme import scorer as mme
 from povid_eval.benches.mme import files as mme_files
+from povid_eval.benches.mme import scorer as mme
 
 
 def check_against_expected(metrics, want):
@@ -19,8 +19,9 @@ def check_against_expected(metrics, want):
 @pytest.fixture(scope="module")
 def llava_result(fixtures):
     d = fixtures / "mme"
-    return mme_files.mme_from_llava(d / "llava-v1.5-13b" / "answers.jsonl", d / "ground_truth",
-                                d / "llava-v1.5-13b" / "llava_mme.jsonl")
+    return mme_files.mme_from_llava(
+        d / "llava-v1.5-13b" / "answers.jsonl", d / "ground_truth", d / "llava-v1.5-13b" / "llava_mme.jsonl"
+    )
 
 
 def test_reference_numbers_llava_layout(llava_result, expected):
@@ -55,17 +56,30 @@ def test_results_dir_gives_same_numbers(tmp_path, fixtures, expected):
     check_against_expected(result["metrics"], expected("mme")["llava-v1.5-13b"])
 
 
-@pytest.mark.parametrize("text, want", [
-    ("Yes", "yes"), ("no", "no"), ("Yes, it is.", "yes"), ("No, it is not", "no"), ("Not sure", "no"),
-    ("I think yes", "other"), ("", "other"), ("nope", "no"),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("Yes", "yes"),
+        ("no", "no"),
+        ("Yes, it is.", "yes"),
+        ("No, it is not", "no"),
+        ("Not sure", "no"),
+        ("I think yes", "other"),
+        ("", "other"),
+        ("nope", "no"),
+    ],
+)
 def test_parse_prediction(text, want):
     assert mme.parse_prediction(text) == want
 
 
 def test_acc_plus_needs_both_questions():
-    qs = [mme.Question("a.jpg", "q1", "yes", "Yes"), mme.Question("a.jpg", "q2", "no", "Yes"),
-          mme.Question("b.jpg", "q1", "yes", "Yes"), mme.Question("b.jpg", "q2", "no", "No")]
+    qs = [
+        mme.Question("a.jpg", "q1", "yes", "Yes"),
+        mme.Question("a.jpg", "q2", "no", "Yes"),
+        mme.Question("b.jpg", "q1", "yes", "Yes"),
+        mme.Question("b.jpg", "q2", "no", "No"),
+    ]
     r = mme.score({"existence": qs})
     assert r["subtasks"]["existence"]["acc"] == 75.0 and r["subtasks"]["existence"]["acc_plus"] == 50.0
     assert r["perception"] == 125.0 and r["cognition"] == 0

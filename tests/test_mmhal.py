@@ -7,11 +7,18 @@ import pytest
 from povid_eval.benches.mmhal import scorer as mmhal
 
 
-@pytest.mark.parametrize("reply, want", [
-    ("Explanation... Rating: 5", 5), ("rating: 0, not informative", 0), ("RATING: 6", 6),
-    ("Rating: 2 ... on reflection Rating: 4", None), ("no rating here", None), ("Rating: 7", None),
-    ("Rating:3", None),
-])
+@pytest.mark.parametrize(
+    "reply, want",
+    [
+        ("Explanation... Rating: 5", 5),
+        ("rating: 0, not informative", 0),
+        ("RATING: 6", 6),
+        ("Rating: 2 ... on reflection Rating: 4", None),
+        ("no rating here", None),
+        ("Rating: 7", None),
+        ("Rating:3", None),
+    ],
+)
 def test_parse_rating(reply, want):
     assert mmhal.parse_rating(reply) == want
 
@@ -31,7 +38,9 @@ def test_score_by_hand(tmp_path, fixtures, cli):
     # record i gets rating i % 7, except records 5 and 40 which are unparseable (scored 0)
     replies = []
     for i in range(96):
-        reply = f"Short explanation.\nRating: {i % 7}" if i not in (5, 40) else "I cannot decide. Rating: 3 or Rating: 4"
+        reply = (
+            f"Short explanation.\nRating: {i % 7}" if i not in (5, 40) else "I cannot decide. Rating: 3 or Rating: 4"
+        )
         replies.append({"index": i, "reply": reply})
     judge = tmp_path / "replies.jsonl"
     judge.write_text("".join(json.dumps(r) + "\n" for r in reversed(replies)))

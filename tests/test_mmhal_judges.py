@@ -17,13 +17,13 @@ import pytest
 from chat_server import ChatServer, clear_proxies, user_text
 
 from povid_eval import cards, cli
+from povid_eval.benches import registry
+from povid_eval.benches.mmhal import files as mmhal_files
 from povid_eval.benches.mmhal import judges
-from povid_eval.run import runner
 from povid_eval.benches.mmhal import scorer as mmhal
 from povid_eval.core.errors import InputError, PovidError
+from povid_eval.run import runner
 from povid_eval.world import judge as world_judge
-from povid_eval.benches.mmhal import files as mmhal_files
-from povid_eval.benches import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ENV, KEY = "POVID_TEST_JUDGE_KEY", "sk-judge-test-0b9e51-secret"
@@ -79,15 +79,24 @@ def server(monkeypatch):
 
 
 def judge_card(server: ChatServer | None = None, **kw) -> cards.BenchCard:
-    fields = dict(name="mmhal-test", kind="mmhal", variant="original-parser", data="unused", judge="openai",
-                  judge_model=MODEL, judge_base_url=server.url if server else "", judge_key_env=KEY_ENV,
-                  files={"template": "template.json"})
+    fields = dict(
+        name="mmhal-test",
+        kind="mmhal",
+        variant="original-parser",
+        data="unused",
+        judge="openai",
+        judge_model=MODEL,
+        judge_base_url=server.url if server else "",
+        judge_key_env=KEY_ENV,
+        files={"template": "template.json"},
+    )
     return registry.make_card(None, fields | kw)
 
 
 def filled(prompt: Path, record: dict) -> str:
-    return prompt.read_text().format(", ".join(record["image_content"]), record["question"], record["gt_answer"],
-                                     record["model_answer"])
+    return prompt.read_text().format(
+        ", ".join(record["image_content"]), record["question"], record["gt_answer"], record["model_answer"]
+    )
 
 
 def files_text(folder: Path) -> str:
@@ -95,6 +104,7 @@ def files_text(folder: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the openai judge
+
 
 def test_openai_judge_scores_caches_and_sends_the_filled_prompt(server, responses, records, tmp_path, capsys):
     cache = tmp_path / "cache"
@@ -108,8 +118,13 @@ def test_openai_judge_scores_caches_and_sends_the_filled_prompt(server, response
     assert m["per_type"] == pytest.approx({t: (ratings[j] + ratings[j + 8]) / 2 for j, t in enumerate(mmhal.TYPES)})
     assert m["parse_failures"] == 2 and m["n"] == N
     assert "warning: 2 of 16 MMHal judge replies have no single 'Rating: N'" in capsys.readouterr().err
-    assert result["judge"] == {"kind": "openai", "model": MODEL, "base_url": server.url, "prompt_file":
-                               str(judges.DEFAULT_PROMPT.resolve()), "prompt_sha256": sha256(judges.DEFAULT_PROMPT)}
+    assert result["judge"] == {
+        "kind": "openai",
+        "model": MODEL,
+        "base_url": server.url,
+        "prompt_file": str(judges.DEFAULT_PROMPT.resolve()),
+        "prompt_sha256": sha256(judges.DEFAULT_PROMPT),
+    }
 
     # one request per record: the pinned model, temperature 0, one user message with the filled prompt (text)
     assert len(server.requests) == N
@@ -172,9 +187,28 @@ def test_cli_judges_existing_outputs(server, responses, tmp_path, fixtures):
     reference = fixtures / "mmhal" / "reference_judge_prompt.txt"
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
     env |= {KEY_ENV: KEY, "POVID_EVAL_CACHE": str(tmp_path / "cache")}
-    args = [sys.executable, "-m", "povid_eval", "score", "mmhal", "--responses", str(responses), "--judge", "openai",
-            "--judge-model", MODEL, "--judge-base-url", server.url, "--judge-key-env", KEY_ENV,
-            "--judge-prompt", str(reference), "--save-replies", str(tmp_path / "replies.jsonl"), "--json"]
+    args = [
+        sys.executable,
+        "-m",
+        "povid_eval",
+        "score",
+        "mmhal",
+        "--responses",
+        str(responses),
+        "--judge",
+        "openai",
+        "--judge-model",
+        MODEL,
+        "--judge-base-url",
+        server.url,
+        "--judge-key-env",
+        KEY_ENV,
+        "--judge-prompt",
+        str(reference),
+        "--save-replies",
+        str(tmp_path / "replies.jsonl"),
+        "--json",
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -187,9 +221,23 @@ def test_cli_judges_existing_outputs(server, responses, tmp_path, fixtures):
     # the same again: from the cache; and the replies written score the same through --judge-replies
     again = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert again.returncode == 0 and len(server.requests) == N
-    proc = subprocess.run([sys.executable, "-m", "povid_eval", "score", "mmhal", "--responses", str(responses),
-                           "--judge-replies", str(tmp_path / "replies.jsonl"), "--json"],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "povid_eval",
+            "score",
+            "mmhal",
+            "--responses",
+            str(responses),
+            "--judge-replies",
+            str(tmp_path / "replies.jsonl"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["metrics"] == out["metrics"]
 
@@ -223,13 +271,17 @@ def test_endpoint_failure_keeps_the_replies_that_came(server, records, tmp_path)
 
 # ------------------------------------------------------------------------------------------ prompts
 
-@pytest.mark.parametrize("text, problem", [
-    ("Contents {} question {} answer {}", "found 3"),
-    ("{} {} {} {} {}", "found 5"),
-    ("{} {} {} {answer}", "not named or formatted fields such as {answer}"),
-    ("{} {} {} {:>10}", "such as {:>10}"),
-    ("{} {} {} {} and a stray { brace", "write a literal brace as {{ or }}"),
-])
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("Contents {} question {} answer {}", "found 3"),
+        ("{} {} {} {} {}", "found 5"),
+        ("{} {} {} {answer}", "not named or formatted fields such as {answer}"),
+        ("{} {} {} {:>10}", "such as {:>10}"),
+        ("{} {} {} {} and a stray { brace", "write a literal brace as {{ or }}"),
+    ],
+)
 def test_bad_prompt_is_a_one_line_error_naming_the_file(tmp_path, text, problem):
     path = tmp_path / "prompt.txt"
     path.write_text(text)
@@ -251,8 +303,12 @@ def test_prompts_ours_and_the_original(fixtures, tmp_path):
     assert reference.text != ours.text
     literal = tmp_path / "braces.txt"
     literal.write_text("Use {{json}}: {} {} {} {}")
-    assert judges.load_judge_prompt(literal).fill({"image_content": "x", "question": "q", "gt_answer": "g",
-                                                   "model_answer": "a"}) == "Use {json}: x q g a"
+    assert (
+        judges.load_judge_prompt(literal).fill(
+            {"image_content": "x", "question": "q", "gt_answer": "g", "model_answer": "a"}
+        )
+        == "Use {json}: x q g a"
+    )
     with pytest.raises(InputError, match="judge prompt file not found"):
         judges.load_judge_prompt(tmp_path / "missing.txt")
 
@@ -275,8 +331,19 @@ def test_make_judge_from_cards(tmp_path):
 
 # A bigram language model: the greedy next token depends only on the current one (attention and MLP
 # outputs are zero, embeddings one-hot), so the reply to a prompt is fixed by the prompt's last word.
-NEXT = {"good": "Rating:", "Rating:": "5", "poor": "rating:", "rating:": "2", "unsure": "maybe",
-        "twice": "RATING:", "RATING:": "1", "1": "rATING:", "rATING:": "4", "verdict": "RaTiNg:", "RaTiNg:": "6"}
+NEXT = {
+    "good": "Rating:",
+    "Rating:": "5",
+    "poor": "rating:",
+    "rating:": "2",
+    "unsure": "maybe",
+    "twice": "RATING:",
+    "RATING:": "1",
+    "1": "rATING:",
+    "rATING:": "4",
+    "verdict": "RaTiNg:",
+    "RaTiNg:": "6",
+}
 HF_ANSWERS = {"The dog is good": 5, "It is poor": 2, "I am unsure": None, "Say it twice": None, "Nothing": None}
 
 
@@ -291,13 +358,29 @@ def save_bigram_lm(folder: Path, chat_template: str | None = None) -> Path:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                        pad_token="<pad>", model_max_length=8192)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        model_max_length=8192,
+    )
     if chat_template:
         tokenizer.chat_template = chat_template
-    config = LlamaConfig(vocab_size=size, hidden_size=size, intermediate_size=8, num_hidden_layers=1,
-                         num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=4096,
-                         tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=size,
+        hidden_size=size,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     with torch.no_grad():
@@ -336,8 +419,12 @@ def test_hf_judge_end_to_end_cached(bigram_lm, fixtures, tmp_path):
     assert [mmhal.parse_rating(r) for r in replies] == list(HF_ANSWERS.values())
     result = mmhal_files.mmhal_result(records, replies, "original-parser", judge=judge.info())
     assert result["metrics"]["parse_failures"] == 3 and result["metrics"]["score"] == pytest.approx(7 / 5)
-    assert result["judge"] == {"kind": "hf", "model": str(plain), "prompt_sha256": sha256(reference),
-                               "prompt_file": str(Path(reference).resolve())}
+    assert result["judge"] == {
+        "kind": "hf",
+        "model": str(plain),
+        "prompt_sha256": sha256(reference),
+        "prompt_file": str(Path(reference).resolve()),
+    }
     assert len(list((tmp_path / "cache").iterdir())) == len(records)
 
     again = judges.make_judge(card, judge_prompt=reference, cache_dir=tmp_path / "cache")
@@ -353,6 +440,7 @@ def test_hf_judge_uses_the_chat_template(bigram_lm, fixtures, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ wiring
+
 
 @pytest.fixture
 def mmhal_setup(tmp_path, monkeypatch, fixtures, server):
@@ -373,7 +461,8 @@ def mmhal_setup(tmp_path, monkeypatch, fixtures, server):
     (tmp_path / "benchmarks" / "mmhal-api.toml").write_text(
         f'bench = "mmhal"\nvariant = "original-parser"\ndata = "{data}"\njudge = "openai"\n'
         f'judge_model = "{MODEL}"\njudge_base_url = "{server.url}"\njudge_key_env = "{KEY_ENV}"\n'
-        '[files]\ntemplate = "template.json"\nimages = "images"\n')
+        '[files]\ntemplate = "template.json"\nimages = "images"\n'
+    )
     monkeypatch.setenv("POVID_EVAL_MODELS", str(tmp_path / "models"))
     monkeypatch.setenv("POVID_EVAL_BENCHMARKS", str(tmp_path / "benchmarks"))
     monkeypatch.setenv("POVID_EVAL_CACHE", str(tmp_path / "cache"))
@@ -388,11 +477,22 @@ def fake_generate(images, prompts, decoding):
 def test_runner_records_the_judge_and_takes_judge_prompt(mmhal_setup, server, tmp_path, fixtures):
     reference = fixtures / "mmhal" / "reference_judge_prompt.txt"
     fake_generate.questions = [r["question"] for r in mmhal_setup]
-    record = runner.run("fake", "mmhal-api", results=tmp_path / "results", generate=fake_generate, progress=False,
-                        judge_prompt=reference)
+    record = runner.run(
+        "fake",
+        "mmhal-api",
+        results=tmp_path / "results",
+        generate=fake_generate,
+        progress=False,
+        judge_prompt=reference,
+    )
     metrics = json.loads((tmp_path / "results" / "runs" / "fake" / "mmhal-api" / "metrics.json").read_text())
-    assert metrics["judge"] == {"kind": "openai", "model": MODEL, "base_url": server.url,
-                                "prompt_sha256": sha256(reference), "prompt_file": str(Path(reference).resolve())}
+    assert metrics["judge"] == {
+        "kind": "openai",
+        "model": MODEL,
+        "base_url": server.url,
+        "prompt_sha256": sha256(reference),
+        "prompt_file": str(Path(reference).resolve()),
+    }
     assert metrics["metrics"]["parse_failures"] == 2 == record["metrics"]["parse_failures"]
     assert metrics["metrics"]["score"] == pytest.approx(sum(expected_ratings()) / N)
     assert len(server.requests) == N
@@ -425,7 +525,9 @@ def test_run_bad_judge_prompt_fails_before_generating(mmhal_setup, tmp_path):
         raise AssertionError("must not generate with a bad judge prompt")
 
     with pytest.raises(InputError, match="exactly four"):
-        runner.run("fake", "mmhal-api", results=tmp_path / "results", generate=fail, progress=False, judge_prompt=prompt)
+        runner.run(
+            "fake", "mmhal-api", results=tmp_path / "results", generate=fail, progress=False, judge_prompt=prompt
+        )
 
 
 def test_cli_run_passes_judge_prompt(mmhal_setup, monkeypatch, tmp_path):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from povid_eval.benches.pope import scorer as pope
 from povid_eval.benches.pope import files as pope_files
+from povid_eval.benches.pope import scorer as pope
 
 
 def test_reference_numbers(fixtures, expected):
@@ -22,22 +22,47 @@ def test_reference_numbers(fixtures, expected):
 
 def test_cli_json(fixtures, cli):
     d = fixtures / "pope"
-    proc = cli("score", "pope", "--answers", d / "llava-v1.5-13b_answers.jsonl", "--questions",
-               d / "llava_pope_test.jsonl", "--labels-dir", d, "--json")
+    proc = cli(
+        "score",
+        "pope",
+        "--answers",
+        d / "llava-v1.5-13b_answers.jsonl",
+        "--questions",
+        d / "llava_pope_test.jsonl",
+        "--labels-dir",
+        d,
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["metrics"]["adversarial"]["TP"] == 1182
 
 
-@pytest.mark.parametrize("text, want", [
-    ("Yes", "yes"), ("No", "no"), ("No.", "no"), ("There is no dog.", "no"), ("Yes, there is not.", "no"),
-    ("It is not present", "no"), ("NO", "yes"), ("no, there is none", "no"), ("Yes. No.", "yes"), ("", "yes"),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("Yes", "yes"),
+        ("No", "no"),
+        ("No.", "no"),
+        ("There is no dog.", "no"),
+        ("Yes, there is not.", "no"),
+        ("It is not present", "no"),
+        ("NO", "yes"),
+        ("no, there is none", "no"),
+        ("Yes. No.", "yes"),
+        ("", "yes"),
+    ],
+)
 def test_llava_parser(text, want):
     assert pope.parse_llava(text) == want  # the reference rule, quirks included ("NO" is a yes)
 
 
 def test_strict_parser_counts_unknown():
-    assert [pope.parse_strict(t) for t in ("Yes.", " no ", "Yes, there is", "maybe")] == ["yes", "no", "unknown", "unknown"]
+    assert [pope.parse_strict(t) for t in ("Yes.", " no ", "Yes, there is", "maybe")] == [
+        "yes",
+        "no",
+        "unknown",
+        "unknown",
+    ]
     m = pope.score({"random": [("Yes", "yes"), ("maybe", "yes"), ("maybe", "no"), ("No", "no")]}, parser="strict")
     r = m["random"]
     assert (r["TP"], r["FN"], r["TN"], r["FP"], r["unknown"]) == (1, 1, 1, 0, 2)

@@ -6,14 +6,17 @@ from povid_eval import cards
 from povid_eval.core.errors import InputError
 from povid_eval.prompts import named_templates, render, template_problem
 
-VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-                 "helpful, detailed, and polite answers to the user's questions.")
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+    "helpful, detailed, and polite answers to the user's questions."
+)
 
 
 def test_llava_templates_exactly():
     # LLaVA's conv_vicuna_v1 (SeparatorStyle.TWO): system + " " + "USER: " + message + " " + "ASSISTANT:"
-    assert render("vicuna_v1", "Describe this image.") == \
-        f"{VICUNA_SYSTEM} USER: <image>\nDescribe this image. ASSISTANT:"
+    assert (
+        render("vicuna_v1", "Describe this image.") == f"{VICUNA_SYSTEM} USER: <image>\nDescribe this image. ASSISTANT:"
+    )
     # conv_llava_plain (SeparatorStyle.PLAIN, sep "\n"): the message and the separator only
     assert render("plain", "Describe this image.") == "<image>\nDescribe this image.\n"
     assert render("USER: <image>\n{prompt} ASSISTANT:", "Q?") == "USER: <image>\nQ? ASSISTANT:"

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY_LIMITS as LIMITS
 
+from povid_eval.benches import registry
 from povid_eval.run import runner
 
 ROOT = Path(__file__).resolve().parents[1]
-from conftest import TINY_LIMITS as LIMITS  # noqa: E402
-from povid_eval.benches import registry
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,14 @@ def use_env(env, monkeypatch):
 
 def cli(env, *args, **kw):
     root, variables = env
-    return subprocess.run([sys.executable, "-m", "povid_eval", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **variables}, cwd=root, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "povid_eval", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **variables},
+        cwd=root,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("bench", tuple(registry.BENCHES))
@@ -47,8 +53,18 @@ def test_run_writes_samples_and_metrics(use_env, tmp_path, bench):
     n_items = LIMITS[bench] * (2 if bench == "mme" else 1)
     assert len(lines) == n_items == record["n"]
     metrics = json.loads((folder / "metrics.json").read_text())
-    for key in ("bench", "variant", "n", "metrics", "protocol", "protocol_hash", "model", "versions", "seed",
-                "wall_time_s"):
+    for key in (
+        "bench",
+        "variant",
+        "n",
+        "metrics",
+        "protocol",
+        "protocol_hash",
+        "model",
+        "versions",
+        "seed",
+        "wall_time_s",
+    ):
         assert key in metrics, key
     assert metrics["model"]["card"] == "tiny" and metrics["versions"]["torch"].startswith("2.13.0")
 
@@ -62,8 +78,18 @@ def test_run_writes_samples_and_metrics(use_env, tmp_path, bench):
 def test_samples_are_llava_answers_that_score_reads(env, use_env, tmp_path):
     runner.run("tiny", "pope", results=tmp_path, progress=False)
     card = registry.load_card("pope")
-    proc = cli(env, "score", "pope", "--answers", tmp_path / "runs" / "tiny" / "pope" / "samples.jsonl", "--questions",
-               card.data_path("questions"), "--labels-dir", card.data_path("labels"), "--json")
+    proc = cli(
+        env,
+        "score",
+        "pope",
+        "--answers",
+        tmp_path / "runs" / "tiny" / "pope" / "samples.jsonl",
+        "--questions",
+        card.data_path("questions"),
+        "--labels-dir",
+        card.data_path("labels"),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "runs" / "tiny" / "pope" / "metrics.json").read_text())["metrics"]
     assert json.loads(proc.stdout)["metrics"] == metrics
@@ -79,8 +105,13 @@ def test_kill_and_resume(env, tmp_path):
     out = tmp_path / "killed"
     args = ("run", "--bench", "chair", "--model", "tiny", "--batch-size", "1", "--limit", "24", "--results", out)
     root, variables = env
-    proc = subprocess.Popen([sys.executable, "-m", "povid_eval", *map(str, args)], env={**os.environ, **variables},
-                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "povid_eval", *map(str, args)],
+        env={**os.environ, **variables},
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     samples = out / "runs" / "tiny" / "chair" / "samples.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 3):
@@ -95,7 +126,9 @@ def test_kill_and_resume(env, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     keys = [json.loads(x)["key"] for x in samples.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == 24
-    straight = cli(env, "run", "--bench", "chair", "--model", "tiny", "--limit", "24", "--results", tmp_path / "s", "--json")
+    straight = cli(
+        env, "run", "--bench", "chair", "--model", "tiny", "--limit", "24", "--results", tmp_path / "s", "--json"
+    )
     assert json.loads(resumed.stdout)["metrics"] == json.loads(straight.stdout)["metrics"]
 
 
@@ -103,10 +136,31 @@ def test_torchrun_two_processes_equal_one(env, tmp_path):
     root, variables = env
     one = cli(env, "run", "--bench", "pope", "--model", "tiny", "--results", tmp_path / "one", "--json")
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29571", "-m", "povid_eval", "run", "--bench", "pope", "--model", "tiny", "--results",
-                          tmp_path / "two", "--json"], capture_output=True, text=True,
-                         env={**os.environ, **variables}, cwd=root)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29571",
+            "-m",
+            "povid_eval",
+            "run",
+            "--bench",
+            "pope",
+            "--model",
+            "tiny",
+            "--results",
+            tmp_path / "two",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **variables},
+        cwd=root,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     a = json.loads((tmp_path / "one" / "runs" / "tiny" / "pope" / "metrics.json").read_text())
     b = json.loads((tmp_path / "two" / "runs" / "tiny" / "pope" / "metrics.json").read_text())

@@ -13,4 +13,3 @@ def test_nltk_data_found_without_environment_variable():
 def test_lexnames_are_wordnet_30():
     assert len(nltk_setup.LEXNAMES) == 45
     assert nltk_setup.LEXNAMES[3] == "noun.Tops" and nltk_setup.LEXNAMES[44] == "adj.ppl"
-

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from povid_eval.benches.chair import scorer as chair
-from povid_eval.core import stats
-from povid_eval.benches.pope import files as pope_files
 from povid_eval.benches.mme import files as mme_files
+from povid_eval.benches.pope import files as pope_files
+from povid_eval.core import stats
 
 
 def test_binomial_proportion_matches_normal_approximation():
@@ -33,8 +33,9 @@ def _point(result):
 
 def test_units_reproduce_point_estimates(fixtures):
     p = fixtures / "pope"
-    pope_result = pope_files.pope_from_files(p / "llava-v1.5-13b_answers.jsonl", p / "llava_pope_test.jsonl", p,
-                                        with_units=True)
+    pope_result = pope_files.pope_from_files(
+        p / "llava-v1.5-13b_answers.jsonl", p / "llava_pope_test.jsonl", p, with_units=True
+    )
     point = _point(pope_result)
     assert point["mean_f1"] == pope_result["metrics"]["mean_f1"]
     assert point["adversarial.precision"] == pope_result["metrics"]["adversarial"]["precision"]
@@ -49,6 +50,7 @@ def test_units_reproduce_point_estimates(fixtures):
 
 
 # ------------------------------------------------------------------------------ comparing two models (issue 5)
+
 
 def _proportion(s):
     return {"p": stats.ratio(s[..., 0], s[..., 1])}

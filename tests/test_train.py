@@ -13,9 +13,9 @@ import torch
 
 from povid_eval.core.errors import InputError
 from povid_eval.train import inject
-from povid_eval.train.loop import kinds_for, Scorer, train, TrainConfig
+from povid_eval.train.loop import Scorer, TrainConfig, kinds_for, train
 from povid_eval.train.povid import RecipeConfig, world_preferences
-from povid_eval.train.preferences import import_povid_release, Preference, read_preferences, write_preferences
+from povid_eval.train.preferences import Preference, import_povid_release, read_preferences, write_preferences
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "models" / "base"
@@ -65,6 +65,7 @@ def prefs(world, vlm):
 
 # ------------------------------------------------------------------------------------------ injectors
 
+
 @pytest.fixture(scope="module")
 def injector(world):
     return inject.CooccurrenceInjector.from_instances(world / "annotations" / "instances_train.json", seed=0)
@@ -77,12 +78,13 @@ def test_swap_is_length_matched_and_names_an_absent_partner(injector):
     assert result.op == "swap" and len(result.text.split()) == len(caption.split())
     old, new = result.detail.split(" -> ")
     assert old in present and new not in present and injector.candidate_weights(present)[new] > 0
-    assert injector(caption, present, "k") == injector(caption, present, "k")   # seeded per record key
+    assert injector(caption, present, "k") == injector(caption, present, "k")  # seeded per record key
 
 
 def test_swap_keeps_number_and_article():
-    stats = inject.CooccurrenceInjector({"dog": {"umbrella": 3}, "umbrella": {"dog": 3}},
-                                        {"dog": 3, "umbrella": 3}, weights={"swap": 1})
+    stats = inject.CooccurrenceInjector(
+        {"dog": {"umbrella": 3}, "umbrella": {"dog": 3}}, {"dog": 3, "umbrella": 3}, weights={"swap": 1}
+    )
     assert stats("A dog on the left.", {"dog"}, "a").text == "An umbrella on the left."
     assert stats("Two puppies in a park.", {"dog"}, "b").text == "Two umbrellas in a park."
 
@@ -110,6 +112,7 @@ def test_llm_injection_gets_cooccurring_candidates(injector):
 
 # ------------------------------------------------------------------------------------------ preference files
 
+
 def test_preferences_round_trip_and_noisy_ids(tmp_path, prefs, vlm):
     path = tmp_path / "p.jsonl"
     write_preferences(path, prefs)
@@ -119,11 +122,14 @@ def test_preferences_round_trip_and_noisy_ids(tmp_path, prefs, vlm):
     assert p.rejected_noisy == vlm.decode(p.rejected_noisy_ids)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"image": "nowhere.png"}, "image not found"),
-    ({"chosen": "  "}, "'chosen' must be a non-empty string"),
-    ({"rejected_text": None}, "'rejected_text' must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"image": "nowhere.png"}, "image not found"),
+        ({"chosen": "  "}, "'chosen' must be a non-empty string"),
+        ({"rejected_text": None}, "'rejected_text' must be a non-empty string"),
+    ],
+)
 def test_bad_preference_record_is_one_line_naming_it(tmp_path, prefs, change, message, cli):
     rows = [p.as_dict() for p in prefs[:3]]
     rows[1].update(change)
@@ -140,11 +146,18 @@ def test_bad_preference_record_is_one_line_naming_it(tmp_path, prefs, change, me
 
 def test_povid_release_import(tmp_path, prefs):
     image = Path(prefs[0].image)
-    entry = {"id": "povid-1", "image": image.name,
-             "conversations": [{"from": "human", "value": "<image>\nDescribe this image."},
-                               {"from": "gpt", "value": "A cup."}],
-             "rejected_conversations": [{"from": "human", "value": "<image>\nDescribe this image."},
-                                        {"from": "gpt", "value": "A cup and a fork."}]}
+    entry = {
+        "id": "povid-1",
+        "image": image.name,
+        "conversations": [
+            {"from": "human", "value": "<image>\nDescribe this image."},
+            {"from": "gpt", "value": "A cup."},
+        ],
+        "rejected_conversations": [
+            {"from": "human", "value": "<image>\nDescribe this image."},
+            {"from": "gpt", "value": "A cup and a fork."},
+        ],
+    }
     path = tmp_path / "povid_release.json"
     path.write_text(json.dumps([entry]))
     [rec] = import_povid_release(path, image.parent)
@@ -156,17 +169,20 @@ def test_povid_release_import(tmp_path, prefs):
 
 # ------------------------------------------------------------------------------------------ the DPO core
 
+
 def test_scorer_with_cached_image_features_equals_the_full_forward(vlm, prefs):
     scorer = Scorer(vlm, TEMPLATE)
     images = {}
     rows = scorer.rows(prefs[:4], kinds_for("povid"), "paper", images)
     feats = scorer.image_features(list(dict.fromkeys(r.image for r in rows)), images)
-    assert len(feats) == 8   # 4 clean + 4 noisy images, each through the tower once
+    assert len(feats) == 8  # 4 clean + 4 noisy images, each through the tower once
     with torch.no_grad():
         ours = scorer.logprobs(rows, feats)
-        full = vlm.response_ids_logprobs([images[r.image] for r in rows],
-                                         [TEMPLATE.replace("{prompt}", "Describe this image.")] * len(rows),
-                                         [list(r.response_ids) for r in rows])
+        full = vlm.response_ids_logprobs(
+            [images[r.image] for r in rows],
+            [TEMPLATE.replace("{prompt}", "Describe this image.")] * len(rows),
+            [list(r.response_ids) for r in rows],
+        )
     torch.testing.assert_close(ours, full, rtol=0, atol=1e-5)
 
 
@@ -207,7 +223,7 @@ def test_adapter_disabled_reference_equals_a_frozen_base(trained, prefs):
         with model.model.disable_adapter():
             reference = ours.logprobs(rows, feats)
         base = theirs.logprobs(rows, theirs.image_features(list(feats), images))
-    assert (policy - base).abs().max() > 1e-3          # the adapter learned something
+    assert (policy - base).abs().max() > 1e-3  # the adapter learned something
     torch.testing.assert_close(reference, base, rtol=0, atol=1e-6)
 
 
@@ -228,8 +244,23 @@ def test_merge_equals_the_adapter(trained, prefs, tmp_path):
 
 def _train_cli(models, world, results, *extra):
     env = {**os.environ, "POVID_EVAL_MODELS": str(models)}
-    return [sys.executable, "-m", "povid_eval", "train", "--base", "base", "--out", "tuned", "--world", str(world),
-            "--results", str(results), "--config", str(models / "tiny.toml"), *extra], env
+    return [
+        sys.executable,
+        "-m",
+        "povid_eval",
+        "train",
+        "--base",
+        "base",
+        "--out",
+        "tuned",
+        "--world",
+        str(world),
+        "--results",
+        str(results),
+        "--config",
+        str(models / "tiny.toml"),
+        *extra,
+    ], env
 
 
 def test_train_cli_resumes_after_a_kill(tmp_path, world):
@@ -269,10 +300,14 @@ def test_train_cli_resumes_after_a_kill(tmp_path, world):
 
 def test_corrected_answer_deletes_what_the_image_lacks():
     caption = "A view of a kitchen with a refrigerator, a sink, a white oven and a cup. The cup is white."
-    assert inject.correct_answer(caption, {"sink", "oven", "cup"}) == \
-        "A view of a kitchen with a sink, a white oven and a cup. The cup is white."
-    assert inject.correct_answer(caption, {"sink", "oven", "refrigerator"}) == \
-        "A view of a kitchen with a refrigerator, a sink and a white oven."
+    assert (
+        inject.correct_answer(caption, {"sink", "oven", "cup"})
+        == "A view of a kitchen with a sink, a white oven and a cup. The cup is white."
+    )
+    assert (
+        inject.correct_answer(caption, {"sink", "oven", "refrigerator"})
+        == "A view of a kitchen with a refrigerator, a sink and a white oven."
+    )
     assert inject.correct_answer(caption, {"refrigerator", "sink", "oven", "cup"}) == caption
     assert inject.correct_answer("A view of a street with a car.", {"person"}) is None
 

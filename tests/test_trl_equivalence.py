@@ -23,9 +23,9 @@ from PIL import Image
 
 trl = pytest.importorskip("trl")
 
-from povid_eval.train.loop import add_lora, batch_loss, Scorer, TrainConfig  # noqa: E402
+from povid_eval.train.loop import Scorer, TrainConfig, add_lora, batch_loss  # noqa: E402
 from povid_eval.train.preferences import Preference  # noqa: E402
-from povid_eval.vlm import build_tiny_llava, VLM  # noqa: E402
+from povid_eval.vlm import VLM, build_tiny_llava  # noqa: E402
 from povid_eval.vlm.logprobs import pack_right  # noqa: E402
 from povid_eval.vlm.tokenizer import vocab_from_texts  # noqa: E402
 
@@ -35,8 +35,19 @@ RECORDS = [  # (image, prompt, chosen, rejected); two records share an image
     (1, "Describe this image.", "Two cats are next to a bowl.", "Two cats are next to a car."),
     (0, "Is there a cat in the image?", "No", "Yes, a cat is on the right."),
 ]
-SMALL = dict(image_size=32, patch_size=16, vision_hidden=32, vision_layers=1, vision_heads=2, vision_intermediate=64,
-             text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64, max_positions=64)
+SMALL = dict(
+    image_size=32,
+    patch_size=16,
+    vision_hidden=32,
+    vision_layers=1,
+    vision_heads=2,
+    vision_intermediate=64,
+    text_hidden=32,
+    text_layers=2,
+    text_heads=2,
+    text_intermediate=64,
+    max_positions=64,
+)
 TOL = 1e-5  # absolute, on the loss and on every gradient element (gradients are O(1e-3 .. 1e-1) here)
 
 
@@ -58,8 +69,10 @@ def _setup(tmp_path):
         for name, p in ours.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-    prefs = [Preference(id=str(k), image=str(paths[i]), prompt=q, chosen=c, rejected_text=r)
-             for k, (i, q, c, r) in enumerate(RECORDS)]
+    prefs = [
+        Preference(id=str(k), image=str(paths[i]), prompt=q, chosen=c, rejected_text=r)
+        for k, (i, q, c, r) in enumerate(RECORDS)
+    ]
     return ours, trl_base, processor, prefs
 
 
@@ -77,18 +90,38 @@ def test_sigmoid_dpo_loss_and_lora_gradients_equal_trl(tmp_path):
     ours, trl_base, processor, prefs = _setup(tmp_path)
     vlm = VLM(model=ours, processor=processor)
     tok = vlm.tokenizer
-    examples = [{"images": [Image.open(p.image).convert("RGB")],
-                 "prompt": tok.bos_token + TEMPLATE.replace("{prompt}", p.prompt),
-                 "chosen": " " + p.chosen + tok.eos_token, "rejected": " " + p.rejected_text + tok.eos_token}
-                for p in prefs]
+    examples = [
+        {
+            "images": [Image.open(p.image).convert("RGB")],
+            "prompt": tok.bos_token + TEMPLATE.replace("{prompt}", p.prompt),
+            "chosen": " " + p.chosen + tok.eos_token,
+            "rejected": " " + p.rejected_text + tok.eos_token,
+        }
+        for p in prefs
+    ]
 
-    args = DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.1, loss_type=["sigmoid"], bf16=False,
-                     gradient_checkpointing=False, max_length=None, precompute_ref_log_probs=False,
-                     per_device_train_batch_size=len(prefs), report_to="none", use_cpu=True, save_strategy="no",
-                     dataloader_num_workers=0, seed=0)
-    trainer = DPOTrainer(model=trl_base, args=args, processing_class=processor,
-                         train_dataset=Dataset.from_list([dict(e) for e in examples]),
-                         peft_config=copy.deepcopy(ours.peft_config["default"]))
+    args = DPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        beta=0.1,
+        loss_type=["sigmoid"],
+        bf16=False,
+        gradient_checkpointing=False,
+        max_length=None,
+        precompute_ref_log_probs=False,
+        per_device_train_batch_size=len(prefs),
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    trainer = DPOTrainer(
+        model=trl_base,
+        args=args,
+        processing_class=processor,
+        train_dataset=Dataset.from_list([dict(e) for e in examples]),
+        peft_config=copy.deepcopy(ours.peft_config["default"]),
+    )
     theirs = trainer.model
     set_peft_model_state_dict(theirs, get_peft_model_state_dict(ours))
     mine = dict(ours.named_parameters())
@@ -101,8 +134,9 @@ def test_sigmoid_dpo_loss_and_lora_gradients_equal_trl(tmp_path):
     batch = trainer._prepare_inputs(trainer.data_collator([dict(e) for e in examples]))
     ours.train()
     rows, log_ratios, ours_result = _our_step(vlm, prefs)
-    input_ids, attention_mask, response_mask = pack_right([r.prompt_ids for r in rows],
-                                                          [r.response_ids for r in rows], tok.pad_token_id)
+    input_ids, attention_mask, response_mask = pack_right(
+        [r.prompt_ids for r in rows], [r.response_ids for r in rows], tok.pad_token_id
+    )
     assert torch.equal(batch["attention_mask"], attention_mask)
     real = attention_mask.bool()  # TRL pads with </s> here (its collator reads pad id 0 as "no pad token"): masked
     assert torch.equal(batch["input_ids"][real], input_ids[real])

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from povid_eval import cards
-from povid_eval.core import paths
-from povid_eval.run import runner
 from povid_eval.cli import main
+from povid_eval.core import paths
 from povid_eval.core.errors import InputError
 from povid_eval.run import results as run_results
+from povid_eval.run import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,7 @@ def says(text):
 
 
 # ------------------------------------------------------------------------------------------- data loss
+
 
 def test_world_build_refuses_a_folder_it_did_not_make(tmp_path, capsys):
     out = tmp_path / "mine"
@@ -85,8 +86,11 @@ def test_run_data_on_a_world_card_refuses_a_foreign_folder(use_tiny_env, tmp_pat
 def test_train_refuses_to_overwrite_a_card_it_did_not_write(tmp_path, monkeypatch, capsys):
     models = tmp_path / "models"
     models.mkdir()
-    (models / "base.toml").write_text((ROOT / "models" / "base.toml").read_text().replace(
-        'path = "models/base"', f'path = "{ROOT / "models" / "base"}"'))
+    (models / "base.toml").write_text(
+        (ROOT / "models" / "base.toml")
+        .read_text()
+        .replace('path = "models/base"', f'path = "{ROOT / "models" / "base"}"')
+    )
     mine = '# my hand-written card, comments and all\npath = "models/base"\n'
     (models / "povid.toml").write_text(mine)
     monkeypatch.setenv("POVID_EVAL_MODELS", str(models))
@@ -122,6 +126,7 @@ def test_train_needs_overwrite_for_a_card_it_wrote_with_other_settings(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- stale answers
+
 
 @pytest.fixture
 def own_model(use_tiny_env, tmp_path, monkeypatch):
@@ -186,8 +191,10 @@ def test_hand_edited_sample_without_key(use_tiny_env, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------- one writer
 
-HOLD = "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); " \
-       "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'pid %d' % os.getpid()); print('held', flush=True); time.sleep(600)"
+HOLD = (
+    "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+    "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'pid %d' % os.getpid()); print('held', flush=True); time.sleep(600)"
+)
 
 
 def test_second_concurrent_run_exits_and_a_killed_holder_leaves_no_stale_lock(use_tiny_env, tmp_path, capsys):
@@ -210,10 +217,31 @@ def test_second_concurrent_run_exits_and_a_killed_holder_leaves_no_stale_lock(us
 def test_two_concurrent_runs_never_duplicate_samples(tiny_env, tmp_path):
     root, variables = tiny_env
     out = tmp_path / "r"
-    args = [sys.executable, "-m", "povid_eval", "run", "--bench", "chair", "--model", "tiny", "--batch-size", "1",
-            "--results", str(out)]
-    procs = [subprocess.Popen(args, env={**os.environ, **variables}, cwd=root, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    args = [
+        sys.executable,
+        "-m",
+        "povid_eval",
+        "run",
+        "--bench",
+        "chair",
+        "--model",
+        "tiny",
+        "--batch-size",
+        "1",
+        "--results",
+        str(out),
+    ]
+    procs = [
+        subprocess.Popen(
+            args,
+            env={**os.environ, **variables},
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [(p.wait(), p.stderr.read()) for p in procs]
     codes = sorted(rc for rc, _ in results)
     assert codes in ([0, 0], [0, 2]), results  # the second waits for nothing: it stops, or finds all done
@@ -225,6 +253,7 @@ def test_two_concurrent_runs_never_duplicate_samples(tiny_env, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- escapes
+
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "..", "/abs", ".hidden", ""])
 def test_card_names_cannot_leave_their_root(use_tiny_env, tmp_path, monkeypatch, capsys, name):
@@ -255,8 +284,8 @@ def test_inside_refuses_paths_that_leave_the_root(tmp_path):
 
 def test_relative_paths_follow_one_rule(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert paths.results_root("rel") == tmp_path / "rel"          # the command line: the current directory
-    assert paths.results_root(None) == ROOT / "results"            # a default: the project's own folder
+    assert paths.results_root("rel") == tmp_path / "rel"  # the command line: the current directory
+    assert paths.results_root(None) == ROOT / "results"  # a default: the project's own folder
     assert paths.project("data/world") == ROOT / "data" / "world"  # a card: the project root
     assert paths.from_cli("w", "data/world") == tmp_path / "w"
 
@@ -265,13 +294,19 @@ def test_run_from_another_directory_writes_under_its_out(tiny_env, tmp_path):
     root, variables = tiny_env
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "povid_eval", "run", "--bench", "mme", "--model", "tiny", "--results",
-                           "res"], env={**os.environ, **variables}, cwd=elsewhere, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "povid_eval", "run", "--bench", "mme", "--model", "tiny", "--results", "res"],
+        env={**os.environ, **variables},
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (elsewhere / "res" / "runs" / "tiny" / "mme" / "metrics.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------- disk full, read-only
+
 
 def _mount_tmpfs(path: Path, size: str, *options: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
@@ -289,8 +324,9 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_full_disk_is_one_line_and_a_resume_gives_identical_metrics(use_tiny_env, tmp_path, small_disk, monkeypatch,
-                                                                    capsys):
+def test_full_disk_is_one_line_and_a_resume_gives_identical_metrics(
+    use_tiny_env, tmp_path, small_disk, monkeypatch, capsys
+):
     from povid_eval.run import doctor
 
     check = doctor.disk_check  # the run's own free-space check wants 1 GB; this disk is 48 KB on purpose
@@ -308,8 +344,11 @@ def test_full_disk_is_one_line_and_a_resume_gives_identical_metrics(use_tiny_env
     resumed = json.loads((small_disk / "r" / "runs" / "tiny" / "chair" / "metrics.json").read_text())
     straight = runner.run("tiny", "chair", results=tmp_path / "straight", progress=False)
     assert resumed["metrics"] == straight["metrics"]
-    keys = [json.loads(x)["key"] for x in (small_disk / "r" / "runs" / "tiny" / "chair" / "samples.jsonl").read_text().split("\n")
-            if x]
+    keys = [
+        json.loads(x)["key"]
+        for x in (small_disk / "r" / "runs" / "tiny" / "chair" / "samples.jsonl").read_text().split("\n")
+        if x
+    ]
     assert len(keys) == len(set(keys)) == 6
 
 
@@ -374,17 +413,31 @@ def test_train_from_another_directory(use_tiny_env, tmp_path, monkeypatch, capsy
     relative to it, but training from elsewhere must still find them."""
     root = use_tiny_env
     monkeypatch.setattr(cards, "ROOT", root)
-    (tmp_path / "recipe.toml").write_text("images = 4\ngen_batch_size = 4\nmax_new_tokens = 8\n"
-                                          "[stage1]\nsteps = 1\nbatch_size = 2\nwarmup = 0\n"
-                                          "[stage2]\nsteps = 1\nbatch_size = 2\nwarmup = 0\n")
+    (tmp_path / "recipe.toml").write_text(
+        "images = 4\ngen_batch_size = 4\nmax_new_tokens = 8\n"
+        "[stage1]\nsteps = 1\nbatch_size = 2\nwarmup = 0\n"
+        "[stage2]\nsteps = 1\nbatch_size = 2\nwarmup = 0\n"
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     models = tmp_path / "models"
     shutil.copytree(root / "models", models)
     monkeypatch.setenv("POVID_EVAL_MODELS", str(models))
-    rc, err = run_main(capsys, "train", "--base", "tiny", "--out", "t", "--world", root / "world", "--results", "res",
-                       "--config", tmp_path / "recipe.toml")
+    rc, err = run_main(
+        capsys,
+        "train",
+        "--base",
+        "tiny",
+        "--out",
+        "t",
+        "--world",
+        root / "world",
+        "--results",
+        "res",
+        "--config",
+        tmp_path / "recipe.toml",
+    )
     assert rc == 0, err
     assert (elsewhere / "res" / "train" / "t" / "stage2" / "adapter").is_dir() and (models / "t.toml").is_file()
     data = next((elsewhere / "res" / "train" / "t").glob("preferences.*.jsonl")).read_text()
@@ -407,8 +460,22 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tiny_env, tmp_path):
     """SIGINT mid-run: exit 130 with one line, the lock released, and the resumed run has every sample once."""
     root, variables = tiny_env
     out = tmp_path / "r"
-    args = [sys.executable, "-m", "povid_eval", "run", "--bench", "chair", "--model", "tiny", "--batch-size", "1",
-            "--limit", "24", "--results", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "povid_eval",
+        "run",
+        "--bench",
+        "chair",
+        "--model",
+        "tiny",
+        "--batch-size",
+        "1",
+        "--limit",
+        "24",
+        "--results",
+        str(out),
+    ]
     env = {**os.environ, **variables}
     proc = subprocess.Popen(args, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     samples = out / "runs" / "tiny" / "chair" / "samples.jsonl"

@@ -8,14 +8,29 @@ import torch
 from PIL import Image
 
 from povid_eval.core.errors import MissingAssetError
-from povid_eval.vlm import build_tiny_llava, format_prompt, format_response, load_vlm, response_logprobs, VLM
+from povid_eval.vlm import VLM, build_tiny_llava, format_prompt, format_response, load_vlm, response_logprobs
 from povid_eval.vlm.tokenizer import detokenize, vocab_from_texts
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXTS = ["A red dog is on the left.", "Two cats, a bag and a t-shirt are next to the dog's bowl.",
-         "Is there a cat in the image?", "Is there a bowl in the image?", "Yes", "No", "A blue car."]
-SMALL = dict(vision_hidden=32, vision_layers=2, vision_heads=2, vision_intermediate=64,
-             text_hidden=48, text_layers=2, text_heads=2, text_intermediate=96)
+TEXTS = [
+    "A red dog is on the left.",
+    "Two cats, a bag and a t-shirt are next to the dog's bowl.",
+    "Is there a cat in the image?",
+    "Is there a bowl in the image?",
+    "Yes",
+    "No",
+    "A blue car.",
+]
+SMALL = dict(
+    vision_hidden=32,
+    vision_layers=2,
+    vision_heads=2,
+    vision_intermediate=64,
+    text_hidden=48,
+    text_layers=2,
+    text_heads=2,
+    text_intermediate=96,
+)
 
 
 def _images(n, seed=0):
@@ -74,16 +89,20 @@ def test_sampling_is_seeded(vlm):
 
 def test_sequence_logprobs_matches_manual_and_masks_prompt(vlm):
     images = _images(3, seed=1)
-    prompts = [format_prompt("Describe this image."), format_prompt("Is there a cat in the image?"),
-               format_prompt("Is there a bowl in the image?")]
+    prompts = [
+        format_prompt("Describe this image."),
+        format_prompt("Is there a cat in the image?"),
+        format_prompt("Is there a bowl in the image?"),
+    ]
     responses = ["A red dog is on the left.", "Yes", "No"]
     with torch.no_grad():
         got = vlm.sequence_logprobs(images, prompts, responses)
     assert got.shape == (3,)
     tok = vlm.tokenizer
     for i in range(3):  # manual: one unpadded sequence, log-softmax, response positions only
-        batch = vlm.processor(images=[images[i]], text=[prompts[i] + format_response(responses[i])],
-                              return_tensors="pt")
+        batch = vlm.processor(
+            images=[images[i]], text=[prompts[i] + format_response(responses[i])], return_tensors="pt"
+        )
         n_prompt = len(vlm.processor(images=[images[i]], text=[prompts[i]])["input_ids"][0])
         ids = batch["input_ids"][0]
         assert ids[-1] == tok.eos_token_id
@@ -135,8 +154,10 @@ def test_peft_adapter_round_trip(tmp_path, saved, vlm):
     from peft import LoraConfig, get_peft_model
 
     base = load_vlm(saved).model
-    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q|k|v|o)_proj",
-                                           init_lora_weights=False))
+    lora = get_peft_model(
+        base,
+        LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q|k|v|o)_proj", init_lora_weights=False),
+    )
     lora.save_pretrained(tmp_path / "adapter")
     tuned = load_vlm(saved, adapter=tmp_path / "adapter")
     images, prompts = _images(2), [format_prompt("Describe this image.")] * 2

@@ -7,14 +7,14 @@ from collections import defaultdict
 import pytest
 
 from povid_eval.benches import coco
-from povid_eval.core import paths
 from povid_eval.benches.chair import scorer as chair
+from povid_eval.benches.mme import files as mme_files
 from povid_eval.benches.mmhal import scorer as mmhal
+from povid_eval.benches.pope import files as pope_files
 from povid_eval.benches.pope import scorer as pope
+from povid_eval.core import paths
 from povid_eval.world import build_world, catalog, export, load_manifest, text
 from povid_eval.world.benchsets import TOPICS
-from povid_eval.benches.pope import files as pope_files
-from povid_eval.benches.mme import files as mme_files
 
 SMALL = {"n_train": 40, "n_val": 30, "n_mme_images": 8, "n_pope_images": 500}
 # COCO's 80 category ids (1..90 with gaps), in the order of the CHAIR table (which is COCO's order).
@@ -36,6 +36,7 @@ def _files(root):
 
 
 # ------------------------------------------------------------------------------------ determinism, layout
+
 
 def test_same_seed_same_bytes(world, tmp_path):
     out, manifest = world
@@ -78,11 +79,13 @@ def test_layout_and_manifest(world):
     vocab = (out / "vocab.txt").read_text().split()
     assert vocab == text.vocabulary() and len(vocab) == manifest["vocabulary_size"] < 400
     from PIL import Image
+
     with Image.open(out / "images/val/000001000001.png") as im:
         assert im.size == (64, 64) and im.mode == "RGB"
 
 
 # ----------------------------------------------------------------------------------------- COCO files
+
 
 def test_annotations_load_in_pycocotools(world):
     from pycocotools.coco import COCO
@@ -125,6 +128,7 @@ def test_hidden_objects_are_rare_and_breaks_exist(world):
 
 # ------------------------------------------------------------------------------------------------ POPE
 
+
 def test_pope_files_follow_the_protocol(world):
     out, _ = world
     objects = coco.image_objects(out / "annotations/instances_val.json")
@@ -133,7 +137,7 @@ def test_pope_files_follow_the_protocol(world):
         rows = _lines(out / f"pope/coco_pope_{split}.json")
         assert len(rows) % 6 == 0 and [r["question_id"] for r in rows] == list(range(1, len(rows) + 1))
         for k in range(0, len(rows), 6):
-            group = rows[k:k + 6]
+            group = rows[k : k + 6]
             image = group[0]["image"]
             assert {r["image"] for r in group} == {image}
             assert [r["label"] for r in group] == ["yes", "no"] * 3
@@ -181,28 +185,36 @@ def test_adversarial_negatives_cooccur_more(world):
 
 
 def test_pope_builder_on_a_handmade_coco_dict():
-    cats = [{"id": i, "name": n, "supercategory": "x"} for i, n in
-            enumerate(["person", "car", "dog", "fork", "knife", "cup", "kite", "bed"], 1)]
-    kitchen = [[6, 4, 5], [6, 4, 5], [6, 4, 5], [6, 4, 1]]            # cup, fork, knife; once cup, fork, person
+    cats = [
+        {"id": i, "name": n, "supercategory": "x"}
+        for i, n in enumerate(["person", "car", "dog", "fork", "knife", "cup", "kite", "bed"], 1)
+    ]
+    kitchen = [[6, 4, 5], [6, 4, 5], [6, 4, 5], [6, 4, 1]]  # cup, fork, knife; once cup, fork, person
     street = [[1, 2, 3], [1, 2, 3], [1, 2, 7], [1, 2, 7], [1, 2]]
     images = [{"id": k, "file_name": f"COCO_val2014_{k:012d}.jpg", "width": 1, "height": 1} for k in range(1, 10)]
-    anns = [{"id": 100 * k + j, "image_id": k, "category_id": c, "bbox": [0, 0, 1, 1], "area": 1, "iscrowd": 0}
-            for k, objs in enumerate(kitchen + street, 1) for j, c in enumerate(objs)]
+    anns = [
+        {"id": 100 * k + j, "image_id": k, "category_id": c, "bbox": [0, 0, 1, 1], "area": 1, "iscrowd": 0}
+        for k, objs in enumerate(kitchen + street, 1)
+        for j, c in enumerate(objs)
+    ]
     objects = coco.image_objects({"images": images, "annotations": anns, "categories": cats})
     assert objects["COCO_val2014_000000000001.jpg"] == ["cup", "fork", "knife"]
     assert coco.frequency_from_objects(objects)["person"] == 6
     qs = {s: pope.build_pope_questions(objects, 100, 0, s) for s in pope.STRATEGIES}
     assert len(qs["random"]) == 8 * 6  # the image with two objects is not eligible
-    first = {s: [q["text"].split()[3] for q in qs[s] if q["image"] == "COCO_val2014_000000000001.jpg"][1::2]
-             for s in pope.STRATEGIES}
-    assert first["popular"] == ["person", "car", "dog"]        # most frequent absent, in order
-    assert first["adversarial"][0] == "person"                 # co-occurs with cup (image 4)
+    first = {
+        s: [q["text"].split()[3] for q in qs[s] if q["image"] == "COCO_val2014_000000000001.jpg"][1::2]
+        for s in pope.STRATEGIES
+    }
+    assert first["popular"] == ["person", "car", "dog"]  # most frequent absent, in order
+    assert first["adversarial"][0] == "person"  # co-occurs with cup (image 4)
     assert qs["adversarial"] == pope.build_pope_questions(objects, 100, 0, "adversarial")
     with pytest.raises(ValueError):
         pope.build_pope_questions(objects, 1, 0, "sideways")
 
 
 # ------------------------------------------------------------------------------------------------- MME
+
 
 def test_mme_files_pair_and_score(world):
     out, manifest = world
@@ -215,16 +227,21 @@ def test_mme_files_pair_and_score(world):
             assert a[1].endswith("? Please answer yes or no.") and b[1].endswith("? Please answer yes or no.")
             assert (gt / "images" / subtask / a[0]).is_file()
     questions = _lines(gt / "llava_mme.jsonl")
-    truth = [line.split("\t")[2] for s in ("existence", "count", "position", "color")
-             for line in (gt / f"{s}.txt").read_text().splitlines()]
+    truth = [
+        line.split("\t")[2]
+        for s in ("existence", "count", "position", "color")
+        for line in (gt / f"{s}.txt").read_text().splitlines()
+    ]
     answers = out.parent / "mme_answers.jsonl"
-    answers.write_text("".join(json.dumps({"question_id": q["question_id"], "text": t}) + "\n"
-                               for q, t in zip(questions, truth)))
+    answers.write_text(
+        "".join(json.dumps({"question_id": q["question_id"], "text": t}) + "\n" for q, t in zip(questions, truth))
+    )
     result = mme_files.mme_from_llava(answers, gt, gt / "llava_mme.jsonl")
     assert result["metrics"]["perception"] == 800
 
 
 # ----------------------------------------------------------------------------------------------- MMHal
+
 
 def test_mmhal_template(world):
     out, _ = world
@@ -241,11 +258,15 @@ def test_mmhal_template(world):
 
 # ------------------------------------------------------------------------------------------- text, CHAIR
 
+
 def test_texts_use_the_closed_vocabulary(world):
     out, _ = world
     vocab = set((out / "vocab.txt").read_text().split())
-    texts = [a["caption"] for s in ("train", "val")
-             for a in json.loads((out / f"annotations/captions_{s}.json").read_text())["annotations"]]
+    texts = [
+        a["caption"]
+        for s in ("train", "val")
+        for a in json.loads((out / f"annotations/captions_{s}.json").read_text())["annotations"]
+    ]
     texts += [q["text"] for q in _lines(out / "pope/llava_pope_test.jsonl") + _lines(out / "mme/llava_mme.jsonl")]
     texts += [r[k] for r in json.loads((out / "mmhal/template.json").read_text()) for k in ("question", "gt_answer")]
     assert {w for t in texts for w in text.tokenize(t)} <= vocab

@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from povid_eval.core.checks import Check, file_check
+from povid_eval.core.paths import project
 
 __all__ = ["Bench", "Check", "Item", "Metric", "Options", "RunOption", "Tradeoff", "file_check"]
-
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,6 @@ class Options:
     FILES: ClassVar[tuple[str, ...]] = ()
 
     def protocol(self) -> dict:
-        from povid_eval.core.paths import project
 
         d: dict[str, Any] = {"judge": ""}
         for f in dataclasses.fields(self):
@@ -104,8 +104,10 @@ class Options:
                 continue
             if f.name in self.FILES and value:
                 path = project(value)
-                value = {"file": Path(value).name,
-                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None}
+                value = {
+                    "file": Path(value).name,
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None,
+                }
             d[f.name] = value
         return d
 
@@ -116,17 +118,17 @@ class Bench:
     name: str = ""
     title: str = ""
     variants: tuple[str, ...] = ()
-    files: tuple[str, ...] = ()                  # [files] keys a card must have
+    files: tuple[str, ...] = ()  # [files] keys a card must have
     optional_files: tuple[str, ...] = ()
     Options: type = Options
     option_rules: dict[str, Callable[[Any], str | None]] = {}
-    metrics: tuple[Metric, ...] = ()             # compare's rows, in order
-    columns: tuple[str, ...] | None = None       # the leaderboard's columns (default: every metric)
-    panels: tuple[str, ...] | None = None        # the metric bars' panels (default: metrics with a panel)
+    metrics: tuple[Metric, ...] = ()  # compare's rows, in order
+    columns: tuple[str, ...] | None = None  # the leaderboard's columns (default: every metric)
+    panels: tuple[str, ...] | None = None  # the metric bars' panels (default: metrics with a panel)
     tradeoff: Tradeoff | None = None
     run_options: tuple[RunOption, ...] = ()
-    decimals: int = 4                            # digits of `povid-eval score`'s table
-    details_file: str | None = None              # per-sample details a run writes beside samples.jsonl
+    decimals: int = 4  # digits of `povid-eval score`'s table
+    details_file: str | None = None  # per-sample details a run writes beside samples.jsonl
     score_help: str = ""
 
     def column_metrics(self) -> list[Metric]:
@@ -181,13 +183,21 @@ class Bench:
     def score_files(self, args) -> dict:
         raise NotImplementedError(f"`povid-eval score {self.name}` is not available")
 
-    def plots(self, models: Sequence[str], data: dict, out_dir: Path, *, frontier_model: str | None = None,
-              frontier: dict | None = None) -> list[Path]:
+    def plots(
+        self,
+        models: Sequence[str],
+        data: dict,
+        out_dir: Path,
+        *,
+        frontier_model: str | None = None,
+        frontier: dict | None = None,
+    ) -> list[Path]:
         """The bench's own figures for `compare` (``data``: model -> its loaded metrics.json)."""
         return []
 
-    def tradeoff_plot(self, models: Sequence[str], data: dict, out_dir: Path, frontier_model: str,
-                      frontier: dict) -> Path | None:
+    def tradeoff_plot(
+        self, models: Sequence[str], data: dict, out_dir: Path, frontier_model: str, frontier: dict
+    ) -> Path | None:
         """The trade-off figure (models against ``frontier_model``'s frontier), for compare and the
         leaderboard; None for a bench without a trade-off."""
         return None

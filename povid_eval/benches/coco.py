@@ -11,17 +11,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from povid_eval.benches.chair import scorer as chair
-from povid_eval.core.errors import InputError
+from povid_eval.core.errors import InputError, MissingAssetError
 from povid_eval.core.io import atomic_write_json, read_json, require_dir, require_fields, require_id, require_text
 from povid_eval.core.paths import cache_dir
 
 # How to get COCO 2014 (CHAIR and POPE read it); {root} is the bench card's data root.
 FIX_IMAGES = "wget http://images.cocodataset.org/zips/val2014.zip && unzip val2014.zip -d {root}/coco/"
-FIX_ANNOTATIONS = ("wget http://images.cocodataset.org/annotations/annotations_trainval2014.zip && "
-                   "unzip annotations_trainval2014.zip -d {root}/coco/")
+FIX_ANNOTATIONS = (
+    "wget http://images.cocodataset.org/annotations/annotations_trainval2014.zip && "
+    "unzip annotations_trainval2014.zip -d {root}/coco/"
+)
 
 
 def load_gt_objects(path: str | Path) -> dict[str, frozenset[str]]:
@@ -46,8 +49,11 @@ def annotation_files(ann_dir: Path, split: str | None = None) -> tuple[list[Path
     instances = sorted(ann_dir.glob(f"instances_{pattern}.json"))
     captions = sorted(ann_dir.glob(f"captions_{pattern}.json"))
     if not instances:
-        raise InputError(ann_dir, "no instances_*.json file (COCO annotations folder expected, "
-                                  "e.g. with instances_val2014.json and captions_val2014.json)")
+        raise InputError(
+            ann_dir,
+            "no instances_*.json file (COCO annotations folder expected, "
+            "e.g. with instances_val2014.json and captions_val2014.json)",
+        )
     return instances, captions
 
 
@@ -93,8 +99,9 @@ def _load_coco(path: Path, kind: str | None = None):
     return coco
 
 
-def gt_objects_from_annotations(instances: list[Path], captions: list[Path], variant: str,
-                                vocab: chair.Vocabulary | None = None) -> dict[str, frozenset[str]]:
+def gt_objects_from_annotations(
+    instances: list[Path], captions: list[Path], variant: str, vocab: chair.Vocabulary | None = None
+) -> dict[str, frozenset[str]]:
     """Build the CHAIR ground truth from COCO instance and caption files (see module docstring)."""
     vocab = vocab or chair.load_vocabulary()
     gt: dict[str, set[str]] = {}
@@ -106,8 +113,9 @@ def gt_objects_from_annotations(instances: list[Path], captions: list[Path], var
         for ann in coco.dataset.get("annotations", []):
             name = names.get(ann["category_id"])
             if name not in vocab.synonyms:
-                raise InputError(path, f"category {name!r} is not in the CHAIR vocabulary",
-                                 field=f"annotation {ann.get('id')}")
+                raise InputError(
+                    path, f"category {name!r} is not in the CHAIR vocabulary", field=f"annotation {ann.get('id')}"
+                )
             gt.setdefault(str(ann["image_id"]), set()).add(vocab.synonyms[name])
     for path in captions:
         coco = _load_coco(path)
@@ -130,12 +138,14 @@ def _files_key(paths: list[Path], variant: str) -> str:
 def _read_gt_cache(cache: Path) -> dict[str, frozenset[str]]:
     try:
         data = read_json(cache)
-        if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(o, str) for o in v)
-                                                 for v in data.values()):
+        if not isinstance(data, dict) or not all(
+            isinstance(v, list) and all(isinstance(o, str) for o in v) for v in data.values()
+        ):
             raise InputError(cache, "not a map of image ids to object names")
     except InputError as e:
-        raise InputError(cache, f"corrupt CHAIR ground-truth cache ({e.message}): delete it, and it is rebuilt "
-                                f"from the annotations") from None
+        raise InputError(
+            cache, f"corrupt CHAIR ground-truth cache ({e.message}): delete it, and it is rebuilt from the annotations"
+        ) from None
     return {k: frozenset(v) for k, v in data.items()}
 
 
@@ -151,7 +161,64 @@ def gt_objects_from_coco(ann_dir: str | Path, variant: str, split: str | None = 
     return gt
 
 
+# ------------------------------------------------------------------ a split's images with their annotations
+
+
+@dataclass
+class ImageRecord:
+    image_id: int
+    path: Path
+    width: int
+    height: int
+    counts: dict[str, int]  # category -> number of instances
+    boxes: list[tuple[str, tuple[float, ...]]]  # (category, COCO bbox x, y, w, h)
+    captions: list[str]
+    scene: str = ""
+    colours: dict[str, str] = field(default_factory=dict)  # category -> colour (when annotated)
+    seen: set[str] = field(default_factory=set)  # categories with an instance not 'hidden'
+
+
+def load_split(world_dir: str | Path, split: str = "train") -> tuple[list[ImageRecord], list[str]]:
+    """Images of a split with their instances and captions, and all category names, from a folder laid out as
+    annotations/instances_<split>.json, annotations/captions_<split>.json (COCO format) and images/<split>/
+    (the synthetic world's layout). The world's extra annotation fields (colour, visibility, scene) are read
+    where present."""
+    world = Path(world_dir)
+    inst_path = world / "annotations" / f"instances_{split}.json"
+    cap_path = world / "annotations" / f"captions_{split}.json"
+    for p in (inst_path, cap_path):
+        if not p.is_file():
+            raise MissingAssetError(f"{p}: not found (build the world first: povid_eval.world.build_world)")
+    inst, caps = read_json(inst_path), read_json(cap_path)
+    names = {c["id"]: c["name"] for c in inst["categories"]}
+    records = {
+        im["id"]: ImageRecord(
+            im["id"],
+            world / "images" / split / im["file_name"],
+            im["width"],
+            im["height"],
+            {},
+            [],
+            [],
+            im.get("scene", ""),
+        )
+        for im in inst["images"]
+    }
+    for a in inst["annotations"]:
+        r, name = records[a["image_id"]], names[a["category_id"]]
+        r.counts[name] = r.counts.get(name, 0) + 1
+        r.boxes.append((name, tuple(a["bbox"])))
+        if "colour" in a:
+            r.colours[name] = a["colour"]
+        if a.get("visibility") != "hidden":
+            r.seen.add(name)
+    for a in caps["annotations"]:
+        records[a["image_id"]].captions.append(a["caption"].strip())
+    return [records[k] for k in sorted(records)], [names[k] for k in sorted(names)]
+
+
 # ------------------------------------------------------------------ object statistics (POPE, the world)
+
 
 def load_instances(source: str | Path | dict) -> dict:
     """A COCO instances dict, given as the dict itself or as a .json / .json.gz file."""

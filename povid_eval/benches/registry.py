@@ -1,13 +1,13 @@
 """The benches the pipeline knows, and bench cards loaded through them.
 
-    BENCHES                 name -> Bench, in the order reports show them (one line per built-in bench)
-    register(bench)         add one (a bench folder elsewhere, e.g. a test's toy bench)
-    get(kind, where)        the Bench of a card's ``kind``; an InputError naming the card otherwise
-    bench_of(card)          the Bench of a loaded card
-    in_order(names)         bench card names in the order reports show them
-    load_card(name)         a bench card (benchmarks/<name>.toml, a path, or <set>/<name>) checked and typed:
-                            the common fields by cards.read_bench_card, the variant, [files] and the bench's
-                            own options (Bench.Options, option_rules, check_card) here
+BENCHES                 name -> Bench, in the order reports show them (one line per built-in bench)
+register(bench)         add one (a bench folder elsewhere, e.g. a test's toy bench)
+get(kind, where)        the Bench of a card's ``kind``; an InputError naming the card otherwise
+bench_of(card)          the Bench of a loaded card
+in_order(names)         bench card names in the order reports show them
+load_card(name)         a bench card (benchmarks/<name>.toml, a path, or <set>/<name>) checked and typed:
+                        the common fields by cards.read_bench_card, the variant, [files] and the bench's
+                        own options (Bench.Options, option_rules, check_card) here
 """
 
 from __future__ import annotations
@@ -66,8 +66,11 @@ def make_card(path: Path | None, table: dict) -> cards.BenchCard:
         if key not in known:
             raise InputError(path, f"unknown key '{key}' (known for {bench.name}: {', '.join(known)})")
     if common["variant"] not in bench.variants:
-        raise InputError(path, f"unknown {bench.name} variant {common['variant']!r} (known: "
-                               f"{', '.join(bench.variants)})", field="variant")
+        raise InputError(
+            path,
+            f"unknown {bench.name} variant {common['variant']!r} (known: {', '.join(bench.variants)})",
+            field="variant",
+        )
     _check_files(path, bench, common.get("files", {}))
     cards.check_table(path, own, bench.Options, (), rules=bench.option_rules)
     card = cards.BenchCard(**common, options=bench.Options(**own))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from povid_eval.core.errors import PovidError
+
 
 def info() -> tuple[int, int]:
     """(rank, world size) under torchrun, else (0, 1); initialises a gloo process group when needed."""
@@ -32,8 +34,6 @@ def share_error(error: Exception | None, world: int) -> None:
     barrier."""
     if world > 1:
         import torch.distributed as dist
-
-        from povid_eval.core.errors import PovidError
 
         box = [None if error is None else str(error)]
         dist.broadcast_object_list(box, src=0)

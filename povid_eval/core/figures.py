@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -60,6 +60,7 @@ def err(v: float, iv: tuple[float, float]) -> tuple[float, float]:
 
 # ---------------------------------------------------------------- drawing
 
+
 def figure(w: float, h: float) -> Figure:
     fig = Figure(figsize=(w, h), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -87,8 +88,16 @@ def grouped_bars(ax, groups: Sequence[str], models: Sequence[str], vals, errs) -
         xs = [g + (i - (n - 1) / 2) * width for g in range(len(groups))]
         lo = [e[0] for e in errs[i]]
         hi = [e[1] for e in errs[i]]
-        ax.bar(xs, vals[i], width, yerr=[lo, hi], capsize=3, color=color(i), label=m,
-               error_kw={"elinewidth": 1, "ecolor": "black"})
+        ax.bar(
+            xs,
+            vals[i],
+            width,
+            yerr=[lo, hi],
+            capsize=3,
+            color=color(i),
+            label=m,
+            error_kw={"elinewidth": 1, "ecolor": "black"},
+        )
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups)
 

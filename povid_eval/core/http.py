@@ -49,9 +49,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -92,8 +93,15 @@ def _one_line(text: str, limit: int = EXCERPT_CHARS) -> str:
 def secret_forms(secret: str) -> list[str]:
     """The ways an echo may spell secret: raw, JSON-escaped (also with ``\\/``), URL-quoted; longest first."""
     escaped = json.dumps(secret)[1:-1]
-    forms = {secret, escaped, escaped.replace("/", "\\/"), json.dumps(secret, ensure_ascii=False)[1:-1],
-             urllib.parse.quote(secret), urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    forms = {
+        secret,
+        escaped,
+        escaped.replace("/", "\\/"),
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        urllib.parse.quote(secret),
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+    }
     return sorted(forms, key=len, reverse=True)
 
 
@@ -106,6 +114,7 @@ def redact(text: str, secret: str | None) -> str:
 
 
 # --- the one opener --------------------------------------------------------------------------------------
+
 
 def origin(url: str) -> str:
     """``scheme://host:port`` of url, lower case, with the scheme's default port filled in."""
@@ -124,11 +133,15 @@ def origin(url: str) -> str:
 def redirect_refusal(url: str, new_url: str, method: str, code: int) -> str | None:
     """Why the redirect (code) of a method request from url to new_url is not followed; None to follow it."""
     if origin(new_url) != origin(url):
-        return (f"the endpoint redirected to {origin(new_url)}, another origin; the key was not sent there: "
-                f"set base_url to the final address")
+        return (
+            f"the endpoint redirected to {origin(new_url)}, another origin; the key was not sent there: "
+            f"set base_url to the final address"
+        )
     if code == 303 and method not in ("GET", "HEAD"):
-        return (f"the endpoint answered the {method} with 303 See Other, which would turn it into a GET; not "
-                f"followed: set base_url to the final address")
+        return (
+            f"the endpoint answered the {method} with 303 See Other, which would turn it into a GET; not "
+            f"followed: set base_url to the final address"
+        )
     return None
 
 
@@ -150,8 +163,14 @@ class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
         if reason is not None:
             fp.close()
             raise _Refused(code, reason)
-        return urllib.request.Request(newurl, data=req.data, headers=dict(req.headers), method=req.get_method(),
-                                      origin_req_host=req.origin_req_host, unverifiable=True)
+        return urllib.request.Request(
+            newurl,
+            data=req.data,
+            headers=dict(req.headers),
+            method=req.get_method(),
+            origin_req_host=req.origin_req_host,
+            unverifiable=True,
+        )
 
 
 def build_opener() -> urllib.request.OpenerDirector:
@@ -213,10 +232,20 @@ def image_content(image: Image.Image | str | Path, text: str) -> list[dict[str, 
 class ChatClient:
     """``chat(messages) -> str`` against ``{base_url}/chat/completions``; see the module docstring."""
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout: float = 60.0,
-                 max_retries: int = 5, backoff: float = 1.0, cache_dir: str | Path | None = None,
-                 temperature: float = 0.0, max_tokens: int = 512, max_backoff: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        cache_dir: str | Path | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        max_backoff: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.base_url = base_url.rstrip("/")
@@ -228,14 +257,20 @@ class ChatClient:
         self.temperature, self.max_tokens = temperature, max_tokens
 
     def __repr__(self) -> str:
-        return (f"ChatClient(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
-                f"cache_dir={str(self.cache_dir) if self.cache_dir else None!r})")
+        return (
+            f"ChatClient(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
+            f"cache_dir={str(self.cache_dir) if self.cache_dir else None!r})"
+        )
 
     # --- public -------------------------------------------------------------------------------------
     def request_body(self, messages: Sequence[Message], **overrides: Any) -> dict[str, Any]:
         """The json body sent for messages; overrides (temperature, max_tokens, seed, stop, ...) win."""
-        body = {"model": self.model, "messages": list(messages), "temperature": self.temperature,
-                "max_tokens": self.max_tokens}
+        body = {
+            "model": self.model,
+            "messages": list(messages),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
         body.update(overrides)
         return body
 
@@ -258,8 +293,7 @@ class ChatClient:
             atomic_write_json(path, record)
         return content
 
-    def chat_many(self, conversations: Sequence[Sequence[Message]], workers: int = 4,
-                  **overrides: Any) -> list[str]:
+    def chat_many(self, conversations: Sequence[Sequence[Message]], workers: int = 4, **overrides: Any) -> list[str]:
         """chat() for each conversation with at most ``workers`` in flight; answers in input order."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -284,7 +318,7 @@ class ChatClient:
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(self.max_backoff, retry_after)
-        return min(self.max_backoff, self.backoff * 2 ** attempt)
+        return min(self.max_backoff, self.backoff * 2**attempt)
 
     def _post(self, body: dict[str, Any]) -> str:
         """POST body with retries; the answer's content, or ChatAPIError (every one made here, with the key)."""
@@ -324,8 +358,9 @@ class ChatClient:
         try:
             return 200, json.loads(raw), None
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ChatAPIError(self.url, 200, f"answer is not JSON: {raw.decode('utf-8', 'replace')}",
-                               secret=key) from None
+            raise ChatAPIError(
+                self.url, 200, f"answer is not JSON: {raw.decode('utf-8', 'replace')}", secret=key
+            ) from None
 
 
 def _error_body(error: urllib.error.HTTPError) -> str:
@@ -342,7 +377,7 @@ def _without_image_data(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_without_image_data(v) for v in obj]
     if isinstance(obj, str) and obj.startswith("data:") and ";base64," in obj[:64]:
-        return f"{obj[:obj.index(';base64,')]};sha256,{hashlib.sha256(obj.encode()).hexdigest()}"
+        return f"{obj[: obj.index(';base64,')]};sha256,{hashlib.sha256(obj.encode()).hexdigest()}"
     return obj
 
 
@@ -351,13 +386,13 @@ def _content_of(answer: Any, url: str, key: str | None) -> str:
     try:
         content = answer["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        raise ChatAPIError(url, 200, f"no choices[0].message.content in the answer: {json.dumps(answer)}",
-                           secret=key) from None
+        raise ChatAPIError(
+            url, 200, f"no choices[0].message.content in the answer: {json.dumps(answer)}", secret=key
+        ) from None
     if isinstance(content, list):
         content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
     if not isinstance(content, str):
-        raise ChatAPIError(url, 200, f"choices[0].message.content is {type(content).__name__}, not text",
-                           secret=key)
+        raise ChatAPIError(url, 200, f"choices[0].message.content is {type(content).__name__}, not text", secret=key)
     return content
 
 
@@ -374,8 +409,14 @@ def probe_endpoint(base_url: str, key_env: str, asset: str) -> list[Check]:
     out = []
     key = os.environ.get(key_env) if key_env else None
     if key_env:
-        out.append(Check(f"{asset} key", bool(key), f"${key_env} " + ("is set" if key else "is not set"),
-                         f"export {key_env}=<your key>"))
+        out.append(
+            Check(
+                f"{asset} key",
+                bool(key),
+                f"${key_env} " + ("is set" if key else "is not set"),
+                f"export {key_env}=<your key>",
+            )
+        )
 
     def endpoint(ok: bool, detail: str, fix: str = "") -> Check:
         return Check(f"{asset} endpoint", ok, redact(detail, key), fix)
@@ -385,12 +426,22 @@ def probe_endpoint(base_url: str, key_env: str, asset: str) -> list[Check]:
             out.append(endpoint(True, f"{base_url} answers (HTTP {response.status})"))
     except urllib.error.HTTPError as e:
         ok = e.code not in (401, 403)
-        out.append(endpoint(ok, f"{base_url} answers HTTP {e.code}" + ("" if ok else ": the key was refused"),
-                            f"check ${key_env or 'the key'}"))
+        out.append(
+            endpoint(
+                ok,
+                f"{base_url} answers HTTP {e.code}" + ("" if ok else ": the key was refused"),
+                f"check ${key_env or 'the key'}",
+            )
+        )
     except ChatAPIError as e:  # a redirect refused (another origin): one line that says so, the key redacted
         out.append(endpoint(False, str(e)))
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", e)
-        out.append(endpoint(False, f"{base_url} unreachable ({reason})",
-                            "start the server or check base_url (and that this node can reach it)"))
+        out.append(
+            endpoint(
+                False,
+                f"{base_url} unreachable ({reason})",
+                "start the server or check base_url (and that this node can reach it)",
+            )
+        )
     return out

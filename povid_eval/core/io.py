@@ -7,9 +7,10 @@ import gzip
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from povid_eval.core.errors import InputError
 
@@ -29,9 +30,9 @@ def writing(path: str | Path):
         raise
 
 
-MAX_TEXT_CHARS = 200_000   # a text field longer than this (a caption, an answer, a reply) is refused: no model
-                           # writes one (1,024 new tokens are about 6,000 characters), and NLTK's tokenizer
-                           # would take minutes on it
+MAX_TEXT_CHARS = 200_000  # a text field longer than this (a caption, an answer, a reply) is refused: no model
+# writes one (1,024 new tokens are about 6,000 characters), and NLTK's tokenizer
+# would take minutes on it
 
 
 def _open_binary(path: Path):
@@ -78,7 +79,7 @@ def decode(path: Path, raw: bytes, line: int | None = None) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         where = f"byte {e.start + 1} of the line" if line is not None else f"byte {e.start + 1}"
-        raise InputError(path, f"not UTF-8 text ({where}: {raw[e.start:e.start + 1]!r})", line=line) from None
+        raise InputError(path, f"not UTF-8 text ({where}: {raw[e.start : e.start + 1]!r})", line=line) from None
 
 
 def read_text(path: str | Path) -> str:
@@ -138,8 +139,9 @@ def read_records(path: str | Path) -> list[tuple[int | None, Any]]:
     return list(iter_jsonl(p))
 
 
-def require_fields(path: Path, record: Any, fields: tuple[str, ...], *, line: int | None = None,
-                   field: str | None = None) -> None:
+def require_fields(
+    path: Path, record: Any, fields: tuple[str, ...], *, line: int | None = None, field: str | None = None
+) -> None:
     """Raise InputError unless record is an object with every field; located by line or by field (a record)."""
     if not isinstance(record, dict):
         raise InputError(path, f"expected a JSON object, got {type(record).__name__}", line=line, field=field)
@@ -161,8 +163,12 @@ def require_text(path: str | Path, value: Any, key: str, *, line: int | None = N
     if not isinstance(value, str):
         raise InputError(path, f"'{key}' must be a string, got {json.dumps(value)[:80]}", line=line, field=field)
     if len(value) > MAX_TEXT_CHARS:
-        raise InputError(path, f"'{key}' is {len(value):,} characters long, more than any model answer "
-                               f"(limit {MAX_TEXT_CHARS:,})", line=line, field=field)
+        raise InputError(
+            path,
+            f"'{key}' is {len(value):,} characters long, more than any model answer (limit {MAX_TEXT_CHARS:,})",
+            line=line,
+            field=field,
+        )
     return value
 
 
@@ -179,8 +185,9 @@ def _open_image(path: str | Path, context: str, decode: bool):
 
     suffix = f" ({context})" if context else ""
     if not Path(path).is_file():
-        raise InputError(path, f"image not found{suffix}" if not Path(path).exists() else
-                         f"image expected, found a folder{suffix}")
+        raise InputError(
+            path, f"image not found{suffix}" if not Path(path).exists() else f"image expected, found a folder{suffix}"
+        )
     try:
         with Image.open(path) as im:
             return im.convert("RGB") if decode else None

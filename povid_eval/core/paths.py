@@ -24,6 +24,7 @@ run; the kernel releases it when the process dies, so a killed run never leaves 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
@@ -40,13 +41,16 @@ LOCK = ".lock"
 
 # ------------------------------------------------------------------------------------------- names
 
+
 def name_problem(name: object) -> str | None:
     """Why ``name`` cannot be a model, bench or output name, or None if it can."""
     if not isinstance(name, str):
         return f"expected a name (a string), got {type(name).__name__}"
     if not NAME_PATTERN.fullmatch(name) or ".." in name:
-        return (f"{name!r} is not a valid name: use letters, digits, '.', '_' and '-' (starting with a letter or "
-                f"digit, no '..', at most 100 characters)")
+        return (
+            f"{name!r} is not a valid name: use letters, digits, '.', '_' and '-' (starting with a letter or "
+            f"digit, no '..', at most 100 characters)"
+        )
     return None
 
 
@@ -69,6 +73,7 @@ def inside(root: str | Path, *parts: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- paths
+
 
 def project(value: str | Path) -> Path:
     """A path written in a card or a file the tool wrote: relative to the project root unless absolute."""
@@ -124,6 +129,7 @@ def model_names(results: Path) -> list[str]:
 
 # ------------------------------------------------------------------------------------------- ownership
 
+
 def is_ours(folder: Path) -> bool:
     """Does ``folder`` carry the tool's marker?"""
     return (Path(folder) / MARKER).is_file()
@@ -146,8 +152,11 @@ def require_ours(folder: Path, what: str) -> None:
     if folder.exists() and not folder.is_dir():
         raise InputError(folder, f"{what}: folder expected, found a file")
     if folder.is_dir() and not is_ours(folder) and not is_empty(folder):
-        raise InputError(folder, f"{what}: this folder is not empty and was not made by povid-eval (no {MARKER}); "
-                                 f"refusing to write into it: give a new or empty folder")
+        raise InputError(
+            folder,
+            f"{what}: this folder is not empty and was not made by povid-eval (no {MARKER}); "
+            f"refusing to write into it: give a new or empty folder",
+        )
 
 
 def claim(root: Path, *parts: str, kind: str) -> Path:
@@ -169,6 +178,7 @@ def claim(root: Path, *parts: str, kind: str) -> Path:
 
 # ------------------------------------------------------------------------------------------- one writer
 
+
 class Busy(PovidError):
     """Another process holds a folder's writer lock."""
 
@@ -177,7 +187,6 @@ class Busy(PovidError):
 def writer_lock(folder: Path, what: str):
     """Hold an exclusive lock on ``folder`` (flock on folder/.lock) or raise Busy at once; released on exit
     and by the kernel when the process dies (no stale lock after a kill)."""
-    import fcntl
 
     path = Path(folder) / LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -188,8 +197,10 @@ def writer_lock(folder: Path, what: str):
             if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise Busy(f"{folder}: {what} is being written by {holder}; wait for it to finish "
-                       f"(two writers would duplicate samples)") from None
+            raise Busy(
+                f"{folder}: {what} is being written by {holder}; wait for it to finish "
+                f"(two writers would duplicate samples)"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
         yield

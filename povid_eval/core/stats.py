@@ -23,7 +23,7 @@ Comparing model A with model B on the same bench (units aligned row by row: row 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,8 +36,15 @@ def resample_counts(n_units: int, n_resamples: int = 10_000, seed: int = 0) -> n
     return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_resamples)
 
 
-def bootstrap_intervals(units: np.ndarray, from_sums: FromSums, *, n_resamples: int = 10_000, seed: int = 0,
-                        level: float = 0.95, counts: np.ndarray | None = None) -> dict[str, list[float]]:
+def bootstrap_intervals(
+    units: np.ndarray,
+    from_sums: FromSums,
+    *,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+    counts: np.ndarray | None = None,
+) -> dict[str, list[float]]:
     """Percentile intervals of every metric from_sums() returns, over a cluster bootstrap of the unit rows."""
     units = np.asarray(units, dtype=float)
     if counts is None:
@@ -47,8 +54,16 @@ def bootstrap_intervals(units: np.ndarray, from_sums: FromSums, *, n_resamples: 
     return {name: [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))] for name, v in resampled.items()}
 
 
-def paired_bootstrap(units_a: np.ndarray, units_b: np.ndarray, from_sums: FromSums, *, n_resamples: int = 10_000,
-                     seed: int = 0, level: float = 0.95, counts: np.ndarray | None = None) -> dict[str, dict]:
+def paired_bootstrap(
+    units_a: np.ndarray,
+    units_b: np.ndarray,
+    from_sums: FromSums,
+    *,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+    counts: np.ndarray | None = None,
+) -> dict[str, dict]:
     """Paired, clustered bootstrap of metric differences between model A and model B on the same units.
 
     units_a, units_b: (n, k) unit rows aligned row by row (row i = the same image / image pair / question for
@@ -82,9 +97,15 @@ def paired_bootstrap(units_a: np.ndarray, units_b: np.ndarray, from_sums: FromSu
     sums = np.asarray(counts, dtype=float) @ np.hstack([units_a, units_b])  # one product for both models
     star_a, star_b = from_sums(sums[:, :k]), from_sums(sums[:, k:])
     point_a, point_b = from_sums(units_a.sum(axis=0)), from_sums(units_b.sum(axis=0))
-    return {name: delta_summary(float(point_a[name]), float(point_b[name]),
-                                np.asarray(star_b[name], dtype=float) - np.asarray(star_a[name], dtype=float), level)
-            for name in star_a}
+    return {
+        name: delta_summary(
+            float(point_a[name]),
+            float(point_b[name]),
+            np.asarray(star_b[name], dtype=float) - np.asarray(star_a[name], dtype=float),
+            level,
+        )
+        for name in star_a
+    }
 
 
 def delta_summary(a: float, b: float, delta_star: np.ndarray, level: float = 0.95) -> dict:
@@ -93,9 +114,13 @@ def delta_summary(a: float, b: float, delta_star: np.ndarray, level: float = 0.9
     alpha = (1 - level) / 2
     below = (1 + int(np.count_nonzero(delta_star <= 0))) / (len(delta_star) + 1)
     above = (1 + int(np.count_nonzero(delta_star >= 0))) / (len(delta_star) + 1)
-    return {"a": a, "b": b, "delta": b - a,
-            "ci": [float(np.quantile(delta_star, alpha)), float(np.quantile(delta_star, 1 - alpha))],
-            "p": min(1.0, 2 * min(below, above))}
+    return {
+        "a": a,
+        "b": b,
+        "delta": b - a,
+        "ci": [float(np.quantile(delta_star, alpha)), float(np.quantile(delta_star, 1 - alpha))],
+        "p": min(1.0, 2 * min(below, above)),
+    }
 
 
 def discordant(correct_a, correct_b) -> tuple[int, int]:
@@ -113,7 +138,7 @@ def _binom_half_cdf(m: int, n: int) -> float:
     for k in range(m + 1):  # term = C(n, k), by C(n, k + 1) = C(n, k) (n - k) / (k + 1)
         total += term
         term = term * (n - k) // (k + 1)
-    return total / 2 ** n  # int / int is correctly rounded in Python, whatever the size
+    return total / 2**n  # int / int is correctly rounded in Python, whatever the size
 
 
 def mcnemar(b: int, c: int, exact: bool | None = None) -> float:

@@ -1,18 +1,22 @@
 """Compare models on the same benches: every metric's delta with a paired, clustered bootstrap interval.
 
-For a bench, both models' samples are put in the bench's item order and scored with the reference scorer
-into per-unit rows (an image for CHAIR and POPE: all its questions; an image pair for MME; a question for
-MMHal). The same resampled units are applied to both models (report/stats.py ``paired_bootstrap``), so a
+For a bench, both models' samples are put in the bench's item order and scored with the bench's reference
+scorer into per-unit rows (the bench decides the unit: an image with all its questions, an image pair, a
+question). The same resampled units are applied to both models (core/stats.py ``paired_bootstrap``), so a
 delta's interval reflects only how the two models differ on the same images. p-values are adjusted with
 Holm's step-down across the whole grid of compared metrics (Holm 1979); a row is marked where the adjusted
-p is below alpha. Yes/no accuracy (POPE per split, MME) is also tested with McNemar's test on the questions
-the two models answer differently (McNemar 1947). Reads result files only: what is missing must be run first (``povid-eval run``).
+p is below alpha. The yes/no accuracy of a yes/no bench (Bench.correctness) is also tested with McNemar's
+test on the questions the two models answer differently (McNemar 1947). A bench with a length trade-off
+gets a row for its metric at the matched recall of the baseline's stop-bias frontier. Reads result files
+only: what is missing is run first by the CLI (run/results.ensure_results).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -34,14 +38,20 @@ def aligned_samples(model: str, bench: str, results: Path) -> Located:
     card = run_results.run_card(model, bench, results)
     path = paths.run_folder(results, model, card.name) / "samples.jsonl"
     if not path.is_file():
-        raise InputError(path, f"no results of model '{model}' on bench '{bench}': "
-                               f"run `povid-eval run --bench {bench} --model {model}` first")
+        raise InputError(
+            path,
+            f"no results of model '{model}' on bench '{bench}': "
+            f"run `povid-eval run --bench {bench} --model {model}` first",
+        )
     done = samples.read(path)
     items = runner.bench_items(card, limit=_recorded(path.parent, "limit") or 0)
     missing = [it.key for it in items if it.key not in done]
     if missing:
-        raise InputError(path, f"{len(missing)} of {len(items)} samples missing (e.g. {missing[0]!r}): "
-                               f"finish `povid-eval run --bench {bench} --model {model}` first")
+        raise InputError(
+            path,
+            f"{len(missing)} of {len(items)} samples missing (e.g. {missing[0]!r}): "
+            f"finish `povid-eval run --bench {bench} --model {model}` first",
+        )
     return Located([done[it.key] for it in items], path)
 
 
@@ -51,17 +61,18 @@ def _recorded(folder: Path, key: str):
 
 
 def run_arguments(model: str, card: cards.BenchCard, results: Path) -> dict:
-    """The bench options a model's run was scored with (e.g. MMHal's --judge-prompt), from its metrics.json."""
+    """The bench options a model's run was scored with (e.g. --judge-prompt), from its metrics.json."""
     recorded = _recorded(paths.run_folder(results, model, card.name), "arguments") or {}
     if not isinstance(recorded, dict):
-        raise InputError(paths.run_folder(results, model, card.name) / "metrics.json", "expected an object",
-                         field="arguments")
+        raise InputError(
+            paths.run_folder(results, model, card.name) / "metrics.json", "expected an object", field="arguments"
+        )
     return recorded
 
 
 def units_of(card: cards.BenchCard, samples_: Located, arguments: dict):
     """(matrix, from_sums): the per-unit rows of samples in item order, from the bench's reference scorer with
-    the run's own bench options (MMHal: its judge and prompt, replies from the judge cache)."""
+    the run's own bench options (e.g. its judge and judge prompt, replies from the judge's cache)."""
     bench = registry.bench_of(card)
     return bench.score(card, samples_, with_units=True, **arguments, **bench.prepare(card, **arguments))["units"]
 
@@ -82,14 +93,25 @@ def mcnemar_rows(card: cards.BenchCard, samples_a: list, samples_b: list) -> lis
         rb = right_b[metric]
         n10, n01 = discordant(ra, rb)
         acc_a, acc_b = sum(ra) / len(ra), sum(rb) / len(rb)
-        rows.append({"bench": card.name, "metric": metric, "a": acc_a, "b": acc_b, "delta": acc_b - acc_a,
-                     "ci": None, "p": mcnemar(n10, n01), "test": f"McNemar ({n10} vs {n01} discordant)"})
+        rows.append(
+            {
+                "bench": card.name,
+                "metric": metric,
+                "a": acc_a,
+                "b": acc_b,
+                "delta": acc_b - acc_a,
+                "ci": None,
+                "p": mcnemar(n10, n01),
+                "test": f"McNemar ({n10} vs {n01} discordant)",
+            }
+        )
     return rows
 
 
-def matched_recall_row(a: str, card: cards.BenchCard, units_b, from_sums, results: Path, *,
-                       n_resamples: int = 10_000, seed: int = 0) -> dict | None:
-    """B's trade-off metric (CHAIR_i) against A's stop-bias frontier at B's own recall (run/frontier.py): a =
+def matched_recall_row(
+    a: str, card: cards.BenchCard, units_b, from_sums, results: Path, *, n_resamples: int = 10_000, seed: int = 0
+) -> dict | None:
+    """B's trade-off metric against A's stop-bias frontier at B's own recall (run/frontier.py): a =
     the frontier's metric at B's recall, b = B's metric (from B's unit rows ``units_b``); the interval
     resamples B's images (recall and the metric move together; the frontier is held fixed). None when the
     bench has no trade-off, A has no frontier on it, or B's recall is outside it."""
@@ -105,34 +127,55 @@ def matched_recall_row(a: str, card: cards.BenchCard, units_b, from_sums, result
     curve = np.array([metric_at_recall(points, float(r), tradeoff) for r in star[tradeoff.recall]], dtype=float)
     keep = ~np.isnan(curve)
     row = delta_summary(on_curve, float(point[tradeoff.metric]), star[tradeoff.metric][keep] - curve[keep])
-    return {"bench": card.name, "metric": f"{tradeoff.metric} at matched {tradeoff.recall.lower()}", **row,
-            "test": f"bootstrap vs {a}'s frontier"}
+    return {
+        "bench": card.name,
+        "metric": f"{tradeoff.metric} at matched {tradeoff.recall.lower()}",
+        **row,
+        "test": f"bootstrap vs {a}'s frontier",
+    }
 
 
-def compare_models(a: str, b: str, benches: Sequence[str], results: Path, *, n_resamples: int = 10_000,
-                   seed: int = 0, alpha: float = 0.05) -> list[dict]:
+def compare_models(
+    a: str,
+    b: str,
+    benches: Sequence[str],
+    results: Path,
+    *,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> list[dict]:
     """Rows {bench, metric, a, b, delta, ci, p, p_holm, significant} for the headline metrics of each bench,
     its McNemar rows and its matched-recall row."""
     rows = []
     for bench in benches:
         card, card_b = run_results.run_card(a, bench, results), run_results.run_card(b, bench, results)
         if card.protocol_hash() != card_b.protocol_hash():
-            raise InputError(None, f"bench '{bench}': {a} and {b} ran different protocols (e.g. another "
-                                   f"--image-ids list); rerun one of them like the other")
+            raise InputError(
+                None,
+                f"bench '{bench}': {a} and {b} ran different protocols (e.g. another "
+                f"--image-ids list); rerun one of them like the other",
+            )
         samples_a, samples_b = aligned_samples(a, bench, results), aligned_samples(b, bench, results)
         arguments = [run_arguments(m, card, results) for m in (a, b)]
         if arguments[0] != arguments[1]:
-            raise InputError(None, f"bench '{bench}': {a} and {b} were scored with different options "
-                                   f"({arguments[0] or 'the card'} vs {arguments[1] or 'the card'}); rerun one of them")
+            raise InputError(
+                None,
+                f"bench '{bench}': {a} and {b} were scored with different options "
+                f"({arguments[0] or 'the card'} vs {arguments[1] or 'the card'}); rerun one of them",
+            )
         units_a, from_sums = units_of(card, samples_a, arguments[0])
         units_b, _ = units_of(card_b, samples_b, arguments[1])
         if units_a.shape != units_b.shape:
-            raise InputError(None, f"bench '{bench}': {a} and {b} were scored on different items "
-                                   f"({units_a.shape[0]} vs {units_b.shape[0]} units); rerun with the same --limit")
+            raise InputError(
+                None,
+                f"bench '{bench}': {a} and {b} were scored on different items "
+                f"({units_a.shape[0]} vs {units_b.shape[0]} units); rerun with the same --limit",
+            )
         stats = paired_bootstrap(units_a, units_b, from_sums, n_resamples=n_resamples, seed=seed)
         for metric in registry.bench_of(card).metrics:
             key = metric.key
-            if key in stats and not (stats[key]["a"] == stats[key]["b"] == 0):  # e.g. no MME cognition
+            if key in stats and not (stats[key]["a"] == stats[key]["b"] == 0):  # e.g. a subtask group nobody answered
                 rows.append({"bench": bench, "metric": key, **stats[key], "test": "paired bootstrap"})
         rows += mcnemar_rows(card, samples_a, samples_b)
         matched = matched_recall_row(a, card, units_b, from_sums, results, n_resamples=n_resamples, seed=seed)
@@ -148,8 +191,9 @@ def write_comparison(a: str, b: str, benches: Sequence[str], results: Path) -> l
     Everything is computed before the first file is written."""
     rows = compare_models(a, b, benches, results)
     names = [registry.load_card(x).name for x in benches]
-    figures = plots.comparison_plots([a, b], names, results, paths.inside(results, "plots", f"{a}_vs_{b}"),
-                                     frontier_model=a)
+    figures = plots.comparison_plots(
+        [a, b], names, results, paths.inside(results, "plots", f"{a}_vs_{b}"), frontier_model=a
+    )
     folder = paths.inside(results, "compare")
     written = [folder / f"{a}_vs_{b}.md", folder / f"{a}_vs_{b}.csv"]
     atomic_write_text(written[0], to_markdown(a, b, rows))
@@ -162,26 +206,43 @@ def _fmt(x: float) -> str:
 
 
 def to_markdown(a: str, b: str, rows: list[dict]) -> str:
-    lines = [f"# {a} vs {b}", "",
-             f"Paired cluster bootstrap (10,000 resamples of images), 95% interval of {b} - {a}; "
-             "p two-sided, Holm-adjusted across the table; * = significant at 0.05.", "",
-             f"| bench | metric | {a} | {b} | delta | 95% CI | p (Holm) | | test |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {a} vs {b}",
+        "",
+        f"Paired cluster bootstrap (10,000 resamples of images), 95% interval of {b} - {a}; "
+        "p two-sided, Holm-adjusted across the table; * = significant at 0.05.",
+        "",
+        f"| bench | metric | {a} | {b} | delta | 95% CI | p (Holm) | | test |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ci = f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]" if r["ci"] else ""
-        lines.append(f"| {r['bench']} | {r['metric']} | {_fmt(r['a'])} | {_fmt(r['b'])} | {r['delta']:+.4f} | "
-                     f"{ci} | {r['p_holm']:.4f} | {'*' if r['significant'] else ''} | {r['test']} |")
+        lines.append(
+            f"| {r['bench']} | {r['metric']} | {_fmt(r['a'])} | {_fmt(r['b'])} | {r['delta']:+.4f} | "
+            f"{ci} | {r['p_holm']:.4f} | {'*' if r['significant'] else ''} | {r['test']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def to_csv(rows: list[dict]) -> str:
-    import csv
-    import io
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["bench", "metric", "a", "b", "delta", "ci_low", "ci_high", "p", "p_holm", "significant", "test"])
     for r in rows:
         ci = [repr(x) for x in r["ci"]] if r["ci"] else ["", ""]
-        writer.writerow([r["bench"], r["metric"], repr(r["a"]), repr(r["b"]), repr(r["delta"]), *ci,
-                         repr(r["p"]), repr(r["p_holm"]), int(r["significant"]), r["test"]])
+        writer.writerow(
+            [
+                r["bench"],
+                r["metric"],
+                repr(r["a"]),
+                repr(r["b"]),
+                repr(r["delta"]),
+                *ci,
+                repr(r["p"]),
+                repr(r["p_holm"]),
+                int(r["significant"]),
+                r["test"],
+            ]
+        )
     return buf.getvalue()

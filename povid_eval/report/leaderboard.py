@@ -2,7 +2,7 @@
 
 Reads results/runs/<model>/<bench>/metrics.json only (what ``povid-eval run`` writes) and writes
 results/leaderboard.md, .csv and .html. The columns are the benches' own (Bench.column_metrics). The html is
-one self-contained file: the table (click a column header to sort by it), the trade-off plot (CHAIR) inline
+one self-contained file: the table (click a column header to sort by it), the trade-off plot inline
 as a base64 PNG, no script or style from the network.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import math
 import io
+import math
 from pathlib import Path
 
 from povid_eval import cards
@@ -41,8 +41,11 @@ def set_cards(group: str = "all") -> list[str]:
 
 
 def columns(group: str = "all") -> list[Column]:
-    return [(name, metric) for name in set_cards(group)
-            for metric in registry.bench_of(registry.load_card(name)).column_metrics()]
+    return [
+        (name, metric)
+        for name in set_cards(group)
+        for metric in registry.bench_of(registry.load_card(name)).column_metrics()
+    ]
 
 
 def collect(results: Path, group: str = "all") -> Table:
@@ -53,8 +56,11 @@ def collect(results: Path, group: str = "all") -> Table:
     table: dict[str, dict] = {}
     names = set_cards(group)
     for model in paths.model_names(results):
-        loaded = {name: load_metrics(model, name, results) for name in names
-                  if run_results.metrics_path(results, model, name).is_file()}
+        loaded = {
+            name: load_metrics(model, name, results)
+            for name in names
+            if run_results.metrics_path(results, model, name).is_file()
+        }
         if loaded and run_results.card_exists(model):
             card = cards.load_model_card(model)
             for name in loaded:
@@ -124,8 +130,9 @@ document.querySelectorAll('th[data-col]').forEach(function (th) {
 
 def to_html(table: dict, cols: list[Column], plot: tuple[str, str, bytes] | None = None) -> str:
     """The self-contained page; ``plot``: (heading, alt text, PNG bytes) of the trade-off figure, inline."""
-    head = "".join(f'<th data-col="{i + 1}" title="{_direction(m)}">{html.escape(m.title)}</th>'
-                   for i, (_, m) in enumerate(cols))
+    head = "".join(
+        f'<th data-col="{i + 1}" title="{_direction(m)}">{html.escape(m.title)}</th>' for i, (_, m) in enumerate(cols)
+    )
     body = []
     for model, row in table.items():
         cells = [f'<td data-value="{html.escape(model)}">{html.escape(model)}</td>']
@@ -137,8 +144,10 @@ def to_html(table: dict, cols: list[Column], plot: tuple[str, str, bytes] | None
     image = ""
     if plot:
         heading, alt, png = plot
-        image = (f'<h2>{html.escape(heading)}</h2><img alt="{html.escape(alt)}" '
-                 f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+        image = (
+            f'<h2>{html.escape(heading)}</h2><img alt="{html.escape(alt)}" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>povid-eval leaderboard</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -152,7 +161,7 @@ img{{max-width:100%}}</style></head>
 {image}
 <script>{_SCRIPT}</script>
 </body></html>
-"""
+"""  # noqa: E501  (the page's own style line)
 
 
 def _direction(metric: Metric) -> str:
@@ -161,7 +170,7 @@ def _direction(metric: Metric) -> str:
 
 def write_leaderboard(results: Path, frontier_model: str = "base", group: str = "all") -> list[Path]:
     """<results>/leaderboard.{md,csv,html} (another bench set: leaderboard-<set>.*); the html embeds the
-    trade-off figure of the set's first bench with a trade-off (CHAIR): every model with results on it against
+    trade-off figure of the set's first bench with a trade-off: every model with results on it against
     ``frontier_model``'s frontier (`povid-eval frontier`), when that frontier exists. Everything is computed
     before the first file is written."""
     table = collect(results, group)
@@ -174,7 +183,9 @@ def write_leaderboard(results: Path, frontier_model: str = "base", group: str = 
         if bench.tradeoff is None:
             continue
         models = [m for m in table if run_results.metrics_path(results, m, name).is_file()]
-        figure = plots.tradeoff(models, name, results, paths.inside(results, "plots"), frontier_model) if models else None
+        figure = (
+            plots.tradeoff(models, name, results, paths.inside(results, "plots"), frontier_model) if models else None
+        )
         if figure is not None:
             title = next(m.title for m in bench.metrics if m.key == bench.tradeoff.metric)
             plot = (f"{bench.title} trade-off", f"{title} against recall and caption length", figure.read_bytes())

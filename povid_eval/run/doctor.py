@@ -35,65 +35,109 @@ def _images(asset: str, paths: list[Path], fix: str) -> Check:
 
 # ----------------------------------------------------------------------------------------------- model
 
+
 def _device_check(device: str) -> Check | None:
     if not device.startswith("cuda"):
         return None
     import torch
 
     ok = torch.cuda.is_available()
-    return Check("device", ok, f"{device}: " + ("CUDA available" if ok else "CUDA is not available here"),
-                 "run on a GPU node, or set device = \"cpu\" (slow for 7B models)")
+    return Check(
+        "device",
+        ok,
+        f"{device}: " + ("CUDA available" if ok else "CUDA is not available here"),
+        'run on a GPU node, or set device = "cpu" (slow for 7B models)',
+    )
 
 
 def model_checks(card: cards.ModelCard) -> list[Check]:
     if card.backend == "openai":
         return probe_endpoint(card.base_url, card.api_key_env, "model")
     from povid_eval.vlm.convert import cached_snapshot
-    from povid_eval.vlm.model import (adapter_problems, allow_downloads, detect_format, download_command, is_hub_id,
-                                      model_dir_problems)
+    from povid_eval.vlm.model import (
+        adapter_problems,
+        allow_downloads,
+        detect_format,
+        download_command,
+        is_hub_id,
+        model_dir_problems,
+    )
 
     out = []
     path = card.resolve(card.path)
     if not path.exists() and is_hub_id(card.path):
         cached = cached_snapshot(card.path)
         name = card.path.split("/")[-1]
-        fix = f"{download_command(card.path)} and set path = \"models/{name}\" in the card"
+        fix = f'{download_command(card.path)} and set path = "models/{name}" in the card'
         if cached is None:
             allowed = allow_downloads()
-            out.append(Check("model weights", allowed, f"{card.path}: not in the local HF cache" +
-                             (" (will be downloaded: POVID_EVAL_ALLOW_DOWNLOADS=1)" if allowed else ""), fix))
+            out.append(
+                Check(
+                    "model weights",
+                    allowed,
+                    f"{card.path}: not in the local HF cache"
+                    + (" (will be downloaded: POVID_EVAL_ALLOW_DOWNLOADS=1)" if allowed else ""),
+                    fix,
+                )
+            )
             return out
         path = cached
     if not path.is_dir():
-        return [Check("model weights", False, f"{path}: folder not found", "download the checkpoint there, or fix "
-                      f"`path` in models/{card.name}.toml")]
+        return [
+            Check(
+                "model weights",
+                False,
+                f"{path}: folder not found",
+                f"download the checkpoint there, or fix `path` in models/{card.name}.toml",
+            )
+        ]
     fmt = detect_format(path) if card.format == "auto" else card.format
     if fmt == "llava":
         from povid_eval.vlm.convert import check_original_llava
 
-        problems = check_original_llava(path, model_base=card.resolve(card.model_base) if card.model_base else None,
-                                        vision_tower=card.resolve(card.vision_tower) if card.vision_tower else None)
+        problems = check_original_llava(
+            path,
+            model_base=card.resolve(card.model_base) if card.model_base else None,
+            vision_tower=card.resolve(card.vision_tower) if card.vision_tower else None,
+        )
         out += [Check("model (original LLaVA format)", False, p) for p in problems]
         if not problems:
             out.append(Check("model (original LLaVA format)", True, f"{path}: converted on load"))
     else:
         missing = model_dir_problems(path)
-        kinds = {"weights": "model weights", "tokenizer": "tokenizer", "image processor": "processor",
-                 "config.json": "model config"}
+        kinds = {
+            "weights": "model weights",
+            "tokenizer": "tokenizer",
+            "image processor": "processor",
+            "config.json": "model config",
+        }
         for key, asset in kinds.items():
             gone = [m for m in missing if m.startswith(key)]
-            out.append(Check(asset, not gone, f"{path}: " + (f"missing {gone[0]}" if gone else "present"),
-                             "re-download the checkpoint folder completely"))
+            out.append(
+                Check(
+                    asset,
+                    not gone,
+                    f"{path}: " + (f"missing {gone[0]}" if gone else "present"),
+                    "re-download the checkpoint folder completely",
+                )
+            )
     if card.adapter:
         adapter = card.resolve(card.adapter)
         missing = adapter_problems(adapter)
-        out.append(Check("adapter", not missing, f"{adapter}: " + (f"missing {', '.join(missing)}" if missing
-                         else "PEFT adapter"), "train it (povid-eval train) or fix `adapter` in the card"))
+        out.append(
+            Check(
+                "adapter",
+                not missing,
+                f"{adapter}: " + (f"missing {', '.join(missing)}" if missing else "PEFT adapter"),
+                "train it (povid-eval train) or fix `adapter` in the card",
+            )
+        )
     device = _device_check(card.device)
     return out + ([device] if device else [])
 
 
 # ----------------------------------------------------------------------------------------------- bench
+
 
 def _world_pending(card: cards.BenchCard) -> bool:
     return card.world and not (card.data_path() / "manifest.json").is_file()
@@ -114,7 +158,7 @@ def image_check(card: cards.BenchCard, items) -> Check:
 
 
 def setting_checks(card: cards.BenchCard, **options) -> list[Check]:
-    """The bench's settings beyond its data (e.g. MMHal's judge), given the run's bench options."""
+    """The bench's settings beyond its data (e.g. a judge), given the run's bench options."""
     return registry.bench_of(card).setting_checks(card, **options)
 
 
@@ -134,12 +178,22 @@ def disk_check(out: str | Path, need_gb: float = MIN_FREE_GB) -> Check:
         why = "a read-only file system" if os.statvfs(folder).f_flag & os.ST_RDONLY else "no write permission"
         return Check("disk", False, f"{folder} is not writable ({why})", "give a folder you can write to with --out")
     free = shutil.disk_usage(folder).free / 1e9
-    return Check("disk", free >= need_gb, f"{free:.1f} GB free under {folder} ({need_gb:g} GB wanted for results)",
-                 "free some space or pass --out on a larger disk")
+    return Check(
+        "disk",
+        free >= need_gb,
+        f"{free:.1f} GB free under {folder} ({need_gb:g} GB wanted for results)",
+        "free some space or pass --out on a larger disk",
+    )
 
 
-def checks(model: str | None = None, bench: str | None = None, *, results: str | Path = "results",
-           data: str | None = None, **options) -> list[Check]:
+def checks(
+    model: str | None = None,
+    bench: str | None = None,
+    *,
+    results: str | Path = "results",
+    data: str | None = None,
+    **options,
+) -> list[Check]:
     """Every check for a model card and/or bench cards (``bench`` may be a set: all, real); ``options``: the
     benches' own run options (each bench gets those it takes)."""
     found = []

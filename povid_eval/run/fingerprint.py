@@ -77,11 +77,26 @@ def fingerprint(card: cards.ModelCard) -> dict:
     """What decides the model's answers (see the module docstring)."""
     generation = json.loads(json.dumps(card.generation.__dict__))
     if card.backend == "openai":
-        return {"card": card.name, "backend": "openai", "base_url": card.base_url, "api_model": card.api_model,
-                "generation": generation}
-    info = {"card": card.name, "backend": card.backend, "path": card.path, "adapter": card.adapter,
-            "format": card.format, "model_base": card.model_base, "vision_tower": card.vision_tower,
-            "dtype": card.dtype, "template": card.template, "generation": generation, "files": {}}
+        return {
+            "card": card.name,
+            "backend": "openai",
+            "base_url": card.base_url,
+            "api_model": card.api_model,
+            "generation": generation,
+        }
+    info = {
+        "card": card.name,
+        "backend": card.backend,
+        "path": card.path,
+        "adapter": card.adapter,
+        "format": card.format,
+        "model_base": card.model_base,
+        "vision_tower": card.vision_tower,
+        "dtype": card.dtype,
+        "template": card.template,
+        "generation": generation,
+        "files": {},
+    }
     remembered = _load_digests()
     before = dict(remembered)
     for role in ("path", "model_base", "adapter", "vision_tower"):

@@ -35,8 +35,8 @@ generates nothing) writes the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 from transformers import LogitsProcessor
@@ -76,7 +76,10 @@ class StopBias(LogitsProcessor):
 
     def __eq__(self, other) -> bool:
         return isinstance(other, StopBias) and (self.eos_token_id, self.continuation_ids, self.bias) == (
-            other.eos_token_id, other.continuation_ids, other.bias)
+            other.eos_token_id,
+            other.continuation_ids,
+            other.bias,
+        )
 
     def __hash__(self) -> int:
         return hash((tuple(self.eos_token_id), tuple(self.continuation_ids), self.bias))
@@ -121,8 +124,11 @@ def tradeoff_of(card: cards.BenchCard) -> Tradeoff:
     tradeoff = registry.bench_of(card).tradeoff
     if tradeoff is None:
         with_one = [b.name for b in registry.BENCHES.values() if b.tradeoff]
-        raise InputError(None, f"--bench: the frontier is traced on a bench with a length trade-off "
-                               f"({', '.join(with_one)}); {card.name!r} is a {card.kind} bench")
+        raise InputError(
+            None,
+            f"--bench: the frontier is traced on a bench with a length trade-off "
+            f"({', '.join(with_one)}); {card.name!r} is a {card.kind} bench",
+        )
     return tradeoff
 
 
@@ -139,9 +145,15 @@ def frontier_path(results: Path, model: str, bench: str) -> Path:
     return paths.frontier_folder(results, model, bench) / "frontier.json"
 
 
-def frontier(model_name: str, bench: str, biases: Sequence[float] | None = DEFAULT_BIASES,
-             results: str | Path | None = None, batch_size: int = 16, progress: bool = True,
-             limit: int = 0) -> dict | None:
+def frontier(
+    model_name: str,
+    bench: str,
+    biases: Sequence[float] | None = DEFAULT_BIASES,
+    results: str | Path | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    limit: int = 0,
+) -> dict | None:
     """Run the bench once per bias (cached, resumable) and write its frontier.json; returns its content (None
     on ranks other than 0 under torchrun). ``biases`` None: DEFAULT_BIASES. Each point holds the bias, n and
     every scalar metric of the run."""
@@ -155,16 +167,30 @@ def frontier(model_name: str, bench: str, biases: Sequence[float] | None = DEFAU
     folder = paths.frontier_folder(results, model.name, card.name)
     points, record = [], None
     for bias in biases:
-        record = runner.run(model_name, bench, batch_size=batch_size, limit=limit, progress=progress,
-                            results=results, folder=folder / f"bias_{bias:g}", generate=_biased_generate(model, bias))
+        record = runner.run(
+            model_name,
+            bench,
+            batch_size=batch_size,
+            limit=limit,
+            progress=progress,
+            results=results,
+            folder=folder / f"bias_{bias:g}",
+            generate=_biased_generate(model, bias),
+        )
         if record is not None:
             scalars = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
             points.append({"bias": bias, "n": record["n"], **scalars})
     if record is None:
         return None
     points.sort(key=lambda p: (p[tradeoff.recall], -p["bias"]))
-    result = {"model": model.name, "bench": card.name, "protocol_hash": record["protocol_hash"],
-              "limit": record["limit"], "biases": biases, "points": points}
+    result = {
+        "model": model.name,
+        "bench": card.name,
+        "protocol_hash": record["protocol_hash"],
+        "limit": record["limit"],
+        "biases": biases,
+        "points": points,
+    }
     atomic_write_json(folder / "frontier.json", result)
     return result
 

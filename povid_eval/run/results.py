@@ -4,8 +4,8 @@ whether it still belongs to the model as its card is now, and running what a rep
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from povid_eval import cards
 from povid_eval.benches import registry
@@ -16,8 +16,11 @@ from povid_eval.run import fingerprint, runner
 
 
 def _number_pair(value) -> bool:
-    return (isinstance(value, list) and len(value) == 2
-            and all(x is None or isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(x is None or isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+    )
 
 
 def read_metrics(path: Path) -> dict:
@@ -55,8 +58,9 @@ def run_card(model: str, bench_name: str, results: Path) -> cards.BenchCard:
         known = cards.BENCH_KEYS + tuple(o.dest for o in registry.bench_of(card).run_options)
         unknown = [k for k in overrides if k not in known]
         if unknown:
-            raise InputError(path, f"unknown override {unknown[0]!r} (known for {card.kind}: {', '.join(known)})",
-                             field="overrides")
+            raise InputError(
+                path, f"unknown override {unknown[0]!r} (known for {card.kind}: {', '.join(known)})", field="overrides"
+            )
     return card.with_overrides(overrides) if overrides else card
 
 
@@ -67,8 +71,11 @@ def check_current(model: cards.ModelCard, bench_name: str, results: Path) -> Non
     recorded = read_metrics(path).get("model_fp") if path.is_file() else None
     now = fingerprint.fingerprint_hash(fingerprint.fingerprint(model))
     if path.is_file() and recorded != now:
-        raise InputError(path, f"made by another version of model {model.name!r} (fingerprint {recorded}, now {now}): "
-                               f"rerun `povid-eval run --model {model.name} --bench {bench_name} --fresh`")
+        raise InputError(
+            path,
+            f"made by another version of model {model.name!r} (fingerprint {recorded}, now {now}): "
+            f"rerun `povid-eval run --model {model.name} --bench {bench_name} --fresh`",
+        )
 
 
 def card_exists(model: str) -> bool:
@@ -86,5 +93,5 @@ def ensure_results(models: Sequence[str], benches: Sequence[str], results: Path)
                 if card is not None:
                     check_current(card, name, results)
             else:
-                cards.load_model_card(model)   # a model with no results and no card: a clear error
+                cards.load_model_card(model)  # a model with no results and no card: a clear error
                 runner.run(model, bench, results=results)

@@ -15,6 +15,7 @@ fixed chunks of the item list, so every sample is generated in the same batch as
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata as md
 import platform
 import sys
 import time
@@ -38,7 +39,7 @@ def card_items(card: cards.BenchCard) -> list[Item]:
 
 
 def limit_items(card: cards.BenchCard, items: list[Item], limit: int = 0) -> list[Item]:
-    """The first ``limit`` (else the card's ``limit``) items, as the bench counts them (MME: image pairs)."""
+    """The first ``limit`` (else the card's ``limit``) items, as the bench counts them (e.g. image pairs)."""
     limit = limit or card.limit
     return registry.bench_of(card).limit(items, limit) if limit else items
 
@@ -49,7 +50,6 @@ def bench_items(card: cards.BenchCard, limit: int = 0) -> list[Item]:
 
 
 def versions() -> dict:
-    import importlib.metadata as md
 
     out = {"povid-eval": __version__, "python": platform.python_version()}
     for pkg in ("torch", "transformers", "peft", "nltk", "textblob", "pycocotools"):
@@ -68,17 +68,30 @@ def split_options(card: cards.BenchCard, options: dict) -> tuple[dict, dict]:
     if unknown:
         raise InputError(None, f"{unknown[0]} does not apply to bench {card.name} ({card.kind})")
     given = {k: str(Path(v).resolve()) for k, v in options.items() if v is not None}  # every run option is a file
-    return ({k: v for k, v in given.items() if flags[k].override},
-            {k: v for k, v in given.items() if not flags[k].override})
+    return (
+        {k: v for k, v in given.items() if flags[k].override},
+        {k: v for k, v in given.items() if not flags[k].override},
+    )
 
 
-def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 0, results: str | Path | None = None,
-        generate: Generate | None = None, progress: bool = True, data: str | Path | None = None, fresh: bool = False,
-        folder: Path | None = None, **options) -> dict | None:
+def run(
+    model_name: str,
+    bench_name: str,
+    *,
+    batch_size: int = 16,
+    limit: int = 0,
+    results: str | Path | None = None,
+    generate: Generate | None = None,
+    progress: bool = True,
+    data: str | Path | None = None,
+    fresh: bool = False,
+    folder: Path | None = None,
+    **options,
+) -> dict | None:
     """Generate what is missing, then score; returns the metrics record (None on ranks other than 0).
 
     ``data``: the data root instead of the card's; ``options``: the bench's own run options (its RunOption
-    dests, e.g. CHAIR's image_ids, MMHal's judge_prompt); ``fresh``: discard the folder's earlier samples and
+    dests, e.g. an image list, a judge prompt); ``fresh``: discard the folder's earlier samples and
     metrics first; ``folder``: the run's folder instead of <results>/runs/<model>/<bench> (the frontier's
     bias runs). The folder is claimed (paths.claim) and locked for the run: a second concurrent run of the
     same model and bench stops at once."""
@@ -93,11 +106,13 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
     results = paths.results_root(results)
     folder = folder or paths.run_folder(results, model.name, card.name)
     rank, size = dist.info()
-    extra = bench.prepare(card, **arguments)  # e.g. the MMHal judge: a bad setting fails first (nothing is sent)
+    extra = bench.prepare(card, **arguments)  # e.g. a judge: a bad setting fails first (nothing is sent)
     # The checks of `povid-eval doctor`, before any work and on every rank (a rank that stopped alone would
     # leave the others waiting at a barrier): the data files, then every image of the bench.
-    doctor.require(doctor.data_checks(card, **arguments) + doctor.setting_checks(card, **arguments)
-                   + [doctor.disk_check(results)], card.name)
+    doctor.require(
+        doctor.data_checks(card, **arguments) + doctor.setting_checks(card, **arguments) + [doctor.disk_check(results)],
+        card.name,
+    )
     every_item = card_items(card)
     doctor.require([doctor.image_check(card, every_item)], card.name)
     items = limit_items(card, every_item, limit)
@@ -112,14 +127,39 @@ def run(model_name: str, bench_name: str, *, batch_size: int = 16, limit: int = 
             except PovidError as e:
                 error = e
         dist.share_error(error, size)
-        return _generate_and_score(model, card, items, folder, rank, size, batch_size=batch_size, limit=limit,
-                                   generate=generate, progress=progress, overrides=overrides,
-                                   arguments=arguments, extra=extra)
+        return _generate_and_score(
+            model,
+            card,
+            items,
+            folder,
+            rank,
+            size,
+            batch_size=batch_size,
+            limit=limit,
+            generate=generate,
+            progress=progress,
+            overrides=overrides,
+            arguments=arguments,
+            extra=extra,
+        )
 
 
-def _generate_and_score(model: cards.ModelCard, card: cards.BenchCard, items: list[Item], folder: Path, rank: int,
-                        size: int, *, batch_size: int, limit: int, generate: Generate | None, progress: bool,
-                        overrides: dict, arguments: dict, extra: dict) -> dict | None:
+def _generate_and_score(
+    model: cards.ModelCard,
+    card: cards.BenchCard,
+    items: list[Item],
+    folder: Path,
+    rank: int,
+    size: int,
+    *,
+    batch_size: int,
+    limit: int,
+    generate: Generate | None,
+    progress: bool,
+    overrides: dict,
+    arguments: dict,
+    extra: dict,
+) -> dict | None:
     """The locked part of run(): resume the samples, generate the missing batches, merge, score, write."""
     bench = registry.bench_of(card)
     samples_path = folder / "samples.jsonl"
@@ -133,17 +173,23 @@ def _generate_and_score(model: cards.ModelCard, card: cards.BenchCard, items: li
     dist.barrier(size)
     done = dict(samples.read(samples_path))
     for shard in sorted(folder.glob("samples.rank*.jsonl")):
-        done.update({k: v for k, v in samples.read(shard, repair=shard.name == f"samples.rank{rank}.jsonl").items()
-                     if k not in done})
+        done.update(
+            {
+                k: v
+                for k, v in samples.read(shard, repair=shard.name == f"samples.rank{rank}.jsonl").items()
+                if k not in done
+            }
+        )
     samples.check(done, samples_path, protocol, model.name, model_fp)
-    # One generation per distinct (image, prompt): POPE asks each image's positive questions in all three
-    # splits. Batches are fixed chunks of that list, so a batch always holds the same prompts whatever was
-    # done before a kill and whichever rank runs it: outputs do not depend on resuming or the process count.
+    # One generation per distinct (image, prompt): a bench may ask one question of an image in several splits
+    # (its items repeat it). Batches are fixed chunks of that list, so a batch always holds the same prompts
+    # whatever was done before a kill and whichever rank runs it: outputs do not depend on resuming or the
+    # process count.
     groups: dict[tuple[Path, str], list[Item]] = {}
     for it in items:
         groups.setdefault((it.image, it.prompt), []).append(it)
     prompts_in_order = list(groups)
-    batches = [prompts_in_order[b:b + batch_size] for b in range(0, len(prompts_in_order), batch_size)]
+    batches = [prompts_in_order[b : b + batch_size] for b in range(0, len(prompts_in_order), batch_size)]
     pending = [batch for batch in batches if any(it.key not in done for pair in batch for it in groups[pair])]
     mine = pending[rank::size]
     target = samples_path if size == 1 else folder / f"samples.rank{rank}.jsonl"
@@ -153,15 +199,30 @@ def _generate_and_score(model: cards.ModelCard, card: cards.BenchCard, items: li
         generate = generate or for_card(model)
         from tqdm import tqdm
 
-        with tqdm(total=sum(len(groups[p]) for batch in mine for p in batch), unit="sample", file=sys.stderr,
-                  disable=not progress, desc=f"{model.name}/{card.name}" + (f" rank {rank}" if size > 1 else "")
-                  ) as bar:  # closed (its line ended) before an error is printed
+        with tqdm(
+            total=sum(len(groups[p]) for batch in mine for p in batch),
+            unit="sample",
+            file=sys.stderr,
+            disable=not progress,
+            desc=f"{model.name}/{card.name}" + (f" rank {rank}" if size > 1 else ""),
+        ) as bar:  # closed (its line ended) before an error is printed
             for batch in mine:
                 images = [read_image(groups[pair][0].image, f"item {groups[pair][0].key}") for pair in batch]
                 answers = generate(images, [prompt for _, prompt in batch], card.decoding)
-                rows = [it.record | {"key": it.key, "prompt": it.prompt, "text": answer, "protocol": protocol,
-                                     "model": model.name, "model_fp": model_fp}
-                        for pair, answer in zip(batch, answers) for it in groups[pair] if it.key not in done]
+                rows = [
+                    it.record
+                    | {
+                        "key": it.key,
+                        "prompt": it.prompt,
+                        "text": answer,
+                        "protocol": protocol,
+                        "model": model.name,
+                        "model_fp": model_fp,
+                    }
+                    for pair, answer in zip(batch, answers)
+                    for it in groups[pair]
+                    if it.key not in done
+                ]
                 samples.append(target, rows)
                 bar.update(sum(len(groups[pair]) for pair in batch))
     dist.barrier(size)

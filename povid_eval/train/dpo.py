@@ -46,24 +46,41 @@ def log_ratio_margin(policy_chosen, policy_rejected, reference_chosen, reference
 def _stats(losses, policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta) -> PreferenceStats:
     chosen = beta * (policy_chosen - reference_chosen).detach()
     rejected = beta * (policy_rejected - reference_rejected).detach()
-    return PreferenceStats(loss=losses.mean(), reward_chosen=chosen.mean(), reward_rejected=rejected.mean(),
-                           margin=(chosen - rejected).mean(), accuracy=(chosen > rejected).float().mean())
+    return PreferenceStats(
+        loss=losses.mean(),
+        reward_chosen=chosen.mean(),
+        reward_rejected=rejected.mean(),
+        margin=(chosen - rejected).mean(),
+        accuracy=(chosen > rejected).float().mean(),
+    )
 
 
-def dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta: float = 0.1) -> PreferenceStats:
+def dpo_loss(
+    policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta: float = 0.1
+) -> PreferenceStats:
     """Sigmoid DPO (module docstring); ``-logsigmoid`` is the numerically stable -log sigmoid."""
     h = log_ratio_margin(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
     return _stats(-F.logsigmoid(beta * h), policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
 
 
-def ipo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta: float = 0.1) -> PreferenceStats:
+def ipo_loss(
+    policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta: float = 0.1
+) -> PreferenceStats:
     """IPO (module docstring)."""
     h = log_ratio_margin(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
     return _stats((h - 1 / (2 * beta)) ** 2, policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
 
 
-def povid_loss(policy_chosen, policy_rejected_text, policy_rejected_noisy, reference_chosen, reference_rejected_text,
-               reference_rejected_noisy, beta: float = 0.1, noisy_weight: float = 0.5) -> PreferenceStats:
+def povid_loss(
+    policy_chosen,
+    policy_rejected_text,
+    policy_rejected_noisy,
+    reference_chosen,
+    reference_rejected_text,
+    reference_rejected_noisy,
+    beta: float = 0.1,
+    noisy_weight: float = 0.5,
+) -> PreferenceStats:
     """POVID stage 2: (1 - w) L_DPO(y_w, y_l^t) + w L_DPO(y_w, y_l^n), w = 0.5 in the paper."""
     text = dpo_loss(policy_chosen, policy_rejected_text, reference_chosen, reference_rejected_text, beta)
     noisy = dpo_loss(policy_chosen, policy_rejected_noisy, reference_chosen, reference_rejected_noisy, beta)
@@ -73,5 +90,6 @@ def povid_loss(policy_chosen, policy_rejected_text, policy_rejected_noisy, refer
 def combine(text: PreferenceStats, noisy: PreferenceStats, noisy_weight: float = 0.5) -> PreferenceStats:
     """(1 - w) * text + w * noisy, field by field: POVID's weighting of its two DPO terms."""
     w = noisy_weight
-    return PreferenceStats(*((1 - w) * getattr(text, f) + w * getattr(noisy, f)
-                             for f in PreferenceStats.__dataclass_fields__))
+    return PreferenceStats(
+        *((1 - w) * getattr(text, f) + w * getattr(noisy, f) for f in PreferenceStats.__dataclass_fields__)
+    )

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from povid_eval.benches.chair.scorer import Vocabulary, load_vocabulary
 
@@ -33,10 +33,28 @@ DEFAULT_WEIGHTS = {"swap": 0.6, "add": 0.2, "attribute": 0.2}
 
 COLOURS = ("red", "blue", "green", "yellow", "brown", "gray", "white", "black", "pink", "purple")
 COUNTS = ("two", "three", "four")
-OPPOSITES = {"left": "right", "right": "left", "top": "bottom", "bottom": "top", "above": "below",
-             "below": "above", "front": "back", "behind": "in front of", "under": "on top of"}
-IRREGULAR_PLURALS = {"person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
-                     "knife": "knives", "sheep": "sheep", "skis": "skis", "scissors": "scissors"}
+OPPOSITES = {
+    "left": "right",
+    "right": "left",
+    "top": "bottom",
+    "bottom": "top",
+    "above": "below",
+    "below": "above",
+    "front": "back",
+    "behind": "in front of",
+    "under": "on top of",
+}
+IRREGULAR_PLURALS = {
+    "person": "people",
+    "man": "men",
+    "woman": "women",
+    "child": "children",
+    "mouse": "mice",
+    "knife": "knives",
+    "sheep": "sheep",
+    "skis": "skis",
+    "scissors": "scissors",
+}
 
 
 def pluralize(noun: str) -> str:
@@ -104,12 +122,12 @@ def find_mentions(caption: str, vocab: Vocabulary | None = None) -> list[Mention
 def _replace_noun(text: str, mention: Mention, new: str) -> str:
     """Put ``new`` (a category name, pluralised like the mention) in the mention's place; fix a/an before it."""
     word = pluralize(new) if mention.plural else new
-    before, after = text[:mention.start], text[mention.end:]
+    before, after = text[: mention.start], text[mention.end :]
     m = re.search(r"\b(a|an|A|An)\s+$", before) if not mention.plural else None
     if m is not None:
         art = article(word)
         art = art.capitalize() if m.group(1)[0].isupper() else art
-        before = before[:m.start()] + art + before[m.start() + len(m.group(1)):]
+        before = before[: m.start()] + art + before[m.start() + len(m.group(1)) :]
     if mention.start == 0 or before.endswith((". ", ".")):
         word = word[:1].upper() + word[1:] if text[mention.start].isupper() else word
     return before + word + after
@@ -119,8 +137,15 @@ class CooccurrenceInjector:
     """Rule-based y_l^t from co-occurrence statistics (module docstring). Call it as
     ``injector(caption, present_categories, key)``; returns an Injection, or None when no edit applies."""
 
-    def __init__(self, cooc: dict[str, dict[str, int]], freq: dict[str, int], *, weights: dict | None = None,
-                 seed: int = 0, vocab: Vocabulary | None = None):
+    def __init__(
+        self,
+        cooc: dict[str, dict[str, int]],
+        freq: dict[str, int],
+        *,
+        weights: dict | None = None,
+        seed: int = 0,
+        vocab: Vocabulary | None = None,
+    ):
         self.cooc, self.freq, self.seed = cooc, freq, seed
         self.weights = dict(weights or DEFAULT_WEIGHTS)
         unknown = set(self.weights) - set(OPS)
@@ -130,7 +155,7 @@ class CooccurrenceInjector:
         self.categories = sorted(freq)
 
     @classmethod
-    def from_instances(cls, instances, **kwargs) -> "CooccurrenceInjector":
+    def from_instances(cls, instances, **kwargs) -> CooccurrenceInjector:
         """Statistics from a COCO instances file or dict (e.g. instances_train2014.json, the world's train split)."""
         from povid_eval.benches import coco
 
@@ -194,7 +219,7 @@ class CooccurrenceInjector:
         if not options:
             return None
         m, new = rng.choice(options)
-        return Injection(caption[:m.start()] + new + caption[m.end():], "attribute", f"{m.group(0)} -> {new}")
+        return Injection(caption[: m.start()] + new + caption[m.end() :], "attribute", f"{m.group(0)} -> {new}")
 
     def __call__(self, caption: str, present: Iterable[str], key: str) -> Injection | None:
         """One edit, the op drawn by weight; an op that does not apply falls back to the others in OPS order."""
@@ -221,7 +246,7 @@ class LLMInjection:
     def __call__(self, caption: str, present: Iterable[str], key: str) -> Injection | None:
         present = sorted(set(present))
         weights = self.stats.candidate_weights(present)
-        candidates = sorted(weights, key=lambda c: (-weights[c], c))[:self.n_candidates]
+        candidates = sorted(weights, key=lambda c: (-weights[c], c))[: self.n_candidates]
         return Injection(self.llm(caption, present, candidates), "llm", ", ".join(candidates))
 
 
@@ -236,31 +261,32 @@ def _remove_mention(text: str, m: Mention) -> str | None:
     s0 = 0 if s0 < 0 else s0 + 2
     s1 = text.find(".", m.end)
     s1 = len(text) if s1 < 0 else s1
-    before = text[s0:m.start]
+    before = text[s0 : m.start]
     if re.match(r"^(The|This|That)\s+$", before, re.IGNORECASE) or before == "":
-        return (text[:s0] + text[s1 + 2:]).strip() if s0 > 0 or s1 + 2 < len(text) else None
+        return (text[:s0] + text[s1 + 2 :]).strip() if s0 > 0 or s1 + 2 < len(text) else None
     det = _DET.search(before)
     start = s0 + (det.start() if det else len(before))
     seps = [(text.rfind(d, s0, start), d) for d in (", ", " and ")]
     left, left_sep = max(seps)
     rights = [(i, d) for d in (", ", " and ") if (i := text.find(d, m.end, s1)) >= 0]
     right, right_sep = min(rights) if rights else (s1, ".")
-    if left >= 0 and left + len(left_sep) == start:          # a separator just before the item
+    if left >= 0 and left + len(left_sep) == start:  # a separator just before the item
         if left_sep == ", " or right_sep != ".":
             return text[:left] + text[right:]
         # the last item: "A, B and X." -> "A and B."
         head = text[:left]
         comma = head.rfind(", ", s0)
         if comma >= 0:
-            head = head[:comma] + " and " + head[comma + 2:]
+            head = head[:comma] + " and " + head[comma + 2 :]
         return head + text[right:]
     if right_sep == ".":
-        return None                                           # the only item
-    return text[:start] + text[right + len(right_sep):]
+        return None  # the only item
+    return text[:start] + text[right + len(right_sep) :]
 
 
-def correct_answer(answer: str, present: Iterable[str], rng: random.Random | None = None,
-                   vocab: Vocabulary | None = None) -> str | None:
+def correct_answer(
+    answer: str, present: Iterable[str], rng: random.Random | None = None, vocab: Vocabulary | None = None
+) -> str | None:
     """An answer made true to the annotations in its own words: every mention of a category not in
     ``present`` is deleted (its list item, or its sentence). None when the answer names no object or when a
     deletion would leave an empty list."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from povid_eval.core.errors import PovidError
 from povid_eval.core.http import ChatClient
@@ -49,16 +49,21 @@ Original description:
 
 Answer with the rewritten description only."""
 
-RETRY_NOTE = ("Your answer was empty or the same as the original description. Rewrite the description "
-              "with the changes asked for, and answer with the rewritten description only.")
+RETRY_NOTE = (
+    "Your answer was empty or the same as the original description. Rewrite the description "
+    "with the changes asked for, and answer with the rewritten description only."
+)
 
 NONE_LISTED = "(none listed)"
 
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
 _FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```$", re.S)
 _PREAMBLE = re.compile(r"^(?:sure|okay|ok|certainly|here is|here's)\b[^\n]*:\s*\n", re.I)
-_PREFIX = re.compile(r"^[*_]*\s*(?:(?:the\s+)?(?:rewritten|hallucinated|modified|altered|new|wrong)\s+)?"
-                     r"(?:caption|description|answer)\s*[*_]*\s*:\s*[*_]*\s*", re.I)
+_PREFIX = re.compile(
+    r"^[*_]*\s*(?:(?:the\s+)?(?:rewritten|hallucinated|modified|altered|new|wrong)\s+)?"
+    r"(?:caption|description|answer)\s*[*_]*\s*:\s*[*_]*\s*",
+    re.I,
+)
 _QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "`": "`"}
 
 
@@ -106,8 +111,10 @@ class LLMInjector:
         try:
             prompt.format(caption="", present="", candidates="")
         except (KeyError, IndexError, ValueError, AttributeError) as e:
-            raise PovidError(f"hallucination-injection prompt: bad placeholder {e} (allowed: {{caption}}, "
-                             "{present}, {candidates}; write literal braces as {{ }})") from None
+            raise PovidError(
+                f"hallucination-injection prompt: bad placeholder {e} (allowed: {{caption}}, "
+                "{present}, {candidates}; write literal braces as {{ }})"
+            ) from None
         self.client, self.prompt = client, prompt
 
     @property
@@ -117,8 +124,11 @@ class LLMInjector:
 
     def messages(self, caption: str, present: Sequence[str], absent_candidates: Sequence[str]) -> list[dict]:
         """The first request's messages for one caption."""
-        text = self.prompt.format(caption=caption.strip(), present=", ".join(present) or NONE_LISTED,
-                                  candidates=", ".join(absent_candidates) or NONE_LISTED)
+        text = self.prompt.format(
+            caption=caption.strip(),
+            present=", ".join(present) or NONE_LISTED,
+            candidates=", ".join(absent_candidates) or NONE_LISTED,
+        )
         return [{"role": "user", "content": text}]
 
     def __call__(self, caption: str, present: Sequence[str], absent_candidates: Sequence[str]) -> str:
@@ -132,4 +142,4 @@ class LLMInjector:
         if rewrite and not _same_text(rewrite, caption):
             return rewrite
         what = "an empty reply" if not rewrite else "the caption unchanged"
-        raise InjectionError(f"{self.client.url}: LLM injector gave {what} twice for caption \"{_short(caption)}\"")
+        raise InjectionError(f'{self.client.url}: LLM injector gave {what} twice for caption "{_short(caption)}"')

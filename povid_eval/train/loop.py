@@ -45,18 +45,25 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
 from povid_eval.core.dist import barrier as _barrier
 from povid_eval.core.dist import info as _dist_info
 from povid_eval.core.errors import InputError
-from povid_eval.core.io import (STORAGE_ERRNOS, atomic_write_json, atomic_write_text, iter_jsonl, read_image, read_json,
-                           writing)
-from povid_eval.train.dpo import combine, dpo_loss, ipo_loss, PreferenceStats
+from povid_eval.core.io import (
+    STORAGE_ERRNOS,
+    atomic_write_json,
+    atomic_write_text,
+    iter_jsonl,
+    read_image,
+    read_json,
+    writing,
+)
+from povid_eval.train.dpo import PreferenceStats, combine, dpo_loss, ipo_loss
 from povid_eval.train.noise import DEFAULT_STEP, noisy_image
 from povid_eval.train.preferences import Preference
 from povid_eval.vlm.logprobs import pack_right, token_logprobs
@@ -73,12 +80,12 @@ class TrainConfig:
 
     loss: str = "dpo"
     beta: float = 0.1
-    noisy_weight: float = 0.5          # POVID: L = (1 - w) DPO(y_w, y_l^t) + w DPO(y_w, y_l^n)
+    noisy_weight: float = 0.5  # POVID: L = (1 - w) DPO(y_w, y_l^t) + w DPO(y_w, y_l^n)
     noisy_form: str = "paper"
     sft_weight: float = 0.0
     steps: int = 100
-    batch_size: int = 16               # preference records per optimizer step
-    grad_accum: int = 1                # micro-batches per step (batch_size must divide evenly)
+    batch_size: int = 16  # preference records per optimizer step
+    grad_accum: int = 1  # micro-batches per step (batch_size must divide evenly)
     lr: float = 5e-5
     warmup: int = 10
     weight_decay: float = 0.0
@@ -101,11 +108,15 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------------------------------- LoRA
 
+
 def language_model_linear_names(model) -> list[str]:
     """Qualified names of every nn.Linear inside the language model (not the vision tower, projector, lm_head)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return [name for name, module in base.named_modules()
-            if isinstance(module, torch.nn.Linear) and name.startswith(LM_PREFIXES)]
+    return [
+        name
+        for name, module in base.named_modules()
+        if isinstance(module, torch.nn.Linear) and name.startswith(LM_PREFIXES)
+    ]
 
 
 def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0):
@@ -125,8 +136,9 @@ def parameter_breakdown(model) -> dict[str, dict[str, int]]:
     """{submodule: {trainable, total}} for vision_tower, multi_modal_projector, language_model, lm_head."""
     out: dict[str, dict[str, int]] = {}
     for name, p in model.named_parameters():
-        part = next((k for k in ("vision_tower", "multi_modal_projector", "language_model", "lm_head") if k in name),
-                    "other")
+        part = next(
+            (k for k in ("vision_tower", "multi_modal_projector", "language_model", "lm_head") if k in name), "other"
+        )
         row = out.setdefault(part, {"trainable": 0, "total": 0})
         row["total"] += p.numel()
         row["trainable"] += p.numel() if p.requires_grad else 0
@@ -145,6 +157,7 @@ def format_breakdown(breakdown: dict[str, dict[str, int]]) -> str:
 
 # ---------------------------------------------------------------------------------------------- batches
 
+
 @dataclass(frozen=True)
 class Row:
     """One response to score: which image (key into the step's features), prompt ids, response ids."""
@@ -157,8 +170,11 @@ class Row:
 def image_key(pref: Preference, noisy: bool) -> tuple:
     if not noisy:
         return (pref.image,)
-    return (pref.image, pref.noise_step if pref.noise_step is not None else DEFAULT_STEP,
-            pref.noise_seed if pref.noise_seed is not None else 0)
+    return (
+        pref.image,
+        pref.noise_step if pref.noise_step is not None else DEFAULT_STEP,
+        pref.noise_seed if pref.noise_seed is not None else 0,
+    )
 
 
 def load_image(key: tuple):
@@ -188,8 +204,9 @@ class Scorer:
             self._response_ids[text] = tuple(self.vlm.response_token_ids([text])[0])
         return self._response_ids[text]
 
-    def rows(self, prefs: Sequence[Preference], kinds: Sequence[str], noisy_form: str = "paper",
-             images: dict | None = None) -> list[Row]:
+    def rows(
+        self, prefs: Sequence[Preference], kinds: Sequence[str], noisy_form: str = "paper", images: dict | None = None
+    ) -> list[Row]:
         """Rows grouped by kind: all 'chosen' rows, then all 'rejected_text', then all 'rejected_noisy'."""
         images = {} if images is None else images
         out = []
@@ -224,18 +241,21 @@ class Scorer:
         from povid_eval.vlm.model import DTYPES
 
         pixels = pixels.to(self.vlm.device, DTYPES[self.vlm.dtype])
-        feats = base.get_image_features(pixel_values=pixels, vision_feature_layer=config.vision_feature_layer,
-                                        vision_feature_select_strategy=config.vision_feature_select_strategy)
+        feats = base.get_image_features(
+            pixel_values=pixels,
+            vision_feature_layer=config.vision_feature_layer,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+        )
         feats = getattr(feats, "pooler_output", feats)
         return {k: f for k, f in zip(keys, feats)}
 
-    def logprobs(self, rows: Sequence[Row], features: dict[tuple, torch.Tensor], *,
-                 with_token_counts: bool = False):
+    def logprobs(self, rows: Sequence[Row], features: dict[tuple, torch.Tensor], *, with_token_counts: bool = False):
         """Summed response log-probs [len(rows)] under the model as it is now (adapter on or off)."""
         model = self.vlm.model
         pad = self.vlm.tokenizer.pad_token_id
-        input_ids, attention_mask, response_mask = pack_right([r.prompt_ids for r in rows],
-                                                               [r.response_ids for r in rows], pad)
+        input_ids, attention_mask, response_mask = pack_right(
+            [r.prompt_ids for r in rows], [r.response_ids for r in rows], pad
+        )
         device = self.vlm.device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         embeds = model.get_input_embeddings()(input_ids)
@@ -250,14 +270,18 @@ class Scorer:
 
 
 def kinds_for(loss: str) -> tuple[str, ...]:
-    return {"dpo": ("chosen", "rejected_text"), "ipo": ("chosen", "rejected_text"),
-            "noise": ("chosen", "rejected_noisy"), "povid": ("chosen", "rejected_text", "rejected_noisy")}[loss]
+    return {
+        "dpo": ("chosen", "rejected_text"),
+        "ipo": ("chosen", "rejected_text"),
+        "noise": ("chosen", "rejected_noisy"),
+        "povid": ("chosen", "rejected_text", "rejected_noisy"),
+    }[loss]
 
 
 def preference_loss(cfg: TrainConfig, policy: torch.Tensor, reference: torch.Tensor, n: int) -> dict:
     """The configured loss on log-probs laid out as rows() lays them out (blocks of n per kind)."""
-    blocks = [policy[i * n:(i + 1) * n] for i in range(len(policy) // n)]
-    refs = [reference[i * n:(i + 1) * n] for i in range(len(reference) // n)]
+    blocks = [policy[i * n : (i + 1) * n] for i in range(len(policy) // n)]
+    refs = [reference[i * n : (i + 1) * n] for i in range(len(reference) // n)]
     parts: dict[str, PreferenceStats] = {}
     if cfg.loss in ("dpo", "noise"):
         parts[cfg.loss] = dpo_loss(blocks[0], blocks[1], refs[0], refs[1], cfg.beta)
@@ -272,8 +296,14 @@ def preference_loss(cfg: TrainConfig, policy: torch.Tensor, reference: torch.Ten
     return {"loss": total, "parts": parts}
 
 
-def batch_loss(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig,
-               reference: dict[str, list[float]] | None = None, *, sft_tokens: float | None = None) -> dict:
+def batch_loss(
+    scorer: Scorer,
+    prefs: Sequence[Preference],
+    cfg: TrainConfig,
+    reference: dict[str, list[float]] | None = None,
+    *,
+    sft_tokens: float | None = None,
+) -> dict:
     """One micro-batch: rows, image features once per image, policy log-probs (with gradient), reference
     log-probs (adapter disabled, or the precomputed ``reference``), the configured loss plus the optional
     SFT term. Returns preference_loss's {"loss", "parts"} with "rows", "policy", "reference" (and "sft_nll").
@@ -283,8 +313,9 @@ def batch_loss(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig,
     rows, feats = scorer.encode(prefs, kinds, cfg.noisy_form)
     policy, counts = scorer.logprobs(rows, feats, with_token_counts=True)
     if reference is not None:
-        ref = torch.tensor([reference[p.id][k] for k in range(len(kinds)) for p in prefs],
-                           dtype=policy.dtype, device=policy.device)
+        ref = torch.tensor(
+            [reference[p.id][k] for k in range(len(kinds)) for p in prefs], dtype=policy.dtype, device=policy.device
+        )
     else:
         with torch.no_grad(), scorer.vlm.model.disable_adapter():
             ref = scorer.logprobs(rows, feats)
@@ -299,13 +330,14 @@ def batch_loss(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig,
 
 # ---------------------------------------------------------------------------------------------- schedule
 
+
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     """Records of optimizer step ``step``: consecutive slices of a seeded permutation per epoch."""
     per_epoch = max(1, n // batch_size)
     epoch, k = divmod(step, per_epoch)
     order = list(range(n))
     random.Random(f"povid-train:{seed}:{epoch}").shuffle(order)
-    return order[k * batch_size:(k + 1) * batch_size]
+    return order[k * batch_size : (k + 1) * batch_size]
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -317,12 +349,17 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 
+
 def _save_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:
     from safetensors.torch import save_file
 
     state = opt.state_dict()
-    tensors = {f"{idx}.{name}": value.detach().cpu().contiguous() for idx, s in state["state"].items()
-               for name, value in s.items() if torch.is_tensor(value)}
+    tensors = {
+        f"{idx}.{name}": value.detach().cpu().contiguous()
+        for idx, s in state["state"].items()
+        for name, value in s.items()
+        if torch.is_tensor(value)
+    }
     save_file(tensors, str(folder / "optimizer.safetensors"))
     atomic_write_json(folder / "optimizer_groups.json", state["param_groups"])
 
@@ -365,8 +402,11 @@ def save_checkpoint(model, opt, folder: Path, state: dict) -> None:
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
-    done = [p for p in folder.glob("step-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()
-            and (p / "state.json").is_file()]  # not step-N.tmp: a kill between writing and renaming
+    done = [
+        p
+        for p in folder.glob("step-*")
+        if p.is_dir() and p.name.split("-", 1)[1].isdigit() and (p / "state.json").is_file()
+    ]  # not step-N.tmp: a kill between writing and renaming
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
@@ -378,20 +418,32 @@ def load_checkpoint(model, opt, folder: Path) -> dict:
     from safetensors.torch import load_file
 
     state = read_json(folder / "state.json")
-    if not isinstance(state, dict) or isinstance(state.get("step"), bool) or not isinstance(state.get("step"), int) \
-            or state["step"] < 1 or not isinstance(state.get("config"), dict):
-        raise InputError(folder / "state.json", "corrupt checkpoint state (expected {step >= 1, config}): delete "
-                                                f"{folder} to train this stage again from its start")
-    for name, restore in (("adapter_model.safetensors",
-                           lambda f: set_peft_model_state_dict(model, load_file(str(f)))),
-                          ("optimizer.safetensors", lambda f: _load_optimizer(opt, folder))):
+    if (
+        not isinstance(state, dict)
+        or isinstance(state.get("step"), bool)
+        or not isinstance(state.get("step"), int)
+        or state["step"] < 1
+        or not isinstance(state.get("config"), dict)
+    ):
+        raise InputError(
+            folder / "state.json",
+            "corrupt checkpoint state (expected {step >= 1, config}): delete "
+            f"{folder} to train this stage again from its start",
+        )
+    for name, restore in (
+        ("adapter_model.safetensors", lambda f: set_peft_model_state_dict(model, load_file(str(f)))),
+        ("optimizer.safetensors", lambda f: _load_optimizer(opt, folder)),
+    ):
         try:
             restore(folder / name)
         except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
             if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
                 raise
-            raise InputError(folder / name, f"corrupt checkpoint ({type(e).__name__}: {str(e).strip()[:160]}): "
-                                            f"delete {folder} to train this stage again from its start") from None
+            raise InputError(
+                folder / name,
+                f"corrupt checkpoint ({type(e).__name__}: {str(e).strip()[:160]}): "
+                f"delete {folder} to train this stage again from its start",
+            ) from None
     return state
 
 
@@ -400,14 +452,19 @@ def read_log(path: Path, before: int) -> list[str]:
     kept = []
     for line, rec in iter_jsonl(path):
         if not isinstance(rec, dict) or isinstance(rec.get("step"), bool) or not isinstance(rec.get("step"), int):
-            raise InputError(path, "corrupt training log line (expected an object with an integer 'step'): "
-                                   "delete the file (it is only the log)", line=line)
+            raise InputError(
+                path,
+                "corrupt training log line (expected an object with an integer 'step'): "
+                "delete the file (it is only the log)",
+                line=line,
+            )
         if rec["step"] < before:
             kept.append(json.dumps(rec))
     return kept
 
 
 # ---------------------------------------------------------------------------------------------- data parallel
+
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """One float32 CPU vector of ``tensors`` (gloo reduces CPU tensors; LoRA weights are small)."""
@@ -417,7 +474,7 @@ def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 def _unflat(flat: torch.Tensor, tensors: Sequence[torch.Tensor]) -> None:
     offset = 0
     for t in tensors:
-        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
         offset += t.numel()
 
 
@@ -453,8 +510,9 @@ def _mean_over_ranks(values: dict[str, float], world: int) -> dict[str, float]:
     return dict(zip(values, (t / world).tolist()))
 
 
-def _sharded_reference(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig, rank: int, world: int,
-                       batch_size: int = 32) -> dict[str, list[float]]:
+def _sharded_reference(
+    scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig, rank: int, world: int, batch_size: int = 32
+) -> dict[str, list[float]]:
     """reference_logprobs over the ranks: the same chunks of ``batch_size`` records as one process (so the
     same values), chunk c on rank c % world, then gathered on every rank."""
     import torch.distributed as dist
@@ -462,7 +520,7 @@ def _sharded_reference(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainCo
     mine: dict[str, list[float]] = {}
     for c, i in enumerate(range(0, len(prefs), batch_size)):
         if c % world == rank:
-            mine.update(reference_logprobs(scorer, prefs[i:i + batch_size], cfg, batch_size))
+            mine.update(reference_logprobs(scorer, prefs[i : i + batch_size], cfg, batch_size))
     parts: list = [None] * world
     dist.all_gather_object(parts, mine)
     return {k: v for part in parts for k, v in part.items()}
@@ -470,23 +528,33 @@ def _sharded_reference(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainCo
 
 # ---------------------------------------------------------------------------------------------- the loop
 
+
 @torch.no_grad()
-def reference_logprobs(scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig,
-                       batch_size: int = 32) -> dict[str, list[float]]:
+def reference_logprobs(
+    scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig, batch_size: int = 32
+) -> dict[str, list[float]]:
     """log ref(y | x) of every record and kind, adapter disabled: {record id: [one value per kind]}."""
     kinds = kinds_for(cfg.loss)
     out: dict[str, list[float]] = {}
     with scorer.vlm.model.disable_adapter():
         for i in range(0, len(prefs), batch_size):
-            chunk = prefs[i:i + batch_size]
+            chunk = prefs[i : i + batch_size]
             values = scorer.logprobs(*scorer.encode(chunk, kinds, cfg.noisy_form)).tolist()
             for j, p in enumerate(chunk):
                 out[p.id] = [values[k * len(chunk) + j] for k in range(len(kinds))]
     return out
 
 
-def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Path, *, template: str,
-          log: Callable[[str], None] = print, stop_after: int | None = None) -> dict:
+def train(
+    vlm,
+    prefs: Sequence[Preference],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    template: str,
+    log: Callable[[str], None] = print,
+    stop_after: int | None = None,
+) -> dict:
     """Train a LoRA adapter on ``vlm`` (a loaded base; it is wrapped in place) and write ``out_dir``:
     adapter/ (final PEFT adapter), checkpoints/step-N/, train_log.jsonl, train_info.json. Resumes from the
     last complete checkpoint in out_dir. ``stop_after``: stop (as if killed) after that many steps.
@@ -497,8 +565,11 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
     cfg.check()
     rank, world = _dist_info()
     if cfg.batch_size % (cfg.grad_accum * world):
-        raise InputError(None, f"batch_size {cfg.batch_size} is not a multiple of grad_accum {cfg.grad_accum} "
-                         f"x {world} processes (each micro-batch is split evenly over the processes)")
+        raise InputError(
+            None,
+            f"batch_size {cfg.batch_size} is not a multiple of grad_accum {cfg.grad_accum} "
+            f"x {world} processes (each micro-batch is split evenly over the processes)",
+        )
     if rank:
         log = lambda line: None  # noqa: E731  (rank 0 prints)
     out = Path(out_dir)
@@ -522,8 +593,10 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
     if last is not None:
         state = load_checkpoint(model, opt, last)
         if state.get("config") != asdict(cfg):
-            raise InputError(last / "state.json", "checkpoint was made with another training config; "
-                             "use another --out or delete the checkpoints")
+            raise InputError(
+                last / "state.json",
+                "checkpoint was made with another training config; use another --out or delete the checkpoints",
+            )
         start = state["step"]
         log(f"resuming from {last} (step {start})")
         if rank == 0 and log_path.is_file():  # keep the log lines of the steps the checkpoint holds, drop later ones
@@ -532,12 +605,13 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
         log_path.unlink()
     _barrier(world)  # every rank has read the checkpoint before rank 0 may replace it
     if cfg.precompute_reference:
-        reference = (_sharded_reference(scorer, prefs, cfg, rank, world) if world > 1
-                     else reference_logprobs(scorer, prefs, cfg))
+        reference = (
+            _sharded_reference(scorer, prefs, cfg, rank, world) if world > 1 else reference_logprobs(scorer, prefs, cfg)
+        )
     else:
         reference = None
     micro = cfg.batch_size // cfg.grad_accum
-    shard = micro // world   # this rank's records of each micro-batch: [rank * shard, (rank + 1) * shard)
+    shard = micro // world  # this rank's records of each micro-batch: [rank * shard, (rank + 1) * shard)
     t0 = time.time()
     model.train()
     for step in range(start, cfg.steps):
@@ -549,11 +623,11 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
         opt.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for m in range(cfg.grad_accum):
-            part = batch[m * micro:(m + 1) * micro]
+            part = batch[m * micro : (m + 1) * micro]
             sft_tokens = None
             if world > 1 and cfg.sft_weight:  # the whole micro-batch's chosen tokens, shared out over the ranks
                 sft_tokens = sum(len(scorer.response_ids(p.chosen)) for p in part) / world
-            result = batch_loss(scorer, part[rank * shard:(rank + 1) * shard], cfg, reference, sft_tokens=sft_tokens)
+            result = batch_loss(scorer, part[rank * shard : (rank + 1) * shard], cfg, reference, sft_tokens=sft_tokens)
             loss = result["loss"]
             if "sft_nll" in result:
                 sums["sft_nll"] = sums.get("sft_nll", 0.0) + result["sft_nll"].item() / cfg.grad_accum
@@ -588,8 +662,13 @@ def train(vlm, prefs: Sequence[Preference], cfg: TrainConfig, out_dir: str | Pat
     model.eval()
     finished = latest_checkpoint(ckpt_dir)
     complete = finished is not None and int(finished.name.split("-")[1]) == cfg.steps
-    info = {"config": asdict(cfg), "records": len(prefs), "parameters": breakdown, "complete": complete,
-            "wall_s": round(time.time() - t0, 1)}
+    info = {
+        "config": asdict(cfg),
+        "records": len(prefs),
+        "parameters": breakdown,
+        "complete": complete,
+        "wall_s": round(time.time() - t0, 1),
+    }
     if rank == 0:
         if complete:
             save_adapter(model, out / "adapter.tmp")

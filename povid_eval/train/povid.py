@@ -25,18 +25,24 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Sequence
 
 from povid_eval import cards
-from povid_eval.core.errors import InputError
-from povid_eval.core.io import atomic_write_json, read_json
+from povid_eval.core import paths
+from povid_eval.core.dist import info as dist_info
+from povid_eval.core.dist import share_error
+from povid_eval.core.errors import InputError, PovidError
+from povid_eval.core.io import atomic_write_json, read_json, require_file
+from povid_eval.core.paths import cache_dir
+from povid_eval.run.fingerprint import fingerprint, fingerprint_hash
 from povid_eval.train.inject import DEFAULT_WEIGHTS
-from povid_eval.train.loop import LOSSES, NOISY_FORMS, train, TrainConfig
+from povid_eval.train.loop import LOSSES, NOISY_FORMS, TrainConfig, train
 from povid_eval.train.noise import DEFAULT_STEP
-from povid_eval.train.preferences import Preference, read_preferences, write_preferences
+from povid_eval.train.preferences import Preference, import_povid_release, read_preferences, write_preferences
 
 RECIPES = ("povid", "dpo", "noise-only")
 CHOSEN = ("reference", "corrected")
@@ -47,24 +53,29 @@ CAPTION_PROMPT = "Describe this image."
 class RecipeConfig:
     """The embedded default's recipe; every field is recorded in the adapter's train_info.json."""
 
-    images: int = 2000                 # training images of the world's train split (first N by a seeded shuffle)
-    chosen: str = "reference"          # y_w: "reference" (longest reference caption) | "corrected" (y_l^n minus
-                                       # what the annotations contradict: the model's words, the world's facts)
+    images: int = 2000  # training images of the world's train split (first N by a seeded shuffle)
+    chosen: str = "reference"  # y_w: "reference" (longest reference caption) | "corrected" (y_l^n minus
+    # what the annotations contradict: the model's words, the world's facts)
     injector_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     noise_step: int = DEFAULT_STEP
     max_new_tokens: int = 64
     gen_batch_size: int = 32
     seed: int = 0
-    stage1: TrainConfig = field(default_factory=lambda: TrainConfig(loss="dpo", steps=75, batch_size=32, lr=2e-4,
-                                                                      warmup=5, lora_r=16, lora_alpha=32))
-    stage2: TrainConfig = field(default_factory=lambda: TrainConfig(loss="povid", steps=20, batch_size=32, lr=2e-4,
-                                                                      warmup=5, lora_r=16, lora_alpha=32))
+    stage1: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            loss="dpo", steps=75, batch_size=32, lr=2e-4, warmup=5, lora_r=16, lora_alpha=32
+        )
+    )
+    stage2: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            loss="povid", steps=20, batch_size=32, lr=2e-4, warmup=5, lora_r=16, lora_alpha=32
+        )
+    )
 
 
 def load_recipe_config(path: str | Path) -> RecipeConfig:
     """A RecipeConfig from TOML: RecipeConfig's scalar keys at the top, TrainConfig keys under [stage1] and
     [stage2]; anything not given keeps its default. Unknown keys are errors naming the file and the key."""
-    from povid_eval.core.io import require_file
 
     path = require_file(path, "recipe config")
     data = cards.read_toml(path)
@@ -79,59 +90,98 @@ def load_recipe_config(path: str | Path) -> RecipeConfig:
         cards.check_table(path, value, TrainConfig, (), prefix=f"{key}.", rules=TRAIN_RULES)
         stage = replace(getattr(cfg, key), **value)
         if stage.batch_size % stage.grad_accum:
-            raise InputError(path, f"batch_size {stage.batch_size} is not a multiple of grad_accum {stage.grad_accum}",
-                             field=f"{key}.grad_accum")
+            raise InputError(
+                path,
+                f"batch_size {stage.batch_size} is not a multiple of grad_accum {stage.grad_accum}",
+                field=f"{key}.grad_accum",
+            )
         setattr(cfg, key, stage)
     return cfg
 
 
 _unit = lambda v: None if 0 <= v <= 1 else f"expected a number in [0, 1], got {v!r}"  # noqa: E731
-RECIPE_RULES = {"images": cards.at_least(1), "chosen": cards.one_of(CHOSEN),
-                "noise_step": lambda v: None if 1 <= v <= 1000 else f"expected an integer in 1..1000, got {v!r}",
-                "max_new_tokens": cards.at_least(1), "gen_batch_size": cards.at_least(1), "seed": cards.at_least(0),
-                "injector_weights": lambda v: None if all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                          and x >= 0 for x in v.values())
-                else "expected a table of weights >= 0"}
-TRAIN_RULES = {"loss": cards.one_of(LOSSES), "beta": cards.above(0), "noisy_weight": _unit,
-               "noisy_form": cards.one_of(NOISY_FORMS), "sft_weight": cards.at_least(0, integer=False),
-               "steps": cards.at_least(1), "batch_size": cards.at_least(1), "grad_accum": cards.at_least(1),
-               "lr": cards.above(0), "warmup": cards.at_least(0), "weight_decay": cards.at_least(0, integer=False),
-               "max_grad_norm": cards.at_least(0, integer=False), "lora_r": cards.at_least(1),
-               "lora_alpha": cards.above(0), "lora_dropout": lambda v: None if 0 <= v < 1 else
-               f"expected a number in [0, 1), got {v!r}", "checkpoint_every": cards.at_least(1),
-               "seed": cards.at_least(0)}
+RECIPE_RULES = {
+    "images": cards.at_least(1),
+    "chosen": cards.one_of(CHOSEN),
+    "noise_step": lambda v: None if 1 <= v <= 1000 else f"expected an integer in 1..1000, got {v!r}",
+    "max_new_tokens": cards.at_least(1),
+    "gen_batch_size": cards.at_least(1),
+    "seed": cards.at_least(0),
+    "injector_weights": lambda v: (
+        None
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v.values())
+        else "expected a table of weights >= 0"
+    ),
+}
+TRAIN_RULES = {
+    "loss": cards.one_of(LOSSES),
+    "beta": cards.above(0),
+    "noisy_weight": _unit,
+    "noisy_form": cards.one_of(NOISY_FORMS),
+    "sft_weight": cards.at_least(0, integer=False),
+    "steps": cards.at_least(1),
+    "batch_size": cards.at_least(1),
+    "grad_accum": cards.at_least(1),
+    "lr": cards.above(0),
+    "warmup": cards.at_least(0),
+    "weight_decay": cards.at_least(0, integer=False),
+    "max_grad_norm": cards.at_least(0, integer=False),
+    "lora_r": cards.at_least(1),
+    "lora_alpha": cards.above(0),
+    "lora_dropout": lambda v: None if 0 <= v < 1 else f"expected a number in [0, 1), got {v!r}",
+    "checkpoint_every": cards.at_least(1),
+    "seed": cards.at_least(0),
+}
 
 
 # ------------------------------------------------------------------------------------------ data
 
-def world_preferences(vlm, world_dir: Path, cfg: "RecipeConfig", template: str, injector=None,
-                      progress: bool = True) -> list[Preference]:
+
+def world_preferences(
+    vlm, world_dir: Path, cfg: RecipeConfig, template: str, injector=None, progress: bool = True
+) -> list[Preference]:
     """Preference records for ``cfg.images`` train images of the synthetic world (a seeded shuffle):
 
-        y_l^n  the base's greedy answer under the noised image (add_noisy_rejections)
-        y_w    ``cfg.chosen == "corrected"``: y_l^n with every object the annotations contradict deleted
-               (inject.correct_answer): the ground truth in the model's own words; records where nothing
-               sensible is left are dropped. ``"reference"``: the image's longest reference caption.
-        y_l^t  y_w with one injected hallucination (the co-occurrence injector unless one is given)
+    y_l^n  the base's greedy answer under the noised image (add_noisy_rejections)
+    y_w    ``cfg.chosen == "corrected"``: y_l^n with every object the annotations contradict deleted
+           (inject.correct_answer): the ground truth in the model's own words; records where nothing
+           sensible is left are dropped. ``"reference"``: the image's longest reference caption.
+    y_l^t  y_w with one injected hallucination (the co-occurrence injector unless one is given)
     """
+    from povid_eval.benches.coco import load_split
     from povid_eval.train.inject import CooccurrenceInjector, correct_answer
-    from povid_eval.world.pretrain import load_split
 
     if cfg.chosen not in CHOSEN:
         raise InputError(None, f"chosen must be one of {', '.join(CHOSEN)}, got {cfg.chosen!r}")
     records, _ = load_split(world_dir, "train")
     order = list(range(len(records)))
     random.Random(f"povid-data:{cfg.seed}").shuffle(order)
-    picked = [records[i] for i in order[:cfg.images]]
+    picked = [records[i] for i in order[: cfg.images]]
     injector = injector or CooccurrenceInjector.from_instances(
-        world_dir / "annotations" / "instances_train.json", weights=cfg.injector_weights, seed=cfg.seed)
+        world_dir / "annotations" / "instances_train.json", weights=cfg.injector_weights, seed=cfg.seed
+    )
     stubs = []
     for r in picked:
         longest = max(r.captions, key=lambda c: (len(c), c))
-        stubs.append(Preference(id=str(r.image_id), image=str(Path(r.path).resolve()), prompt=CAPTION_PROMPT,
-                                chosen=longest, rejected_text=longest))
-    stubs = add_noisy_rejections(vlm, stubs, template, step=cfg.noise_step, seed=cfg.seed,
-                                 batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens, progress=progress)
+        stubs.append(
+            Preference(
+                id=str(r.image_id),
+                image=str(Path(r.path).resolve()),
+                prompt=CAPTION_PROMPT,
+                chosen=longest,
+                rejected_text=longest,
+            )
+        )
+    stubs = add_noisy_rejections(
+        vlm,
+        stubs,
+        template,
+        step=cfg.noise_step,
+        seed=cfg.seed,
+        batch_size=cfg.gen_batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+        progress=progress,
+    )
     out = []
     for p, r in zip(stubs, picked):
         chosen = correct_answer(p.rejected_noisy, r.counts) if cfg.chosen == "corrected" else p.chosen
@@ -141,9 +191,17 @@ def world_preferences(vlm, world_dir: Path, cfg: "RecipeConfig", template: str, 
     return out
 
 
-def add_noisy_rejections(vlm, prefs: Sequence[Preference], template: str, *, step: int = DEFAULT_STEP, seed: int = 0,
-                         batch_size: int = 32, max_new_tokens: int = 64,
-                         progress: bool = True) -> list[Preference]:
+def add_noisy_rejections(
+    vlm,
+    prefs: Sequence[Preference],
+    template: str,
+    *,
+    step: int = DEFAULT_STEP,
+    seed: int = 0,
+    batch_size: int = 32,
+    max_new_tokens: int = 64,
+    progress: bool = True,
+) -> list[Preference]:
     """y_l^n for each record: the model's greedy answer to the prompt under the noised image
     (noise seed = seed + position in the list), with its generated token ids."""
     from tqdm import tqdm
@@ -151,14 +209,17 @@ def add_noisy_rejections(vlm, prefs: Sequence[Preference], template: str, *, ste
     from povid_eval.train.loop import load_image
 
     out = []
-    for b in tqdm(range(0, len(prefs), batch_size), desc="y_l^n (noisy-image answers)", disable=not progress,
-                  file=sys.stderr):
-        chunk = [replace(p, noise_step=step, noise_seed=seed + b + j) for j, p in enumerate(prefs[b:b + batch_size])]
+    for b in tqdm(
+        range(0, len(prefs), batch_size), desc="y_l^n (noisy-image answers)", disable=not progress, file=sys.stderr
+    ):
+        chunk = [replace(p, noise_step=step, noise_seed=seed + b + j) for j, p in enumerate(prefs[b : b + batch_size])]
         images = [load_image((p.image, p.noise_step, p.noise_seed)) for p in chunk]
         prompts = [vlm.prompt(template, p.prompt) for p in chunk]
         ids = vlm.generate_ids(images, prompts, max_new_tokens=max_new_tokens)
-        out += [replace(p, rejected_noisy=vlm.decode(x) or "<empty>", rejected_noisy_ids=tuple(x))
-                for p, x in zip(chunk, ids)]
+        out += [
+            replace(p, rejected_noisy=vlm.decode(x) or "<empty>", rejected_noisy_ids=tuple(x))
+            for p, x in zip(chunk, ids)
+        ]
     return out
 
 
@@ -170,12 +231,11 @@ def _project_path(path: Path) -> str:
 
 def _base_path(card: cards.ModelCard) -> str:
     local = card.resolve(card.path)
-    return _project_path(local) if local.exists() else card.path   # a hub id stays a hub id
+    return _project_path(local) if local.exists() else card.path  # a hub id stays a hub id
 
 
 def load_preference_file(path: str, image_root: str | None) -> list[Preference]:
     """A preference jsonl (our records), or the POVID release's json (LLaVA conversations)."""
-    from povid_eval.train.preferences import import_povid_release
 
     if str(path).endswith(".json"):
         if image_root is None:
@@ -184,10 +244,10 @@ def load_preference_file(path: str, image_root: str | None) -> list[Preference]:
     return read_preferences(path, image_root)
 
 
-def llm_injector(base_url: str | None, model: str | None, key_env: str | None, *, world: str | Path = "data/world",
-                 seed: int = 0):
+def llm_injector(
+    base_url: str | None, model: str | None, key_env: str | None, *, world: str | Path = "data/world", seed: int = 0
+):
     """The ``llm`` injector on an OpenAI-compatible endpoint (answers cached in $POVID_EVAL_CACHE/llm)."""
-    from povid_eval.core.paths import cache_dir
     from povid_eval.core.http import ChatClient
     from povid_eval.train.inject import CooccurrenceInjector, LLMInjection
     from povid_eval.train.llm_inject import LLMInjector
@@ -195,12 +255,14 @@ def llm_injector(base_url: str | None, model: str | None, key_env: str | None, *
     if not base_url or not model:
         raise InputError(None, "--injector llm needs --llm-base-url and --llm-model")
     client = ChatClient(base_url, model, api_key_env=key_env, cache_dir=cache_dir() / "llm")
-    stats = CooccurrenceInjector.from_instances(cards.resolve_path(world) / "annotations" / "instances_train.json",
-                                                seed=seed)
+    stats = CooccurrenceInjector.from_instances(
+        cards.resolve_path(world) / "annotations" / "instances_train.json", seed=seed
+    )
     return LLMInjection(LLMInjector(client), stats)
 
 
 # ------------------------------------------------------------------------------------------ the recipe
+
 
 def stages_for(recipe: str, cfg: RecipeConfig, stages: Sequence[int] | None = None) -> list[tuple[str, TrainConfig]]:
     """The (name, TrainConfig) stages a recipe runs; ``stages`` (povid only) picks some of POVID's two."""
@@ -226,7 +288,6 @@ def _rank0_group(world: int):
     large preference set while the others wait); None in one process. Every rank must call it, in step."""
     if world == 1:
         return None
-    from datetime import timedelta
 
     import torch.distributed as dist
 
@@ -253,17 +314,29 @@ def written_by_train(path: Path) -> bool:
     return isinstance(info, dict) and str(info.get("command", "")).startswith("povid-eval train ")
 
 
-def _planned_card(base: str, base_card: cards.ModelCard, out: str, recipe: str, seed: int, run_dir: Path,
-                  adapter: Path, merge: bool) -> cards.ModelCard:
+def _planned_card(
+    base: str, base_card: cards.ModelCard, out: str, recipe: str, seed: int, run_dir: Path, adapter: Path, merge: bool
+) -> cards.ModelCard:
     """The card ``train`` writes: the base card's settings, the adapter (or the merged folder) and provenance."""
     local = lambda value: _project_path(base_card.resolve(value)) if value else ""  # noqa: E731
-    card = replace(base_card, name=out, path=_base_path(base_card), adapter=_project_path(adapter),
-                   model_base=local(base_card.model_base), vision_tower=local(base_card.vision_tower),
-                   info={"command": f"povid-eval train --base {base} --out {out} --recipe {recipe}",
-                         "recipe": recipe, "seed": seed, "train_info": _project_path(run_dir / "train_info.json")})
+    card = replace(
+        base_card,
+        name=out,
+        path=_base_path(base_card),
+        adapter=_project_path(adapter),
+        model_base=local(base_card.model_base),
+        vision_tower=local(base_card.vision_tower),
+        info={
+            "command": f"povid-eval train --base {base} --out {out} --recipe {recipe}",
+            "recipe": recipe,
+            "seed": seed,
+            "train_info": _project_path(run_dir / "train_info.json"),
+        },
+    )
     if merge:  # saved in the transformers layout, whatever the base's format
-        card = replace(card, path=_project_path(run_dir / "merged"), adapter="", format="hf", model_base="",
-                       vision_tower="")
+        card = replace(
+            card, path=_project_path(run_dir / "merged"), adapter="", format="hf", model_base="", vision_tower=""
+        )
     return card
 
 
@@ -275,11 +348,12 @@ def check_outputs(card_path: Path, card: cards.ModelCard, run_dir: Path, request
     """Never overwrite what train did not write, nor (without ``overwrite``) what an earlier train with other
     settings wrote: the card models/<out>.toml and the training folder <results>/train/<out>. With
     ``overwrite`` the earlier training folder (which carries the tool's marker) is emptied."""
-    from povid_eval.core import paths
 
     if card_path.exists() and not written_by_train(card_path):
-        raise InputError(card_path, "this model card was not written by `povid-eval train`: refusing to overwrite it; "
-                                    "choose another --out")
+        raise InputError(
+            card_path,
+            "this model card was not written by `povid-eval train`: refusing to overwrite it; choose another --out",
+        )
     paths.require_ours(run_dir, "training folder")
     previous = run_dir / "request.json"
     earlier = read_json(previous) if previous.is_file() else None
@@ -288,22 +362,36 @@ def check_outputs(card_path: Path, card: cards.ModelCard, run_dir: Path, request
     retrain = earlier is not None and earlier != request and _has_state(run_dir)
     changed = []
     if retrain:
-        changed.append(f"{run_dir} was trained with other settings "
-                       f"({', '.join(k for k in request if earlier.get(k) != request[k]) or 'format'})")
+        changed.append(
+            f"{run_dir} was trained with other settings "
+            f"({', '.join(k for k in request if earlier.get(k) != request[k]) or 'format'})"
+        )
     if card_path.exists() and card_path.read_text() != cards.to_toml(asdict(card)):
         changed.append(f"{card_path} differs from the card this training writes")
     if changed and not overwrite:
         raise InputError(None, f"{'; '.join(changed)}: pass --overwrite to replace them, or choose another --out")
     if run_dir.is_dir() and (retrain or not _has_state(run_dir)):  # the earlier training's files go now (the card
-        for child in run_dir.iterdir():                                 # is replaced at the end)
+        for child in run_dir.iterdir():  # is replaced at the end)
             if child.name not in (paths.MARKER, paths.LOCK):
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
-def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[int] | None = None,
-               config: RecipeConfig | None = None, preferences: str | None = None, image_root: str | None = None,
-               world: str | Path | None = None, results: str | Path | None = None, merge: bool = False,
-               injector=None, log: Callable[[str], None] = print, overwrite: bool = False) -> Path:
+def run_recipe(
+    base: str,
+    out: str,
+    *,
+    recipe: str = "povid",
+    stages: Sequence[int] | None = None,
+    config: RecipeConfig | None = None,
+    preferences: str | None = None,
+    image_root: str | None = None,
+    world: str | Path | None = None,
+    results: str | Path | None = None,
+    merge: bool = False,
+    injector=None,
+    log: Callable[[str], None] = print,
+    overwrite: bool = False,
+) -> Path:
     """Train ``out`` from the base card ``base`` into <results>/train/<out>/ (resumable: the preference data
     and every stage's checkpoints are kept there); write models/<out>.toml; return the card's path.
     ``world`` and ``results`` default to the project's data/world and results/. A second run with the same
@@ -314,10 +402,6 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
     rank 0 alone makes (or reads) the preference records and writes the data file, the other ranks receive
     rank 0's records (waiting until they are made); rank 0 alone logs and writes train_info.json, the merged
     model and the card; every rank returns the card's path."""
-    from povid_eval.core import paths
-    from povid_eval.core.dist import share_error
-    from povid_eval.core.dist import info as dist_info
-    from povid_eval.core.errors import PovidError
 
     rank, n_ranks = dist_info()
     if rank:
@@ -326,23 +410,33 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
     cfg = config or RecipeConfig()
     base_card = cards.load_model_card(base)
     if base_card.backend != "hf":
-        raise InputError(cards.models_dir() / f"{base}.toml", "an API model (backend = \"openai\") cannot be "
-                         "trained here: give a card with local weights")
+        raise InputError(
+            cards.models_dir() / f"{base}.toml",
+            'an API model (backend = "openai") cannot be trained here: give a card with local weights',
+        )
     if base_card.adapter:
-        raise InputError(cards.models_dir() / f"{base}.toml", "the base card already has an adapter; "
-                         "train from a card without one (or merge it first)")
+        raise InputError(
+            cards.models_dir() / f"{base}.toml",
+            "the base card already has an adapter; train from a card without one (or merge it first)",
+        )
     world = Path(world) if world is not None else paths.project("data/world")
     results = paths.results_root(results)
     run_dir = paths.inside(results, "train", out)
     card_path = paths.inside(cards.models_dir(), f"{out}.toml")
     plan = stages_for(recipe, cfg, stages)
     card = _planned_card(base, base_card, out, recipe, cfg.seed, run_dir, run_dir / plan[-1][0] / "adapter", merge)
-    from povid_eval.run.fingerprint import fingerprint, fingerprint_hash
 
-    request = {"base": base, "base_fp": fingerprint_hash(fingerprint(base_card)), "recipe": recipe,
-               "stages": [n for n, _ in plan], "config": json.loads(json.dumps(asdict(cfg))),
-               "preferences": _file_sha256(preferences), "image_root": str(image_root or ""),
-               "world": str(world) if not preferences else "", "merge": merge}
+    request = {
+        "base": base,
+        "base_fp": fingerprint_hash(fingerprint(base_card)),
+        "recipe": recipe,
+        "stages": [n for n, _ in plan],
+        "config": json.loads(json.dumps(asdict(cfg))),
+        "preferences": _file_sha256(preferences),
+        "image_root": str(image_root or ""),
+        "world": str(world) if not preferences else "",
+        "merge": merge,
+    }
     error, given = None, None
     if rank == 0 and preferences:  # a bad preference file stops us before anything is written
         try:
@@ -363,8 +457,23 @@ def run_recipe(base: str, out: str, *, recipe: str = "povid", stages: Sequence[i
                 error = e
         share_error(error, n_ranks)
         try:
-            _train(base, base_card, card, card_path, recipe, plan, cfg, run_dir, world=world, given=given,
-                   merge=merge, injector=injector, log=log, rank=rank, n_ranks=n_ranks)
+            _train(
+                base,
+                base_card,
+                card,
+                card_path,
+                recipe,
+                plan,
+                cfg,
+                run_dir,
+                world=world,
+                given=given,
+                merge=merge,
+                injector=injector,
+                log=log,
+                rank=rank,
+                n_ranks=n_ranks,
+            )
         except BaseException:
             if rank == 0:
                 _roll_back(run_dir, new)
@@ -384,7 +493,6 @@ def _has_state(run_dir: Path) -> bool:
 def _roll_back(run_dir: Path, new: list[Path]) -> None:
     """A training that failed before it kept anything leaves nothing behind: its request.json goes, and so do
     the folders this call made (``new``: <results>/train and <results>/train/<out>) once they hold only markers."""
-    from povid_eval.core import paths
 
     if _has_state(run_dir):
         return
@@ -396,9 +504,24 @@ def _roll_back(run_dir: Path, new: list[Path]) -> None:
             shutil.rmtree(folder)
 
 
-def _train(base: str, base_card: cards.ModelCard, card: cards.ModelCard, card_path: Path, recipe: str, plan,
-           cfg: RecipeConfig, run_dir: Path, *, world: Path, given: list[Preference] | None, merge: bool, injector, log,
-           rank: int, n_ranks: int) -> None:
+def _train(
+    base: str,
+    base_card: cards.ModelCard,
+    card: cards.ModelCard,
+    card_path: Path,
+    recipe: str,
+    plan,
+    cfg: RecipeConfig,
+    run_dir: Path,
+    *,
+    world: Path,
+    given: list[Preference] | None,
+    merge: bool,
+    injector,
+    log,
+    rank: int,
+    n_ranks: int,
+) -> None:
     """The locked part of run_recipe: preference data, the stages, train_info.json, the merged model, the card."""
     import torch
     from transformers.utils import logging as hf_logging
@@ -409,10 +532,22 @@ def _train(base: str, base_card: cards.ModelCard, card: cards.ModelCard, card_pa
         torch.set_num_threads(base_card.threads)
     t0 = time.time()
     needs_noisy = any(c.loss in ("povid", "noise") for _, c in plan)
-    data_key = hashlib.sha256(json.dumps([base_card.path, str(world), cfg.images, cfg.chosen, cfg.injector_weights,
-                                          cfg.noise_step, cfg.max_new_tokens, cfg.seed], sort_keys=True)
-                              .encode()).hexdigest()[:12]
-    data_path = run_dir / f"preferences.{data_key}.jsonl"   # the world's data, made once per data config
+    data_key = hashlib.sha256(
+        json.dumps(
+            [
+                base_card.path,
+                str(world),
+                cfg.images,
+                cfg.chosen,
+                cfg.injector_weights,
+                cfg.noise_step,
+                cfg.max_new_tokens,
+                cfg.seed,
+            ],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:12]
+    data_path = run_dir / f"preferences.{data_key}.jsonl"  # the world's data, made once per data config
     hf_logging.disable_progress_bar()
     group = _rank0_group(n_ranks)
     prefs = None
@@ -426,8 +561,15 @@ def _train(base: str, base_card: cards.ModelCard, card: cards.ModelCard, card_pa
         if prefs is None:  # the world is there: the CLI built it where it was missing
             prefs = world_preferences(vlm, world, cfg, base_card.template, injector)
         if needs_noisy and any(p.rejected_noisy_ids is None and p.rejected_noisy is None for p in prefs):
-            prefs = add_noisy_rejections(vlm, prefs, base_card.template, step=cfg.noise_step, seed=cfg.seed,
-                                         batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens)
+            prefs = add_noisy_rejections(
+                vlm,
+                prefs,
+                base_card.template,
+                step=cfg.noise_step,
+                seed=cfg.seed,
+                batch_size=cfg.gen_batch_size,
+                max_new_tokens=cfg.max_new_tokens,
+            )
         if given is None:
             # image paths written relative to the project root (paths.py), read back with image_root = ROOT
             write_preferences(data_path, [replace(p, image=_project_path(p.image)) for p in prefs])
@@ -438,7 +580,14 @@ def _train(base: str, base_card: cards.ModelCard, card: cards.ModelCard, card_pa
         infos[name] = train(vlm, prefs, stage_cfg, run_dir / name, template=base_card.template, log=log)
         if not infos[name]["complete"]:
             raise InputError(run_dir / name, "training stopped before the last step")
-    info = {"recipe": recipe, "base": base, "stages": [n for n, _ in plan], "config": asdict(cfg), "train": infos, "wall_s": round(time.time() - t0, 1)}
+    info = {
+        "recipe": recipe,
+        "base": base,
+        "stages": [n for n, _ in plan],
+        "config": asdict(cfg),
+        "train": infos,
+        "wall_s": round(time.time() - t0, 1),
+    }
     if rank:  # rank 0 writes train_info.json, the merged model and the card; the others wait for it
         import torch.distributed as dist
 

@@ -19,13 +19,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from povid_eval.core.errors import InputError
-from povid_eval.core.io import (atomic_write_jsonl, check_image, iter_jsonl, read_json, require_dir, require_id,
-                           require_text)
+from povid_eval.core.io import (
+    atomic_write_jsonl,
+    check_image,
+    iter_jsonl,
+    read_json,
+    require_dir,
+    require_id,
+    require_text,
+)
 
 REQUIRED = ("id", "image", "prompt", "chosen", "rejected_text")
 TEXT_FIELDS = ("prompt", "chosen", "rejected_text", "rejected_noisy")
@@ -50,8 +57,9 @@ class Preference:
         return {k: v for k, v in d.items() if v is not None}
 
 
-def _check(path: Path, line: int | None, rec, image_root: Path | None, check_images: bool,
-           where: str | None = None) -> Preference:
+def _check(
+    path: Path, line: int | None, rec, image_root: Path | None, check_images: bool, where: str | None = None
+) -> Preference:
     """One record, checked: the fields and their types (an id is an integer or a non-empty string; texts are
     non-empty strings; token ids are integers >= 0; noise_step in 1..1000, noise_seed an integer >= 0) and,
     with ``check_images``, that the image is a file. An InputError names the file, line and record."""
@@ -74,20 +82,30 @@ def _check(path: Path, line: int | None, rec, image_root: Path | None, check_ima
             raise InputError(path, f"'{key}' must be a non-empty string", line=line, field=where)
         require_text(path, value, key, line=line, field=where)
     ids = rec.get("rejected_noisy_ids")
-    if ids is not None and (not isinstance(ids, list) or not ids
-                            or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in ids)):
-        raise InputError(path, "'rejected_noisy_ids' must be a non-empty list of token ids (integers >= 0)",
-                         line=line, field=where)
+    if ids is not None and (
+        not isinstance(ids, list)
+        or not ids
+        or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in ids)
+    ):
+        raise InputError(
+            path, "'rejected_noisy_ids' must be a non-empty list of token ids (integers >= 0)", line=line, field=where
+        )
     for key, low, high in (("noise_step", 1, 1000), ("noise_seed", 0, None)):
         value = rec.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low
-                                  or high is not None and value > high):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low or high is not None and value > high
+        ):
             bounds = f"in {low}..{high}" if high is not None else f">= {low}"
-            raise InputError(path, f"'{key}' must be an integer {bounds}, got {json.dumps(value)[:40]}", line=line,
-                             field=where)
+            raise InputError(
+                path, f"'{key}' must be an integer {bounds}, got {json.dumps(value)[:40]}", line=line, field=where
+            )
     if not isinstance(rec["image"], str) or not rec["image"]:
-        raise InputError(path, f"'image' must be a path (a non-empty string), got {json.dumps(rec['image'])[:60]}",
-                         line=line, field=where)
+        raise InputError(
+            path,
+            f"'image' must be a path (a non-empty string), got {json.dumps(rec['image'])[:60]}",
+            line=line,
+            field=where,
+        )
     image = Path(rec["image"])
     if not image.is_absolute() and image_root is not None:
         image = image_root / image
@@ -102,8 +120,9 @@ def _check(path: Path, line: int | None, rec, image_root: Path | None, check_ima
     return Preference(**fields)
 
 
-def read_preferences(path: str | Path, image_root: str | Path | None = None, *,
-                     check_images: bool = True) -> list[Preference]:
+def read_preferences(
+    path: str | Path, image_root: str | Path | None = None, *, check_images: bool = True
+) -> list[Preference]:
     """Records of a preference jsonl, validated: a missing field, an empty response or a missing image is a
     one-line InputError naming the file, the line and the record's id. Duplicate ids are an error too."""
     path = Path(path)
@@ -114,7 +133,9 @@ def read_preferences(path: str | Path, image_root: str | Path | None = None, *,
     for line, rec in iter_jsonl(path):
         pref = _check(path, line, rec, root, check_images)
         if pref.id in seen:
-            raise InputError(path, f"duplicate id (first on line {seen[pref.id]})", line=line, field=f"record {pref.id!r}")
+            raise InputError(
+                path, f"duplicate id (first on line {seen[pref.id]})", line=line, field=f"record {pref.id!r}"
+            )
         seen[pref.id] = line
         out.append(pref)
     if not out:
@@ -155,11 +176,15 @@ def import_povid_release(path: str | Path, image_folder: str | Path, *, check_im
             if key not in entry:
                 raise InputError(path, f"missing '{key}'", field=where)
         question = _conversation_text(entry["conversations"], "human", path, f"{where}.conversations")
-        rec = {"id": entry.get("id", i), "image": entry["image"],
-               "prompt": question.replace("<image>", "").strip(),
-               "chosen": _conversation_text(entry["conversations"], "gpt", path, f"{where}.conversations"),
-               "rejected_text": _conversation_text(entry["rejected_conversations"], "gpt", path,
-                                                   f"{where}.rejected_conversations")}
+        rec = {
+            "id": entry.get("id", i),
+            "image": entry["image"],
+            "prompt": question.replace("<image>", "").strip(),
+            "chosen": _conversation_text(entry["conversations"], "gpt", path, f"{where}.conversations"),
+            "rejected_text": _conversation_text(
+                entry["rejected_conversations"], "gpt", path, f"{where}.rejected_conversations"
+            ),
+        }
         pref = _check(path, None, rec, folder, check_images, where=where)
         if pref.id in seen:
             raise InputError(path, f"duplicate id {pref.id!r} (first in record {seen[pref.id]})", field=where)

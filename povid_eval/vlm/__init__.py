@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {"build_tiny_llava": "build", "response_logprobs": "logprobs", "token_logprobs": "logprobs",
-            "VLM": "model", "load_vlm": "model", "load_vlm_card": "model", "detokenize": "tokenizer",
-            "format_prompt": "tokenizer", "format_response": "tokenizer"}
+_EXPORTS = {
+    "build_tiny_llava": "build",
+    "response_logprobs": "logprobs",
+    "token_logprobs": "logprobs",
+    "VLM": "model",
+    "load_vlm": "model",
+    "load_vlm_card": "model",
+    "detokenize": "tokenizer",
+    "format_prompt": "tokenizer",
+    "format_response": "tokenizer",
+}
 __all__ = sorted(_EXPORTS)
 
 

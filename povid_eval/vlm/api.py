@@ -28,22 +28,32 @@ import os
 from povid_eval import cards
 from povid_eval.core.errors import MissingAssetError, PovidError
 from povid_eval.core.http import ChatClient, image_content
+from povid_eval.core.paths import cache_dir
 
 
 def decoding_request(decoding: cards.Decoding) -> dict:
     """The request fields (besides model and messages) for a bench's decoding settings."""
     if not decoding.do_sample:
         return {"max_tokens": decoding.max_new_tokens, "temperature": 0.0, "top_p": 1.0}
-    return {"max_tokens": decoding.max_new_tokens, "temperature": decoding.temperature, "top_p": decoding.top_p,
-            "seed": decoding.seed}
+    return {
+        "max_tokens": decoding.max_new_tokens,
+        "temperature": decoding.temperature,
+        "top_p": decoding.top_p,
+        "seed": decoding.seed,
+    }
 
 
 def openai_client(card: cards.ModelCard) -> ChatClient:
     """The card's ChatClient, caching answers under cache_dir()/api."""
-    from povid_eval.core.paths import cache_dir
 
-    return ChatClient(card.base_url, card.api_model, api_key_env=card.api_key_env or None, timeout=card.timeout,
-                      max_retries=card.max_retries, cache_dir=cache_dir() / "api")
+    return ChatClient(
+        card.base_url,
+        card.api_model,
+        api_key_env=card.api_key_env or None,
+        timeout=card.timeout,
+        max_retries=card.max_retries,
+        cache_dir=cache_dir() / "api",
+    )
 
 
 def openai_generate(card: cards.ModelCard):
@@ -51,18 +61,21 @@ def openai_generate(card: cards.ModelCard):
 
     Fails at once (MissingAssetError) when the card names a key variable that is not set."""
     if card.api_key_env and not os.environ.get(card.api_key_env):
-        raise MissingAssetError(f"model {card.name}: environment variable {card.api_key_env} (the API key for "
-                                f"{card.base_url}) is not set")
+        raise MissingAssetError(
+            f"model {card.name}: environment variable {card.api_key_env} (the API key for {card.base_url}) is not set"
+        )
     client = openai_client(card)
 
     def generate(images, questions, decoding: cards.Decoding, logits_processor=None) -> list[str]:
         if logits_processor is not None:
-            raise PovidError(f"model {card.name}: logits processors need a local model (backend = \"hf\"), "
-                             f"not an API endpoint")
+            raise PovidError(
+                f'model {card.name}: logits processors need a local model (backend = "hf"), not an API endpoint'
+            )
         if len(images) != len(questions):
             raise ValueError(f"{len(images)} images but {len(questions)} questions")
-        conversations = [[{"role": "user", "content": image_content(image, question)}]
-                         for image, question in zip(images, questions)]
+        conversations = [
+            [{"role": "user", "content": image_content(image, question)}] for image, question in zip(images, questions)
+        ]
         answers = client.chat_many(conversations, workers=max(1, card.concurrency), **decoding_request(decoding))
         return [answer.strip() for answer in answers]
 

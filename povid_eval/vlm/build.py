@@ -13,12 +13,21 @@ sequence (and the training time): the world's objects are 7-32 pixels tall.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
+
+from povid_eval.vlm.tokenizer import IMAGE, build_tokenizer
 
 DEFAULT_SIZES = {
-    "image_size": 64, "patch_size": 16,
-    "vision_hidden": 96, "vision_layers": 3, "vision_heads": 4, "vision_intermediate": 256,
-    "text_hidden": 128, "text_layers": 3, "text_heads": 4, "text_intermediate": 384,
+    "image_size": 64,
+    "patch_size": 16,
+    "vision_hidden": 96,
+    "vision_layers": 3,
+    "vision_heads": 4,
+    "vision_intermediate": 256,
+    "text_hidden": 128,
+    "text_layers": 3,
+    "text_heads": 4,
+    "text_intermediate": 384,
     "max_positions": 256,
 }
 
@@ -31,16 +40,26 @@ def build_processor(vocab_words: Iterable[str], image_size: int = 64, patch_size
     """Tokenizer + CLIP image processor (resize the short side, centre-crop to ``image_size``) in a LlavaProcessor."""
     from transformers import CLIPImageProcessorPil, LlavaProcessor
 
-    from povid_eval.vlm.tokenizer import build_tokenizer, IMAGE
-
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-        do_resize=True, do_center_crop=True, do_rescale=True, do_normalize=True, do_convert_rgb=True,
-        image_mean=CLIP_MEAN, image_std=CLIP_STD)
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        do_resize=True,
+        do_center_crop=True,
+        do_rescale=True,
+        do_normalize=True,
+        do_convert_rgb=True,
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+    )
     # vision_feature_select_strategy "default" drops CLS: (64/16)^2 + 1 - 1 = 16 tokens per image.
-    return LlavaProcessor(image_processor=image_processor, tokenizer=build_tokenizer(vocab_words),
-                          patch_size=patch_size, vision_feature_select_strategy="default", image_token=IMAGE,
-                          num_additional_image_tokens=1)
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=build_tokenizer(vocab_words),
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        image_token=IMAGE,
+        num_additional_image_tokens=1,
+    )
 
 
 def build_config(vocab_size: int, tokenizer, **sizes):
@@ -52,20 +71,38 @@ def build_config(vocab_size: int, tokenizer, **sizes):
         raise ValueError(f"unknown size option(s): {', '.join(sorted(unknown))} (known: {', '.join(DEFAULT_SIZES)})")
     s = {**DEFAULT_SIZES, **sizes}
     vision = CLIPVisionConfig(
-        hidden_size=s["vision_hidden"], intermediate_size=s["vision_intermediate"],
-        num_hidden_layers=s["vision_layers"], num_attention_heads=s["vision_heads"],
-        image_size=s["image_size"], patch_size=s["patch_size"], num_channels=3, projection_dim=s["vision_hidden"])
+        hidden_size=s["vision_hidden"],
+        intermediate_size=s["vision_intermediate"],
+        num_hidden_layers=s["vision_layers"],
+        num_attention_heads=s["vision_heads"],
+        image_size=s["image_size"],
+        patch_size=s["patch_size"],
+        num_channels=3,
+        projection_dim=s["vision_hidden"],
+    )
     text = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=s["text_hidden"], intermediate_size=s["text_intermediate"],
-        num_hidden_layers=s["text_layers"], num_attention_heads=s["text_heads"],
-        num_key_value_heads=s["text_heads"], max_position_embeddings=s["max_positions"],
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+        vocab_size=vocab_size,
+        hidden_size=s["text_hidden"],
+        intermediate_size=s["text_intermediate"],
+        num_hidden_layers=s["text_layers"],
+        num_attention_heads=s["text_heads"],
+        num_key_value_heads=s["text_heads"],
+        max_position_embeddings=s["max_positions"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
     n_patches = (s["image_size"] // s["patch_size"]) ** 2
     return LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=n_patches, vision_feature_select_strategy="default", vision_feature_layer=-2,
-        projector_hidden_act="gelu")
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=n_patches,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
+    )
 
 
 def build_tiny_llava(vocab_words: Iterable[str], seed: int = 0, **sizes):
@@ -84,7 +121,11 @@ def build_tiny_llava(vocab_words: Iterable[str], seed: int = 0, **sizes):
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
     model.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        do_sample=False, max_new_tokens=64)
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        do_sample=False,
+        max_new_tokens=64,
+    )
     model.eval()
     return model, processor

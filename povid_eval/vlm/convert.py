@@ -57,10 +57,23 @@ _CLIP_DROPPED = ("text_model.", "text_projection.", "visual_projection.", "logit
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 _TOKENIZERS = ("tokenizer.model", "tokenizer.json")
 _ADAPTERS = ("adapter_model.safetensors", "adapter_model.bin")
-_NOT_LLAMA = {"architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "_name_or_path",
-              "image_aspect_ratio", "image_grid_pinpoints", "tokenizer_padding_side", "tokenizer_model_max_length",
-              "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "unfreeze_mm_vision_tower", "use_mm_proj",
-              "vision_tower"}
+_NOT_LLAMA = {
+    "architectures",
+    "model_type",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "_name_or_path",
+    "image_aspect_ratio",
+    "image_grid_pinpoints",
+    "tokenizer_padding_side",
+    "tokenizer_model_max_length",
+    "tune_mm_mlp_adapter",
+    "freeze_mm_mlp_adapter",
+    "unfreeze_mm_vision_tower",
+    "use_mm_proj",
+    "vision_tower",
+}
 
 
 def _read_json(file: Path) -> dict:
@@ -89,8 +102,11 @@ def is_original_llava(path: str | Path) -> bool:
         cfg = _read_json(folder / "config.json")
     except PovidError:
         return False
-    return ("LlavaLlamaForCausalLM" in (cfg.get("architectures") or []) or cfg.get("model_type") == "llava_llama"
-            or "mm_vision_tower" in cfg)
+    return (
+        "LlavaLlamaForCausalLM" in (cfg.get("architectures") or [])
+        or cfg.get("model_type") == "llava_llama"
+        or "mm_vision_tower" in cfg
+    )
 
 
 def _has_tokenizer(folder: Path | None) -> bool:
@@ -101,15 +117,19 @@ def _llava_config(folder: Path) -> dict:
     """config.json of an original checkpoint, refusing what transformers' Llava cannot represent."""
     cfg, file = _read_json(folder / "config.json"), folder / "config.json"
     if cfg.get("mm_projector_type", "linear") != "mlp2x_gelu":
-        raise PovidError(f"{file}: mm_projector_type {cfg.get('mm_projector_type', 'linear')!r} is not supported "
-                         "(only 'mlp2x_gelu', LLaVA-1.5's, maps onto transformers' Llava projector)")
+        raise PovidError(
+            f"{file}: mm_projector_type {cfg.get('mm_projector_type', 'linear')!r} is not supported "
+            "(only 'mlp2x_gelu', LLaVA-1.5's, maps onto transformers' Llava projector)"
+        )
     if cfg.get("mm_use_im_start_end"):
         raise PovidError(f"{file}: mm_use_im_start_end = true (<im_start>/<im_end> around images) is not supported")
     if cfg.get("image_aspect_ratio") == "anyres":
         raise PovidError(f"{file}: image_aspect_ratio 'anyres' (LLaVA-NeXT tiling) is not supported")
     if cfg.get("mm_vision_select_feature", "patch") not in ("patch", "cls_patch"):
-        raise PovidError(f"{file}: mm_vision_select_feature {cfg['mm_vision_select_feature']!r} is not supported "
-                         "('patch' or 'cls_patch')")
+        raise PovidError(
+            f"{file}: mm_vision_select_feature {cfg['mm_vision_select_feature']!r} is not supported "
+            "('patch' or 'cls_patch')"
+        )
     return cfg
 
 
@@ -117,15 +137,17 @@ def _find_tower(cfg: dict, override: str | Path | None, config_file: Path) -> Pa
     """The CLIP folder: ``override``, else the config's ``mm_vision_tower`` as a folder or a cached hub id."""
     name = str(override or cfg.get("mm_vision_tower") or cfg.get("vision_tower") or "")
     if not name:
-        raise PovidError(f"{config_file}: no mm_vision_tower; set vision_tower = \"/path/to/clip\" in the model card")
+        raise PovidError(f'{config_file}: no mm_vision_tower; set vision_tower = "/path/to/clip" in the model card')
     if Path(name).expanduser().is_dir():
         return Path(name).expanduser()
     cached = cached_snapshot(name) if re.fullmatch(r"[\w.-]+/[\w.-]+", name) else None
     if cached is not None:
         return cached
-    raise MissingAssetError(f"vision tower {name!r} (from {'vision_tower' if override else config_file}) is neither a "
-                            f"folder nor in the Hugging Face cache: download it (hf download {name} --local-dir DIR) "
-                            "and set vision_tower = \"DIR\" in the model card")
+    raise MissingAssetError(
+        f"vision tower {name!r} (from {'vision_tower' if override else config_file}) is neither a "
+        f"folder nor in the Hugging Face cache: download it (hf download {name} --local-dir DIR) "
+        'and set vision_tower = "DIR" in the model card'
+    )
 
 
 def cached_snapshot(repo_id: str) -> Path | None:
@@ -195,7 +217,7 @@ def _checkpoint_has_tower(files: list[Path]) -> bool | None:
 
 def _hf_key(key: str) -> str | None:
     """The transformers 5 name of an original LLaVA weight name, None when it has none."""
-    return next((hf + key[len(orig):] for orig, hf in _RENAMES if key.startswith(orig)), None)
+    return next((hf + key[len(orig) :] for orig, hf in _RENAMES if key.startswith(orig)), None)
 
 
 def _rename(state: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
@@ -207,8 +229,9 @@ def _rename(state: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tens
             unknown += [key] if new is None else []
             out[new] = value
     if unknown:
-        raise PovidError(f"{where}: {len(unknown)} weight(s) with no transformers Llava counterpart, e.g. "
-                         f"{', '.join(unknown[:3])}")
+        raise PovidError(
+            f"{where}: {len(unknown)} weight(s) with no transformers Llava counterpart, e.g. {', '.join(unknown[:3])}"
+        )
     return out
 
 
@@ -225,8 +248,10 @@ def _merge_lora(state: dict[str, torch.Tensor], folder: Path) -> None:
     """Merge every LoRA pair of ``folder`` into ``state`` in place: W = W + scale * B @ A, in fp32."""
     acfg = _read_json(folder / "adapter_config.json")
     if any(acfg.get(k) for k in ("use_dora", "rank_pattern", "alpha_pattern", "fan_in_fan_out")):
-        raise PovidError(f"{folder / 'adapter_config.json'}: use_dora, rank_pattern, alpha_pattern and "
-                         "fan_in_fan_out are not supported")
+        raise PovidError(
+            f"{folder / 'adapter_config.json'}: use_dora, rank_pattern, alpha_pattern and "
+            "fan_in_fan_out are not supported"
+        )
     r = acfg["r"]
     scale = acfg.get("lora_alpha", r) / (math.sqrt(r) if acfg.get("use_rslora") else r)
     file = next(folder / f for f in _ADAPTERS if (folder / f).is_file())
@@ -272,8 +297,12 @@ def _survey(path, model_base, vision_tower) -> tuple[_Plan | None, list[PovidErr
             errors.append(MissingAssetError(f"{folder}: missing adapter_model.safetensors (or adapter_model.bin)"))
         base = Path(model_base).expanduser() if model_base is not None else None
         if base is None:
-            errors.append(MissingAssetError(f"{folder}: a LoRA folder goes on a stage-1 base checkpoint: set "
-                                            "model_base = \"/path/to/base\" in the model card"))
+            errors.append(
+                MissingAssetError(
+                    f"{folder}: a LoRA folder goes on a stage-1 base checkpoint: set "
+                    'model_base = "/path/to/base" in the model card'
+                )
+            )
         elif not base.is_dir():
             errors.append(MissingAssetError(f"{base}: model_base folder not found"))
             base = None
@@ -292,8 +321,9 @@ def _survey(path, model_base, vision_tower) -> tuple[_Plan | None, list[PovidErr
     return _Plan(cfg, config_dir, weights, tokenizer_dir, tower, folder if lora else None), []
 
 
-def check_original_llava(path: str | Path, model_base: str | Path | None = None,
-                         vision_tower: str | Path | None = None) -> list[str]:
+def check_original_llava(
+    path: str | Path, model_base: str | Path | None = None, vision_tower: str | Path | None = None
+) -> list[str]:
     """The problems that would stop ``load_original_llava``, one line each with the fix; [] when loadable
     (weights are not read, so a corrupt weight file shows only at load time)."""
     return [str(e) for e in _survey(path, model_base, vision_tower)[1]]
@@ -311,8 +341,9 @@ def _tokenizer(folder: Path, text_config):
 
     legacy = {"legacy": True} if (folder / "tokenizer.model").is_file() else {}
     try:
-        tok = AutoTokenizer.from_pretrained(str(folder), config=text_config, local_files_only=True,
-                                            trust_remote_code=False, **legacy)
+        tok = AutoTokenizer.from_pretrained(
+            str(folder), config=text_config, local_files_only=True, trust_remote_code=False, **legacy
+        )
     except (OSError, ValueError, ImportError) as e:  # e.g. tokenizer.model alone without sentencepiece installed
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise MissingAssetError(f"{folder}: cannot load the tokenizer offline ({reason})") from None
@@ -321,16 +352,27 @@ def _tokenizer(folder: Path, text_config):
     return tok
 
 
-def load_original_llava(path: str | Path, *, model_base: str | Path | None = None,
-                        vision_tower: str | Path | None = None, dtype: torch.dtype = torch.float32):
+def load_original_llava(
+    path: str | Path,
+    *,
+    model_base: str | Path | None = None,
+    vision_tower: str | Path | None = None,
+    dtype: torch.dtype = torch.float32,
+):
     """``(LlavaForConditionalGeneration in eval mode, LlavaProcessor)`` from an original-format folder.
 
     ``path``: a full checkpoint, or a LoRA folder put on ``model_base`` (a full checkpoint); ``vision_tower``:
     a CLIP folder overriding the config's ``mm_vision_tower``. Missing files raise MissingAssetError, what
     cannot be converted PovidError (see ``check_original_llava``).
     """
-    from transformers import GenerationConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, \
-        LlavaImageProcessorPil, LlavaProcessor
+    from transformers import (
+        GenerationConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaImageProcessorPil,
+        LlavaProcessor,
+    )
     from transformers.initialization import no_init_weights
 
     plan, errors = _survey(path, model_base, vision_tower)
@@ -341,13 +383,16 @@ def load_original_llava(path: str | Path, *, model_base: str | Path | None = Non
     if not any(k.startswith("model.vision_tower.") for k in state):
         state.update(_tower_state(plan.tower))
     if plan.lora is not None:
-        extra = {k.removeprefix("base_model.model."): v
-                 for k, v in _load_tensors(plan.lora / "non_lora_trainables.bin").items()}
+        extra = {
+            k.removeprefix("base_model.model."): v
+            for k, v in _load_tensors(plan.lora / "non_lora_trainables.bin").items()
+        }
         extra = {k.removeprefix("model.") if k.startswith("model.model.") else k: v for k, v in extra.items()}
         state.update(_rename(extra, plan.lora / "non_lora_trainables.bin"))
         _merge_lora(state, plan.lora)
-    text = LlamaConfig(**{k: v for k, v in cfg.items() if k not in _NOT_LLAMA and not k.startswith("mm_")
-                          and v is not None})  # e.g. rope_scaling: null
+    text = LlamaConfig(
+        **{k: v for k, v in cfg.items() if k not in _NOT_LLAMA and not k.startswith("mm_") and v is not None}
+    )  # e.g. rope_scaling: null
     tok = _tokenizer(plan.tokenizer_dir, text)
     vocab = max(len(tok), state["lm_head.weight"].shape[0])
     for key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):  # zero rows for added tokens
@@ -355,34 +400,50 @@ def load_original_llava(path: str | Path, *, model_base: str | Path | None = Non
 
     vision = _tower_config(plan.tower)
     if cfg.get("mm_hidden_size", vision.hidden_size) != vision.hidden_size:
-        raise PovidError(f"{plan.config_dir / 'config.json'}: mm_hidden_size {cfg['mm_hidden_size']} != the vision "
-                         f"tower's hidden_size {vision.hidden_size} ({plan.tower})")
+        raise PovidError(
+            f"{plan.config_dir / 'config.json'}: mm_hidden_size {cfg['mm_hidden_size']} != the vision "
+            f"tower's hidden_size {vision.hidden_size} ({plan.tower})"
+        )
     text.vocab_size = vocab
     strategy = "full" if cfg.get("mm_vision_select_feature", "patch") == "cls_patch" else "default"
     n_image = (vision.image_size // vision.patch_size) ** 2 + (strategy == "full")
-    config = LlavaConfig(text_config=text, vision_config=vision, image_seq_length=n_image,
-                         image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN), projector_hidden_act="gelu",
-                         vision_feature_layer=cfg.get("mm_vision_select_layer", -1),
-                         vision_feature_select_strategy=strategy)
+    config = LlavaConfig(
+        text_config=text,
+        vision_config=vision,
+        image_seq_length=n_image,
+        image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        projector_hidden_act="gelu",
+        vision_feature_layer=cfg.get("mm_vision_select_layer", -1),
+        vision_feature_select_strategy=strategy,
+    )
     with no_init_weights():
         model = LlavaForConditionalGeneration._from_config(config, dtype=dtype)
     expected = set(model.state_dict())
     if set(state) != expected:
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
-        raise PovidError(f"{base}: weights do not match the config: missing {', '.join(missing[:3]) or '-'}; "
-                         f"unexpected {', '.join(extra[:3]) or '-'}")
+        raise PovidError(
+            f"{base}: weights do not match the config: missing {', '.join(missing[:3]) or '-'}; "
+            f"unexpected {', '.join(extra[:3]) or '-'}"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         mismatch = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e)[:200])
         raise PovidError(f"{base}: weights do not fit the config: {mismatch}") from None
-    model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                               pad_token_id=tok.pad_token_id, do_sample=False)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False
+    )
     model.eval()
 
     image_processor = LlavaImageProcessorPil.from_pretrained(
-        str(plan.tower), local_files_only=True, do_pad=cfg.get("image_aspect_ratio") == "pad")
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=vision.patch_size,
-                               vision_feature_select_strategy=strategy, image_token=IMAGE_TOKEN,
-                               num_additional_image_tokens=1)
+        str(plan.tower), local_files_only=True, do_pad=cfg.get("image_aspect_ratio") == "pad"
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tok,
+        patch_size=vision.patch_size,
+        vision_feature_select_strategy=strategy,
+        image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=1,
+    )
     return model, processor

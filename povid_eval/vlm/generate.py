@@ -7,7 +7,7 @@ at every step of that same model (the stop-bias frontier uses it)."""
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 from povid_eval import cards
 
@@ -18,8 +18,18 @@ _LOADED: dict[tuple, Generate] = {}
 
 def for_card(model: cards.ModelCard, logits_processor=None) -> Generate:
     """Generation with the card's model (see the module docstring)."""
-    key = (model.name, model.backend, model.path, model.adapter, model.format, model.model_base, model.dtype,
-           model.device, model.base_url, model.api_model)
+    key = (
+        model.name,
+        model.backend,
+        model.path,
+        model.adapter,
+        model.format,
+        model.model_base,
+        model.dtype,
+        model.device,
+        model.base_url,
+        model.api_model,
+    )
     if key not in _LOADED:
         _LOADED[key] = _load(model)
     if logits_processor is None:
@@ -45,8 +55,15 @@ def _load(model: cards.ModelCard) -> Generate:
 
     def generate(images, prompts, decoding: cards.Decoding, logits_processor=None) -> list[str]:
         texts = [vlm.prompt(model.template, p) for p in prompts]
-        return vlm.generate(images, texts, max_new_tokens=decoding.max_new_tokens, do_sample=decoding.do_sample,
-                            temperature=decoding.temperature, top_p=decoding.top_p, seed=decoding.seed,
-                            logits_processor=logits_processor)
+        return vlm.generate(
+            images,
+            texts,
+            max_new_tokens=decoding.max_new_tokens,
+            do_sample=decoding.do_sample,
+            temperature=decoding.temperature,
+            top_p=decoding.top_p,
+            seed=decoding.seed,
+            logits_processor=logits_processor,
+        )
 
     return generate

@@ -11,7 +11,7 @@ on: call under ``torch.no_grad()`` for a frozen reference model.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -29,7 +29,7 @@ def pack_right(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Seque
         n = len(p) + len(r)
         input_ids[i, :n] = torch.tensor(rows[i], dtype=torch.long)
         attention_mask[i, :n] = 1
-        response_mask[i, len(p):n] = True
+        response_mask[i, len(p) : n] = True
     return input_ids, attention_mask, response_mask
 
 
@@ -41,14 +41,23 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_mask:
     return (picked * response_mask[:, 1:].to(picked.dtype)).sum(-1)
 
 
-def response_logprobs(model, pixel_values: torch.Tensor, prompt_ids: Sequence[Sequence[int]],
-                      response_ids: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+def response_logprobs(
+    model,
+    pixel_values: torch.Tensor,
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Sequence[Sequence[int]],
+    pad_id: int,
+) -> torch.Tensor:
     """log pi(response | image, prompt) for token ids (prompt ids already expanded to the image tokens).
 
     ``pixel_values`` [B, 3, H, W] as the processor makes them; returns a [B] float32 tensor on the model's device.
     """
     input_ids, attention_mask, response_mask = pack_right(prompt_ids, response_ids, pad_id)
     device = pixel_values.device
-    out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                pixel_values=pixel_values, use_cache=False)
+    out = model(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        pixel_values=pixel_values,
+        use_cache=False,
+    )
     return token_logprobs(out.logits, input_ids.to(device), response_mask.to(device))

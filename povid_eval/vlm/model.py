@@ -12,14 +12,16 @@ ids derived from it, greedy outputs do not depend on the batch composition.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 
 from povid_eval.core.errors import InputError, MissingAssetError
+from povid_eval.prompts import render
 from povid_eval.vlm.logprobs import response_logprobs
 from povid_eval.vlm.tokenizer import capitalize_sentences
 
@@ -28,8 +30,12 @@ _ANCHOR = "ASSISTANT:"
 CORRUPT = (SafetensorError, ValueError, UnicodeDecodeError)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
@@ -103,9 +109,16 @@ def detect_format(path: str | Path) -> str:
     return "llava" if Path(path).is_dir() and is_original_llava(path) else "hf"
 
 
-def load_vlm(path: str | Path, adapter: str | Path | None = None, dtype: str = "fp32", device: str = "cpu", *,
-             format: str = "auto", model_base: str | Path | None = None,
-             vision_tower: str | Path | None = None) -> "VLM":
+def load_vlm(
+    path: str | Path,
+    adapter: str | Path | None = None,
+    dtype: str = "fp32",
+    device: str = "cpu",
+    *,
+    format: str = "auto",
+    model_base: str | Path | None = None,
+    vision_tower: str | Path | None = None,
+) -> VLM:
     """Load model + processor from a local folder or a hub id in the local HF cache; never downloads unless
     POVID_EVAL_ALLOW_DOWNLOADS=1.
 
@@ -127,26 +140,38 @@ def load_vlm(path: str | Path, adapter: str | Path | None = None, dtype: str = "
     if format == "llava":
         from povid_eval.vlm.convert import load_original_llava
 
-        model, processor = load_original_llava(local, model_base=model_base, vision_tower=vision_tower,
-                                               dtype=DTYPES[dtype])
+        model, processor = load_original_llava(
+            local, model_base=model_base, vision_tower=vision_tower, dtype=DTYPES[dtype]
+        )
     else:
         if local.is_dir():
             _check_model_dir(local)
         elif not is_hub_id(path):
-            raise MissingAssetError(f"{path}: model folder not found (models/base/ ships with the project; "
-                                    "real checkpoints must be downloaded beforehand: see `povid-eval doctor`)")
+            raise MissingAssetError(
+                f"{path}: model folder not found (models/base/ ships with the project; "
+                "real checkpoints must be downloaded beforehand: see `povid-eval doctor`)"
+            )
         source = str(local if local.is_dir() else path)
         offline = not allow_downloads() or local.is_dir()
         try:
             placement = {} if device == "cpu" else {"device_map": device}  # a GPU: load the weights straight there
             model = LlavaForConditionalGeneration.from_pretrained(
-                source, dtype=DTYPES[dtype], local_files_only=offline, trust_remote_code=False, **placement)
+                source, dtype=DTYPES[dtype], local_files_only=offline, trust_remote_code=False, **placement
+            )
             processor = AutoProcessor.from_pretrained(source, local_files_only=offline, trust_remote_code=False)
         except OSError as e:
-            hint = (f"; download it first: `{download_command(str(path))}` and point the card's path there, or set "
-                    "POVID_EVAL_ALLOW_DOWNLOADS=1") if is_hub_id(path) else ""
-            raise MissingAssetError(f"{path}: cannot load the model offline ({e.__class__.__name__}: "
-                                    f"{str(e).splitlines()[0] if str(e) else 'missing files'}){hint}") from None
+            hint = (
+                (
+                    f"; download it first: `{download_command(str(path))}` and point the card's path there, or set "
+                    "POVID_EVAL_ALLOW_DOWNLOADS=1"
+                )
+                if is_hub_id(path)
+                else ""
+            )
+            raise MissingAssetError(
+                f"{path}: cannot load the model offline ({e.__class__.__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else 'missing files'}){hint}"
+            ) from None
         except CORRUPT as e:
             raise InputError(path, f"unreadable model files ({_first_line(e)}): restore or re-download them") from None
     if adapter is not None:
@@ -155,11 +180,20 @@ def load_vlm(path: str | Path, adapter: str | Path | None = None, dtype: str = "
         try:
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
         except (OSError, *CORRUPT) as e:
-            raise InputError(adapter, f"unreadable LoRA adapter ({_first_line(e)}): retrain it (povid-eval train "
-                                      "--overwrite) or fix the card's adapter path") from None
+            raise InputError(
+                adapter,
+                f"unreadable LoRA adapter ({_first_line(e)}): retrain it (povid-eval train "
+                "--overwrite) or fix the card's adapter path",
+            ) from None
     model.to(device).eval()
-    return VLM(model=model, processor=processor, path=str(path), adapter=None if adapter is None else str(adapter),
-               device=device, dtype=dtype)
+    return VLM(
+        model=model,
+        processor=processor,
+        path=str(path),
+        adapter=None if adapter is None else str(adapter),
+        device=device,
+        dtype=dtype,
+    )
 
 
 def _first_line(e: Exception) -> str:
@@ -167,14 +201,22 @@ def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0][:200] if text else 'no detail'}"
 
 
-def load_vlm_card(card) -> "VLM":
+def load_vlm_card(card) -> VLM:
     """load_vlm with a model card's fields (path, adapter, format, model_base, vision_tower, dtype, device)."""
+
     def local(value: str) -> Path | None:
         return card.resolve(value) if value else None
 
     path = card.path if is_hub_id(card.path) and not card.resolve(card.path).exists() else card.resolve(card.path)
-    return load_vlm(path, adapter=local(card.adapter), dtype=card.dtype, device=card.device, format=card.format,
-                    model_base=local(card.model_base), vision_tower=local(card.vision_tower))
+    return load_vlm(
+        path,
+        adapter=local(card.adapter),
+        dtype=card.dtype,
+        device=card.device,
+        format=card.format,
+        model_base=local(card.model_base),
+        vision_tower=local(card.vision_tower),
+    )
 
 
 @dataclass
@@ -201,7 +243,7 @@ class VLM:
     @property
     def image_token_id(self) -> int:
         config = self.model.config
-        return getattr(config, "image_token_id", None) or getattr(config, "image_token_index")
+        return getattr(config, "image_token_id", None) or config.image_token_index
 
     # ------------------------------------------------------------------ encoding
 
@@ -221,7 +263,6 @@ class VLM:
 
     def prompt(self, template: str, question: str) -> str:
         """The input text for a question under a prompt template (vlm/prompts.py)."""
-        from povid_eval.prompts import render
 
         return render(template, question, self.processor)
 
@@ -236,17 +277,26 @@ class VLM:
         eos = [tok.eos_token_id] if add_eos else []
         out = []
         for r, ids in zip(responses, full):
-            if ids[:len(anchor)] != anchor:  # the anchor merged with the response: tokenize it alone
+            if ids[: len(anchor)] != anchor:  # the anchor merged with the response: tokenize it alone
                 ids = anchor + tok(" " + r.strip(), add_special_tokens=False)["input_ids"]
-            out.append(list(ids[len(anchor):]) + eos)
+            out.append(list(ids[len(anchor) :]) + eos)
         return out
 
     # ------------------------------------------------------------------ generation
 
     @torch.no_grad()
-    def generate_ids(self, images: Sequence, prompts: Sequence[str], *, max_new_tokens: int = 64,
-                     do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                     logits_processor=None) -> list[list[int]]:
+    def generate_ids(
+        self,
+        images: Sequence,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        logits_processor=None,
+    ) -> list[list[int]]:
         """New token ids per prompt, up to and including the first end-of-sequence token (no padding).
 
         Greedy unless ``do_sample``; sampling uses temperature and nucleus top_p only (top_k off), seeded by
@@ -260,8 +310,13 @@ class VLM:
         batch = self.encode(images, prompts)
         tok = self.tokenizer
         banned = {self.image_token_id, tok.pad_token_id, tok.bos_token_id} - {None, tok.eos_token_id}
-        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tok.pad_token_id,
-                      eos_token_id=tok.eos_token_id, suppress_tokens=sorted(banned))
+        kwargs = dict(
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            suppress_tokens=sorted(banned),
+        )
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
         else:
@@ -272,12 +327,12 @@ class VLM:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             out = self.model.generate(**batch, **kwargs)
-        new = out[:, batch["input_ids"].shape[1]:].tolist()
+        new = out[:, batch["input_ids"].shape[1] :].tolist()
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         result = []
         for row in new:
             if eos in row:
-                row = row[:row.index(eos) + 1]
+                row = row[: row.index(eos) + 1]
             result.append([t for t in row if t != pad or pad == eos])
         return result
 
@@ -286,18 +341,36 @@ class VLM:
         ids = list(ids)
         eos = self.tokenizer.eos_token_id
         if eos in ids:
-            ids = ids[:ids.index(eos)]
+            ids = ids[: ids.index(eos)]
         text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False).strip()
         if self._lowercases is None:  # a lower-casing tokenizer (the tiny base) loses capitals: restore them
             probe = self.tokenizer.decode(self.tokenizer("A", add_special_tokens=False)["input_ids"]).strip()
             self._lowercases = probe == "a"
         return capitalize_sentences(" ".join(text.split())) if self._lowercases else text
 
-    def generate(self, images: Sequence, prompts: Sequence[str], *, max_new_tokens: int = 64, do_sample: bool = False,
-                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, logits_processor=None) -> list[str]:
+    def generate(
+        self,
+        images: Sequence,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        logits_processor=None,
+    ) -> list[str]:
         """Decoded answers (without the prompt) for one batch of (image, formatted prompt)."""
-        ids = self.generate_ids(images, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                temperature=temperature, top_p=top_p, seed=seed, logits_processor=logits_processor)
+        ids = self.generate_ids(
+            images,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            logits_processor=logits_processor,
+        )
         return [self.decode(x) for x in ids]
 
     # ------------------------------------------------------------------ scoring
@@ -308,8 +381,9 @@ class VLM:
         ids = [row[mask.bool()].tolist() for row, mask in zip(batch["input_ids"].cpu(), batch["attention_mask"].cpu())]
         return batch["pixel_values"], ids
 
-    def response_ids_logprobs(self, images: Sequence, prompts: Sequence[str],
-                              response_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    def response_ids_logprobs(
+        self, images: Sequence, prompts: Sequence[str], response_ids: Sequence[Sequence[int]]
+    ) -> torch.Tensor:
         """log pi(response | image, prompt) [batch] for response token ids (e.g. from generate_ids)."""
         pixel_values, prompt_ids = self.prompt_token_ids(images, prompts)
         return response_logprobs(self.model, pixel_values, prompt_ids, response_ids, self.tokenizer.pad_token_id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<s>", "</s>", "<unk>", "<image>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE)
@@ -38,17 +38,18 @@ def format_response(answer: str) -> str:
 def _normalizer():
     from tokenizers import Regex, normalizers
 
-    return normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " "),
-                                 normalizers.Lowercase()])
+    return normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
 
 
 def _pre_tokenizer():
     from tokenizers import pre_tokenizers
 
-    return pre_tokenizers.Sequence([
-        pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True),
-        pre_tokenizers.Punctuation(behavior="isolated"),
-    ])
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True),
+            pre_tokenizers.Punctuation(behavior="isolated"),
+        ]
+    )
 
 
 def word_pieces(text: str) -> list[str]:
@@ -91,11 +92,19 @@ def build_tokenizer(vocab_words: Iterable[str]):
     tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])])
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
+    )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD,
-        extra_special_tokens={"image_token": IMAGE}, padding_side="left", clean_up_tokenization_spaces=False,
-        model_max_length=512)
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        pad_token=PAD,
+        extra_special_tokens={"image_token": IMAGE},
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+        model_max_length=512,
+    )
 
 
 _SENTENCE_START = re.compile(r"(^|[.!?]\s+)([a-z])")
@@ -112,6 +121,6 @@ def detokenize(tokenizer, ids: Iterable[int]) -> str:
     ids = list(ids)
     eos = tokenizer.eos_token_id
     if eos in ids:
-        ids = ids[:ids.index(eos)]
+        ids = ids[: ids.index(eos)]
     text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     return capitalize_sentences(re.sub(r"\s+", " ", text).strip())

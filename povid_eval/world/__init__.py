@@ -21,21 +21,24 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-from povid_eval.core import paths
+from povid_eval.benches.mmhal import judges
 from povid_eval.benches.mmhal.scorer import TYPES as mmhal_types
+from povid_eval.core import paths
 from povid_eval.core.errors import MissingAssetError, PovidError
 from povid_eval.core.io import atomic_write_json, read_json
 from povid_eval.world import benchsets, export, text
 from povid_eval.world.catalog import RATES, SCENES
-from povid_eval.world.generate import captions, image_rng, make_image, WorldImage
+from povid_eval.world.generate import WorldImage, captions, image_rng, make_image
+from povid_eval.world.judge import RuleJudge
 
 __all__ = ["build_world", "ensure", "load_manifest", "summary", "DEFAULT_OUT", "SUMMARY_FILE"]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = paths.ROOT
 DEFAULT_OUT = Path("data/world")
 SUMMARY_FILE = ROOT / "benchmarks" / "world_manifest.json"
 VAL_FIRST_ID = 1_000_000
@@ -45,8 +48,16 @@ N_MMHAL = 96
 MAX_TRIES = 500
 
 
-def build_world(out: Path, seed: int = 0, n_train: int = 4000, n_val: int = 500, *, n_pope_images: int = 500,
-                n_mme_images: int = 40, summary_path: Path | None = None) -> dict:
+def build_world(
+    out: Path,
+    seed: int = 0,
+    n_train: int = 4000,
+    n_val: int = 500,
+    *,
+    n_pope_images: int = 500,
+    n_mme_images: int = 40,
+    summary_path: Path | None = None,
+) -> dict:
     """Build the world into ``out`` and return its manifest; ``summary_path`` also gets the small committed
     summary (seed, counts, hash). ``out`` must be new, empty, or a world built before (it carries the tool's
     marker, paths.MARKER): anything else is refused, never replaced."""
@@ -76,8 +87,10 @@ def load_manifest(out: Path = DEFAULT_OUT, verify: bool = False) -> dict:
     if verify:
         digest, _ = export.tree_hash(Path(out))
         if digest != manifest["sha256"]:
-            raise PovidError(f"{out}: files differ from the manifest (sha256 {digest[:12]} != "
-                             f"{manifest['sha256'][:12]}): rebuild the world")
+            raise PovidError(
+                f"{out}: files differ from the manifest (sha256 {digest[:12]} != "
+                f"{manifest['sha256'][:12]}): rebuild the world"
+            )
     return manifest
 
 
@@ -149,10 +162,16 @@ def _build(root: Path, seed: int, n_train: int, n_val: int, n_pope_images: int, 
 
     digest, n_files = export.tree_hash(root)
     manifest = {
-        "format_version": export.FORMAT_VERSION, "seed": seed, "counts": counts, "sha256": digest, "files": n_files,
+        "format_version": export.FORMAT_VERSION,
+        "seed": seed,
+        "counts": counts,
+        "sha256": digest,
+        "files": n_files,
         "categories": export.coco_categories(),
         "scenes": {s.name: {"core": list(s.core), "extras": list(s.extras)} for s in SCENES},
-        "rates": RATES, "stats": stats, "vocabulary_size": len(vocab),
+        "rates": RATES,
+        "stats": stats,
+        "vocabulary_size": len(vocab),
     }
     export.write(root, "manifest.json", export.dumps(manifest, indent=1))
     return manifest
@@ -182,8 +201,14 @@ def _mme_subtask(root: Path, seed: int, subtask: str, first_id: int, n_images: i
         export.write(root, f"mme/images/{subtask}/{im.file_name}", im.png)
         for q, answer in zip(pair, ("Yes", "No")):
             lines.append(f"{im.file_name}\t{q}\t{answer}\n")
-            questions.append({"question_id": f"{subtask}/{im.file_name}", "image": f"{subtask}/{im.file_name}",
-                              "text": q.removesuffix(text.MME_SUFFIX) + text.LLAVA_SUFFIX, "category": subtask})
+            questions.append(
+                {
+                    "question_id": f"{subtask}/{im.file_name}",
+                    "image": f"{subtask}/{im.file_name}",
+                    "text": q.removesuffix(text.MME_SUFFIX) + text.LLAVA_SUFFIX,
+                    "category": subtask,
+                }
+            )
     return lines, questions
 
 
@@ -215,7 +240,6 @@ def ensure(root: Path) -> None:
     """Build the world in ``root`` where it is missing (under a minute), with the seed of the committed
     summary, and warn if its hash differs from the committed one. ``root`` must be new, empty or a world
     built before (build_world refuses anything else)."""
-    import sys
 
     if (Path(root) / "manifest.json").is_file():
         return
@@ -224,17 +248,11 @@ def ensure(root: Path) -> None:
     print(f"povid-eval: building the synthetic world in {root} (once, under a minute)", file=sys.stderr)
     manifest = build_world(root, seed=committed.get("seed", 0))
     if committed and manifest["sha256"] != committed.get("sha256"):
-        print(f"povid-eval: warning: the world built here differs from {SUMMARY_FILE.name} (sha256 "
-              f"{manifest['sha256'][:12]} != {committed['sha256'][:12]}); package versions may render differently",
-              file=sys.stderr)
+        print(
+            f"povid-eval: warning: the world built here differs from {SUMMARY_FILE.name} (sha256 "
+            f"{manifest['sha256'][:12]} != {committed['sha256'][:12]}); package versions may render differently",
+            file=sys.stderr,
+        )
 
 
-def _register_judge() -> None:
-    """The world's MMHal judge (world/judge.py) joins the MMHal judges as ``rule``."""
-    from povid_eval.benches.mmhal import judges
-    from povid_eval.world.judge import RuleJudge
-
-    judges.register("rule", RuleJudge)
-
-
-_register_judge()
+judges.register("rule", RuleJudge)  # the world's MMHal judge (world/judge.py) joins the MMHal judges

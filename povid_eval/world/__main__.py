@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from povid_eval.world import build_world, DEFAULT_OUT, ROOT, summary, SUMMARY_FILE
+from povid_eval.world import DEFAULT_OUT, ROOT, SUMMARY_FILE, build_world, summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,11 +21,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-val", type=int, default=500)
     args = ap.parse_args(argv)
-    default = (args.out.resolve() == (ROOT / DEFAULT_OUT).resolve()
-               and (args.seed, args.n_train, args.n_val) == (0, 4000, 500))
+    default = args.out.resolve() == (ROOT / DEFAULT_OUT).resolve() and (args.seed, args.n_train, args.n_val) == (
+        0,
+        4000,
+        500,
+    )
     start = time.perf_counter()
-    manifest = build_world(args.out, args.seed, args.n_train, args.n_val,
-                           summary_path=SUMMARY_FILE if default else None)
+    manifest = build_world(
+        args.out, args.seed, args.n_train, args.n_val, summary_path=SUMMARY_FILE if default else None
+    )
     print(json.dumps(summary(manifest), sort_keys=True))
     print(f"built {args.out} in {time.perf_counter() - start:.1f} s")
 

@@ -29,8 +29,20 @@ from povid_eval.world.catalog import CATEGORIES, CATEGORY_BY_NAME, PALETTE, SCEN
 from povid_eval.world.generate import WorldImage, WorldObject
 
 MME_SUBTASKS = ("existence", "count", "position", "color")
-TOPICS = ("outdoor", "vehicle", "person", "animal", "food", "sports", "kitchen", "accessory", "electronic",
-          "furniture", "indoor", "appliance")
+TOPICS = (
+    "outdoor",
+    "vehicle",
+    "person",
+    "animal",
+    "food",
+    "sports",
+    "kitchen",
+    "accessory",
+    "electronic",
+    "furniture",
+    "indoor",
+    "appliance",
+)
 ALL_CATEGORIES = tuple(c.name for c in CATEGORIES)
 
 
@@ -99,22 +111,31 @@ def _mme_pair(subtask: str, image: WorldImage, rng: random.Random) -> tuple[str,
         wrong = rng.choice([n for n in text.NUMBERS if n != o.count])
         return _count_question(o.category, o.count), _count_question(o.category, wrong)
     if subtask == "position":
-        pairs = [(a, b, r) for a in _clear(image, True) for b in _clear(image, True)
-                 if a is not b and (r := _relation(a, b)) is not None]
+        pairs = [
+            (a, b, r)
+            for a in _clear(image, True)
+            for b in _clear(image, True)
+            if a is not b and (r := _relation(a, b)) is not None
+        ]
         if not pairs:
             return None
         a, b, r = rng.choice(pairs)
         t = text.MME_TEMPLATES["position"][0]
-        return (t.format(object=a.category, other=b.category, relation=text.RELATIONS[r]),
-                t.format(object=a.category, other=b.category, relation=text.RELATIONS[OPPOSITE[r]]))
+        return (
+            t.format(object=a.category, other=b.category, relation=text.RELATIONS[r]),
+            t.format(object=a.category, other=b.category, relation=text.RELATIONS[OPPOSITE[r]]),
+        )
     if subtask == "color":
         clear = [o for o in clear if o.category != "person"]
         if not clear:
             return None
         o = rng.choice(clear)
         usual = max(CATEGORY_BY_NAME[o.category].colours, key=lambda cw: cw[1])[0]
-        wrong = usual if usual != o.colour and rng.random() < 0.5 else rng.choice(
-            [c for c in sorted(PALETTE) if c != o.colour])
+        wrong = (
+            usual
+            if usual != o.colour and rng.random() < 0.5
+            else rng.choice([c for c in sorted(PALETTE) if c != o.colour])
+        )
         t = text.MME_TEMPLATES["color"][0]
         return tuple(t.format(a_colour_object=f"{text.article(c)} {c} {o.category}") for c in (o.colour, wrong))
     raise ValueError(f"unknown MME subtask {subtask!r}")
@@ -126,6 +147,7 @@ def _count_question(category: str, n: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ MMHal
+
 
 def topic_categories(topic: str) -> list[str]:
     return [c.name for c in CATEGORIES if c.supercategory == topic]
@@ -144,11 +166,24 @@ def mmhal_record(index: int, image: WorldImage, image_src: str, rng: random.Rand
         return None
     question, answer = qa
     return {
-        "question_type": qtype, "question_topic": topic, "image_id": f"{image.image_id:012d}",
-        "image_src": image_src, "image_content": image_content(image), "question": question,
-        "gt_answer": answer, "model_answer": "",
-        "objects": [{"category": o.category, "colour": o.colour, "count": o.count, "position": o.position,
-                     "salience": o.salience} for o in image.objects],
+        "question_type": qtype,
+        "question_topic": topic,
+        "image_id": f"{image.image_id:012d}",
+        "image_src": image_src,
+        "image_content": image_content(image),
+        "question": question,
+        "gt_answer": answer,
+        "model_answer": "",
+        "objects": [
+            {
+                "category": o.category,
+                "colour": o.colour,
+                "count": o.count,
+                "position": o.position,
+                "salience": o.salience,
+            }
+            for o in image.objects
+        ],
     }
 
 
@@ -172,8 +207,10 @@ def _mmhal_qa(qtype: str, pool: list[str], image: WorldImage, rng: random.Random
     if qtype == "counting":
         if not _all_visible(image, s):
             return None
-        return (q.format(objects=text.plural(s.category)),
-                a.format(be=m.be, number=text.NUMBERS[s.count], objects=m.noun))
+        return (
+            q.format(objects=text.plural(s.category)),
+            a.format(be=m.be, number=text.NUMBERS[s.count], objects=m.noun),
+        )
     if qtype in ("comparison", "relation"):
         if s.count != 1:
             return None
@@ -189,8 +226,10 @@ def _mmhal_qa(qtype: str, pool: list[str], image: WorldImage, rng: random.Random
         if not others:
             return None
         o, r = rng.choice(others)
-        return (q.format(object=s.category, other=o.category),
-                a.format(object=s.category, other=o.category, relation=text.RELATIONS[r]))
+        return (
+            q.format(object=s.category, other=o.category),
+            a.format(object=s.category, other=o.category, relation=text.RELATIONS[r]),
+        )
     if qtype == "environment":
         return q, a.format(scene_a=text.scene_a(scene))
     if qtype == "holistic":
@@ -202,7 +241,8 @@ def _mmhal_qa(qtype: str, pool: list[str], image: WorldImage, rng: random.Random
             return None
         mentions = [o.mention() for o in there]
         position = text.POSITIONS[s.position]
-        return (q.format(position=position),
-                a.format(be=mentions[0].be, list=text.join([x.phrase(colour=True) for x in mentions]),
-                         position=position))
+        return (
+            q.format(position=position),
+            a.format(be=mentions[0].be, list=text.join([x.phrase(colour=True) for x in mentions]), position=position),
+        )
     raise ValueError(f"unknown MMHal type {qtype!r}")

@@ -18,7 +18,7 @@ from povid_eval.world.generate import WorldImage
 
 FORMAT_VERSION = 1
 INFO = {"description": "povid-eval synthetic world", "version": str(FORMAT_VERSION), "contributor": "povid-eval"}
-POPE_OFFSETS = {"adversarial": 0, "random": 10_000_000, "popular": 20_000_000}   # LLaVA's question-id layout
+POPE_OFFSETS = {"adversarial": 0, "random": 10_000_000, "popular": 20_000_000}  # LLaVA's question-id layout
 
 
 def dumps(obj, indent: int | None = None) -> str:
@@ -42,8 +42,14 @@ def coco_categories() -> list[dict]:
 
 
 def _image_entry(im: WorldImage) -> dict:
-    return {"id": im.image_id, "file_name": im.file_name, "width": IMAGE_SIZE, "height": IMAGE_SIZE,
-            "scene": im.scene, "missing": list(im.missing)}
+    return {
+        "id": im.image_id,
+        "file_name": im.file_name,
+        "width": IMAGE_SIZE,
+        "height": IMAGE_SIZE,
+        "scene": im.scene,
+        "missing": list(im.missing),
+    }
 
 
 def instances_json(images: list[WorldImage], first_ann_id: int) -> dict:
@@ -53,21 +59,35 @@ def instances_json(images: list[WorldImage], first_ann_id: int) -> dict:
     for im in images:
         for inst, vis, frac in zip(im.instances, im.visibility, im.visible_fraction):
             x, y, w, h = inst.bbox
-            anns.append({
-                "id": first_ann_id + len(anns), "image_id": im.image_id,
-                "category_id": CATEGORY_BY_NAME[inst.category].id,
-                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
-                "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
-                "colour": inst.colour, "visibility": vis, "visible_fraction": frac,
-                "position": text.position_of(x + w / 2, y + h / 2),
-            })
-    return {"info": INFO, "licenses": [], "images": [_image_entry(im) for im in images], "annotations": anns,
-            "categories": coco_categories()}
+            anns.append(
+                {
+                    "id": first_ann_id + len(anns),
+                    "image_id": im.image_id,
+                    "category_id": CATEGORY_BY_NAME[inst.category].id,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+                    "colour": inst.colour,
+                    "visibility": vis,
+                    "visible_fraction": frac,
+                    "position": text.position_of(x + w / 2, y + h / 2),
+                }
+            )
+    return {
+        "info": INFO,
+        "licenses": [],
+        "images": [_image_entry(im) for im in images],
+        "annotations": anns,
+        "categories": coco_categories(),
+    }
 
 
 def captions_json(images: list[WorldImage], captions: dict[int, list[str]], first_id: int) -> dict:
-    anns = [{"id": first_id + k, "image_id": image_id, "caption": c}
-            for k, (image_id, c) in enumerate((im.image_id, c) for im in images for c in captions[im.image_id])]
+    anns = [
+        {"id": first_id + k, "image_id": image_id, "caption": c}
+        for k, (image_id, c) in enumerate((im.image_id, c) for im in images for c in captions[im.image_id])
+    ]
     return {"info": INFO, "licenses": [], "images": [_image_entry(im) for im in images], "annotations": anns}
 
 
@@ -80,9 +100,16 @@ def pope_files(instances: dict, n_images: int, seed: int) -> dict[str, list[dict
 
 def llava_pope_questions(splits: dict[str, list[dict]]) -> list[dict]:
     """All splits in LLaVA's question layout (adversarial, random, popular; ids offset per split)."""
-    return [{"question_id": POPE_OFFSETS[s] + r["question_id"], "image": r["image"],
-             "text": r["text"] + text.LLAVA_SUFFIX, "category": s}
-            for s in POPE_OFFSETS for r in splits[s]]
+    return [
+        {
+            "question_id": POPE_OFFSETS[s] + r["question_id"],
+            "image": r["image"],
+            "text": r["text"] + text.LLAVA_SUFFIX,
+            "category": s,
+        }
+        for s in POPE_OFFSETS
+        for r in splits[s]
+    ]
 
 
 def tree_hash(root: Path, exclude: tuple[str, ...] = ("manifest.json", ".povid-eval.json")) -> tuple[str, int]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from povid_eval.world import text
-from povid_eval.world.catalog import Scene, SCENE_BY_NAME
+from povid_eval.world.catalog import SCENE_BY_NAME, Scene
 from povid_eval.world.render import png_bytes, render
 from povid_eval.world.sampling import Instance, sample_layout
 
@@ -36,9 +36,9 @@ class WorldObject:
     colour: str
     count: int
     position: str
-    salience: str                  # clear | weak | hidden
+    salience: str  # clear | weak | hidden
     area: int
-    center: tuple[float, float]    # mean of the instance box centres
+    center: tuple[float, float]  # mean of the instance box centres
     box: tuple[int, int, int, int]  # union of the instance boxes (x, y, w, h)
 
     def mention(self, synonym: tuple[str, str] | None = None) -> text.Mention:
@@ -50,10 +50,10 @@ class WorldImage:
     image_id: int
     scene: str
     missing: tuple[str, ...]
-    instances: tuple[Instance, ...]      # annotation order (a shuffle of the drawing order)
-    visibility: tuple[str, ...]          # per instance, same order
+    instances: tuple[Instance, ...]  # annotation order (a shuffle of the drawing order)
+    visibility: tuple[str, ...]  # per instance, same order
     visible_fraction: tuple[float, ...]
-    objects: tuple[WorldObject, ...]     # per category, in order of first annotation
+    objects: tuple[WorldObject, ...]  # per category, in order of first annotation
     pixels: Image.Image = field(compare=False, repr=False)
 
     @property
@@ -97,13 +97,29 @@ def _objects(instances, labels) -> tuple[WorldObject, ...]:
         x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
         labels_ = [v for _, v in group]
         salience = "clear" if "clear" in labels_ else "hidden" if set(labels_) == {"hidden"} else "weak"
-        out.append(WorldObject(name, group[0][0].colour, len(group), text.position_of(cx, cy), salience,
-                               sum(b[2] * b[3] for b in boxes), (cx, cy), (x0, y0, x1 - x0, y1 - y0)))
+        out.append(
+            WorldObject(
+                name,
+                group[0][0].colour,
+                len(group),
+                text.position_of(cx, cy),
+                salience,
+                sum(b[2] * b[3] for b in boxes),
+                (cx, cy),
+                (x0, y0, x1 - x0, y1 - y0),
+            )
+        )
     return tuple(out)
 
 
-def make_image(seed: int, stream: str, image_id: int, scene: Scene | str | None = None,
-               drop: tuple[str, ...] = (), include: tuple[str, ...] = ()) -> WorldImage:
+def make_image(
+    seed: int,
+    stream: str,
+    image_id: int,
+    scene: Scene | str | None = None,
+    drop: tuple[str, ...] = (),
+    include: tuple[str, ...] = (),
+) -> WorldImage:
     """Sample, render and describe one image (see module docstring); ``drop`` / ``include`` force core
     categories out / extras in."""
     if isinstance(scene, str):
@@ -116,9 +132,16 @@ def make_image(seed: int, stream: str, image_id: int, scene: Scene | str | None 
     rng.shuffle(order)
     instances = tuple(layout.instances[k] for k in order)
     labels = tuple(labels[k] for k in order)
-    return WorldImage(image_id=image_id, scene=layout.scene, missing=layout.missing, instances=instances,
-                      visibility=labels, visible_fraction=tuple(round(fractions[k], 3) for k in order),
-                      objects=_objects(instances, labels), pixels=img)
+    return WorldImage(
+        image_id=image_id,
+        scene=layout.scene,
+        missing=layout.missing,
+        instances=instances,
+        visibility=labels,
+        visible_fraction=tuple(round(fractions[k], 3) for k in order),
+        objects=_objects(instances, labels),
+        pixels=img,
+    )
 
 
 def captions(image: WorldImage, seed: int, n: int = 5) -> list[str]:

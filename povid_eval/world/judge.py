@@ -18,16 +18,28 @@ catalog.SCENES); numbers are English number words and digits.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from povid_eval.benches.chair import scorer as chair
 from povid_eval.benches.mmhal.judges import Judge
 from povid_eval.world import text as world_text
-from povid_eval.world.catalog import PALETTE, SCENES as WORLD_SCENES
+from povid_eval.world.catalog import PALETTE
+from povid_eval.world.catalog import SCENES as WORLD_SCENES
 
 COLOURS = set(PALETTE)
-NUMBERS = {"zero": 0, "no": 0, "one": 1, "a": 1, "an": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-           **{str(i): i for i in range(10)}}
+NUMBERS = {
+    "zero": 0,
+    "no": 0,
+    "one": 1,
+    "a": 1,
+    "an": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    **{str(i): i for i in range(10)},
+}
 POSITIONS = set(world_text.POSITIONS) | set(world_text.RELATIONS)
 YES_NO = {"yes", "no"}
 SCENES = tuple(s.name for s in WORLD_SCENES)
@@ -45,8 +57,11 @@ def affirmed_objects(text: str) -> set[str]:
     ("there is no kite" does not claim a kite)."""
     tokens = chair.tokens_singularize(text)
     mentions = chair.find_mentions(tokens, chair.load_vocabulary())
-    return {obj for obj, pos in zip(mentions.objects, mentions.positions)
-            if not NEGATIONS & set(tokens[max(0, pos - 3):pos])}
+    return {
+        obj
+        for obj, pos in zip(mentions.objects, mentions.positions)
+        if not NEGATIONS & set(tokens[max(0, pos - 3) : pos])
+    }
 
 
 def _key_terms(text: str) -> tuple[set[str], dict[str, set[str]]]:
@@ -83,8 +98,10 @@ def rule_judge(record: dict) -> str:
         rating = 2 if coverage == 1 else (1 if coverage > 0 else 0)
     else:
         rating = (6 if extra else 5) if coverage == 1 else (4 if coverage > 0 else 3)
-    explanation = (f"Key terms covered: {len(found)}/{len(wanted)}. "
-                   f"Not in the image or contradicting the answer: {', '.join(wrong) or 'none'}.")
+    explanation = (
+        f"Key terms covered: {len(found)}/{len(wanted)}. "
+        f"Not in the image or contradicting the answer: {', '.join(wrong) or 'none'}."
+    )
     return f"{explanation}\nRating: {rating}"
 
 

@@ -30,17 +30,33 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from povid_eval.benches.coco import ImageRecord, load_split
 from povid_eval.core.errors import MissingAssetError
 from povid_eval.core.io import atomic_write_json, read_json
-from povid_eval.vlm.build import build_tiny_llava, DEFAULT_SIZES
+from povid_eval.vlm.build import DEFAULT_SIZES, build_tiny_llava
 from povid_eval.vlm.tokenizer import CAPTION_QUESTION, format_prompt, vocab_from_texts
+from povid_eval.world import text as world_text
+from povid_eval.world.catalog import SCENES
+from povid_eval.world.sampling import sample_categories, sample_colour, sample_counts
+from povid_eval.world.text import (
+    LLAVA_SUFFIX,
+    MME_SUFFIX,
+    MME_TEMPLATES,
+    NUMBERS,
+    PALETTE,
+    RELATIONS,
+    article,
+    capitalize,
+    plural,
+    scene_a,
+)
 
 EXISTENCE_QUESTION = "Is there a {object} in the image?"
 
@@ -58,57 +74,19 @@ class PretrainConfig:
     """Everything that decides the weights (recorded in train_info.json)."""
 
     seed: int = 0
-    text_scenes: int = 30000             # captions of freshly sampled scenes for stage 1
+    text_scenes: int = 30000  # captions of freshly sampled scenes for stage 1
     vision: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=2e-3, batch_size=64))
     text: StageConfig = field(default_factory=lambda: StageConfig(steps=400, lr=3e-3, batch_size=64))
     align: StageConfig = field(default_factory=lambda: StageConfig(steps=150, lr=2e-3, batch_size=32))
     tune: StageConfig = field(default_factory=lambda: StageConfig(steps=1250, lr=1e-3, batch_size=32))
-    mix: tuple[float, ...] = (0.5, 0.25, 0.1, 0.15)   # tune: captions, yes/no, short answers, MME-style yes/no
-    longest_caption: float = 1.0         # align/tune: share of caption targets that are the image's longest caption
-    text_format: str = "chat"            # stage 1 text: "chat" (template without image, loss on the caption) | "plain"
-    sizes: dict = field(default_factory=dict)               # build_tiny_llava sizes
-    threads: int = 1    # on a shared 2-core machine, 2 intra-op threads ran 10x slower than 1 (oversubscription)
+    mix: tuple[float, ...] = (0.5, 0.25, 0.1, 0.15)  # tune: captions, yes/no, short answers, MME-style yes/no
+    longest_caption: float = 1.0  # align/tune: share of caption targets that are the image's longest caption
+    text_format: str = "chat"  # stage 1 text: "chat" (template without image, loss on the caption) | "plain"
+    sizes: dict = field(default_factory=dict)  # build_tiny_llava sizes
+    threads: int = 1  # on a shared 2-core machine, 2 intra-op threads ran 10x slower than 1 (oversubscription)
 
 
 # ---------------------------------------------------------------- the world's train split
-
-@dataclass
-class ImageRecord:
-    image_id: int
-    path: Path
-    width: int
-    height: int
-    counts: dict[str, int]                     # category -> number of instances
-    boxes: list[tuple[str, tuple[float, ...]]]  # (category, COCO bbox x, y, w, h)
-    captions: list[str]
-    scene: str = ""
-    colours: dict[str, str] = field(default_factory=dict)   # category -> colour (when annotated)
-    seen: set[str] = field(default_factory=set)              # categories with an instance not 'hidden'
-
-
-def load_split(world_dir: str | Path, split: str = "train") -> tuple[list[ImageRecord], list[str]]:
-    """Images of a split with their instances and captions (COCO format), and all category names."""
-    world = Path(world_dir)
-    inst_path = world / "annotations" / f"instances_{split}.json"
-    cap_path = world / "annotations" / f"captions_{split}.json"
-    for p in (inst_path, cap_path):
-        if not p.is_file():
-            raise MissingAssetError(f"{p}: not found (build the world first: povid_eval.world.build_world)")
-    inst, caps = read_json(inst_path), read_json(cap_path)
-    names = {c["id"]: c["name"] for c in inst["categories"]}
-    records = {im["id"]: ImageRecord(im["id"], world / "images" / split / im["file_name"], im["width"], im["height"],
-                                     {}, [], [], im.get("scene", "")) for im in inst["images"]}
-    for a in inst["annotations"]:
-        r, name = records[a["image_id"]], names[a["category_id"]]
-        r.counts[name] = r.counts.get(name, 0) + 1
-        r.boxes.append((name, tuple(a["bbox"])))
-        if "colour" in a:
-            r.colours[name] = a["colour"]
-        if a.get("visibility") != "hidden":
-            r.seen.add(name)
-    for a in caps["annotations"]:
-        records[a["image_id"]].captions.append(a["caption"].strip())
-    return [records[k] for k in sorted(records)], [names[k] for k in sorted(names)]
 
 
 def world_hash(world_dir: str | Path) -> str:
@@ -131,10 +109,7 @@ def sampled_scene_captions(n: int, seed: int) -> list[str]:
     which only name what stays visible, these name what the scene holds: the way people write about kitchens
     in general, not about one picture.
     """
-    from povid_eval.world import text
-    from povid_eval.world.catalog import SCENES
     from povid_eval.world.generate import SYNONYM_RATE
-    from povid_eval.world.sampling import sample_categories, sample_colour, sample_counts
 
     rng = random.Random(f"povid-pretrain-text:{seed}")
     out = []
@@ -148,15 +123,19 @@ def sampled_scene_captions(n: int, seed: int) -> list[str]:
         mentions = []
         for name in names:
             synonym = None
-            if name in text.SYNONYMS and rng.random() < SYNONYM_RATE:
-                synonym = rng.choice(text.SYNONYMS[name])
-            mentions.append(text.mention(name, counts[name], sample_colour(rng, name),
-                                         rng.choice(sorted(text.POSITIONS)), synonym))
-        out.append(text.caption(scene.phrase, mentions, rng, rng.choice(text.CAPTION_TEMPLATES)))
+            if name in world_text.SYNONYMS and rng.random() < SYNONYM_RATE:
+                synonym = rng.choice(world_text.SYNONYMS[name])
+            mentions.append(
+                world_text.mention(
+                    name, counts[name], sample_colour(rng, name), rng.choice(sorted(world_text.POSITIONS)), synonym
+                )
+            )
+        out.append(world_text.caption(scene.phrase, mentions, rng, rng.choice(world_text.CAPTION_TEMPLATES)))
     return out
 
 
 # ---------------------------------------------------------------- tensors
+
 
 def pixel_tensor(processor, records: Sequence[ImageRecord]) -> torch.Tensor:
     """[N, 3, H, W] pixel values exactly as the processor makes them at inference."""
@@ -164,7 +143,7 @@ def pixel_tensor(processor, records: Sequence[ImageRecord]) -> torch.Tensor:
 
     out = []
     for i in range(0, len(records), 256):
-        images = [Image.open(r.path).convert("RGB") for r in records[i:i + 256]]
+        images = [Image.open(r.path).convert("RGB") for r in records[i : i + 256]]
         out.append(processor.image_processor(images, return_tensors="pt")["pixel_values"])
     return torch.cat(out)
 
@@ -189,13 +168,14 @@ def vision_features(model, pixel_values: torch.Tensor, batch_size: int = 256) ->
     out = []
     with torch.no_grad():
         for i in range(0, len(pixel_values), batch_size):
-            hs = tower(pixel_values[i:i + batch_size], output_hidden_states=True).hidden_states[layer]
+            hs = tower(pixel_values[i : i + batch_size], output_hidden_states=True).hidden_states[layer]
             out.append(hs[:, 1:])
     return torch.cat(out)
 
 
-def lm_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              image_features: torch.Tensor | None = None) -> torch.Tensor:
+def lm_logits(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_features: torch.Tensor | None = None
+) -> torch.Tensor:
     """Logits of the Llava model with the tower's features given (cached) instead of pixels: same maths as
     LlavaForConditionalGeneration.forward (projector output replaces the <image> token embeddings)."""
     embeds = model.model.get_input_embeddings()(input_ids)
@@ -214,9 +194,9 @@ def pack(rows: Sequence[tuple[list[int], list[int]]], pad_id: int):
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, (p, r) in enumerate(rows):
-        ids[i, :len(p) + len(r)] = torch.tensor(p + r)
-        labels[i, len(p):len(p) + len(r)] = torch.tensor(r)
-        mask[i, :len(p) + len(r)] = 1
+        ids[i, : len(p) + len(r)] = torch.tensor(p + r)
+        labels[i, len(p) : len(p) + len(r)] = torch.tensor(r)
+        mask[i, : len(p) + len(r)] = 1
     return ids, mask, labels
 
 
@@ -227,6 +207,7 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- the loop
 
+
 def _lr_at(step: int, cfg: StageConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -234,8 +215,13 @@ def _lr_at(step: int, cfg: StageConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def run_stage(name: str, params: list[torch.nn.Parameter], cfg: StageConfig, loss_fn: Callable[[int], torch.Tensor],
-              log: Callable[[str], None] = print) -> dict:
+def run_stage(
+    name: str,
+    params: list[torch.nn.Parameter],
+    cfg: StageConfig,
+    loss_fn: Callable[[int], torch.Tensor],
+    log: Callable[[str], None] = print,
+) -> dict:
     """AdamW on ``params`` for cfg.steps steps of ``loss_fn(step)``; returns steps, wall time, losses."""
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
     losses, t0, every = [], time.time(), max(1, cfg.steps // 20)
@@ -252,13 +238,21 @@ def run_stage(name: str, params: list[torch.nn.Parameter], cfg: StageConfig, los
         if step % every == 0 or step == cfg.steps - 1:
             losses.append([step, round(running, 4)])
             log(f"[{name}] step {step}/{cfg.steps} loss {running:.4f} ({time.time() - t0:.0f}s)")
-    return {"steps": cfg.steps, "lr": cfg.lr, "batch_size": cfg.batch_size, "wall_s": round(time.time() - t0, 1),
-            "losses": losses}
+    return {
+        "steps": cfg.steps,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "wall_s": round(time.time() - t0, 1),
+        "losses": losses,
+    }
 
 
 def _set_trainable(model, parts: Sequence[str]) -> list[torch.nn.Parameter]:
-    modules = {"vision": model.model.vision_tower, "projector": model.model.multi_modal_projector,
-               "llm": torch.nn.ModuleList([model.model.language_model, model.lm_head])}
+    modules = {
+        "vision": model.model.vision_tower,
+        "projector": model.model.multi_modal_projector,
+        "llm": torch.nn.ModuleList([model.model.language_model, model.lm_head]),
+    }
     for p in model.parameters():
         p.requires_grad_(False)
     params = []
@@ -270,14 +264,12 @@ def _set_trainable(model, parts: Sequence[str]) -> list[torch.nn.Parameter]:
 
 
 def _plural(name: str) -> str:
-    from povid_eval.world.text import plural
 
     return plural(name)
 
 
 def short_suffix() -> str:
     """LLaVA-1.5's short-answer instruction (also the one of the world's POPE and MME questions)."""
-    from povid_eval.world.text import LLAVA_SUFFIX
 
     return LLAVA_SUFFIX
 
@@ -296,7 +288,6 @@ def yes_no_example(record: ImageRecord, categories: list[str], rng: random.Rando
 
 def short_answer_example(record: ImageRecord, rng: random.Random) -> tuple[str, str] | None:
     """A count, colour or place question with a one-word answer (with the instruction) or a sentence."""
-    from povid_eval.world.text import capitalize, NUMBERS, scene_a
 
     present = sorted(record.seen)
     if not present:
@@ -308,13 +299,19 @@ def short_answer_example(record: ImageRecord, rng: random.Random) -> tuple[str, 
         plural = _plural(name)
         question = f"How many {plural} are there in the image?"
         be, noun = ("is", name) if n == "one" else ("are", plural)
-        return (question + short_suffix(), capitalize(n)) if rng.random() < 0.5 else \
-            (question, f"There {be} {n} {noun} in the image.")
+        return (
+            (question + short_suffix(), capitalize(n))
+            if rng.random() < 0.5
+            else (question, f"There {be} {n} {noun} in the image.")
+        )
     if kind == "colour" and name in record.colours and name != "person":
         question = f"What color is the {name} in the image?"
         colour = record.colours[name]
-        return (question + short_suffix(), capitalize(colour)) if rng.random() < 0.5 else \
-            (question, f"The {name} is {colour}.")
+        return (
+            (question + short_suffix(), capitalize(colour))
+            if rng.random() < 0.5
+            else (question, f"The {name} is {colour}.")
+        )
     if record.scene:
         return "Where was this picture taken?", f"The picture was taken in {scene_a(record.scene)}."
     return None
@@ -323,8 +320,7 @@ def short_answer_example(record: ImageRecord, rng: random.Random) -> tuple[str, 
 def mme_style_example(record: ImageRecord, categories: list[str], rng: random.Random) -> tuple[str, str] | None:
     """A yes/no question in MME's phrasings (existence "in this image", count, position, colour), true or
     false 50/50, ending with MME's "Please answer yes or no." or LLaVA's short-answer instruction."""
-    from povid_eval.world.benchsets import box_relation, OPPOSITE
-    from povid_eval.world.text import article, MME_SUFFIX, MME_TEMPLATES, NUMBERS, PALETTE, plural, RELATIONS
+    from povid_eval.world.benchsets import OPPOSITE, box_relation
 
     seen = sorted(record.seen)
     if not seen:
@@ -359,8 +355,15 @@ def mme_style_example(record: ImageRecord, categories: list[str], rng: random.Ra
     return question + suffix, "Yes" if truth else "No"
 
 
-def pretrain(world_dir: str | Path, out_dir: str | Path, seed: int = 0, *, config: PretrainConfig | None = None,
-             command: str | None = None, log: Callable[[str], None] = print) -> dict:
+def pretrain(
+    world_dir: str | Path,
+    out_dir: str | Path,
+    seed: int = 0,
+    *,
+    config: PretrainConfig | None = None,
+    command: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Build and train the tiny base on ``world_dir`` (train split only); save model, processor and
     train_info.json to ``out_dir``; return the train info."""
     cfg = config or PretrainConfig(seed=seed)
@@ -420,7 +423,7 @@ def pretrain(world_dir: str | Path, out_dir: str | Path, seed: int = 0, *, confi
     info_stages["vision"] = run_stage("vision", params, cfg.vision, vision_loss, log)
     model.model.vision_tower.requires_grad_(False)
     feats = vision_features(model, pixels)
-    del pixels, targets
+    pixels = targets = None  # free them for the language stages
 
     # stage 1: language model alone on scene captions: after the chat template without the image, or plain
     if cfg.text_format == "chat":
@@ -453,19 +456,27 @@ def pretrain(world_dir: str | Path, out_dir: str | Path, seed: int = 0, *, confi
 
     params = _set_trainable(model, ["projector"])
     info_stages["align"] = run_stage(
-        "align", params, cfg.align, lambda s: batch_loss([caption_item() for _ in range(cfg.align.batch_size)]), log)
+        "align", params, cfg.align, lambda s: batch_loss([caption_item() for _ in range(cfg.align.batch_size)]), log
+    )
 
     def tune_item():
         kind = rng.choices(range(len(cfg.mix)), weights=cfg.mix)[0]
         i = rng.randrange(len(records))
-        qa = yes_no_example(records[i], categories, rng) if kind == 1 else \
-            short_answer_example(records[i], rng) if kind == 2 else \
-            mme_style_example(records[i], categories, rng) if kind == 3 else None
+        qa = (
+            yes_no_example(records[i], categories, rng)
+            if kind == 1
+            else short_answer_example(records[i], rng)
+            if kind == 2
+            else mme_style_example(records[i], categories, rng)
+            if kind == 3
+            else None
+        )
         return (i, *qa) if qa else caption_item()
 
     params = _set_trainable(model, ["projector", "llm"])
     info_stages["tune"] = run_stage(
-        "tune", params, cfg.tune, lambda s: batch_loss([tune_item() for _ in range(cfg.tune.batch_size)]), log)
+        "tune", params, cfg.tune, lambda s: batch_loss([tune_item() for _ in range(cfg.tune.batch_size)]), log
+    )
 
     model.requires_grad_(True)
     model.eval()
@@ -475,12 +486,22 @@ def pretrain(world_dir: str | Path, out_dir: str | Path, seed: int = 0, *, confi
     processor.save_pretrained(out)
     info = {
         "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "world": str(world), "world_hash": w_hash, "seed": seed,
-        "config": {"text_scenes": cfg.text_scenes, "mix": list(cfg.mix), "longest_caption": cfg.longest_caption,
-                   "text_format": cfg.text_format,
-                   "sizes": {**DEFAULT_SIZES, **cfg.sizes}, "threads": cfg.threads},
-        "parameters": n_params, "vocab_size": len(tok), "train_images": len(records),
-        "stages": info_stages, "wall_s": round(time.time() - t_start, 1),
+        "world": str(world),
+        "world_hash": w_hash,
+        "seed": seed,
+        "config": {
+            "text_scenes": cfg.text_scenes,
+            "mix": list(cfg.mix),
+            "longest_caption": cfg.longest_caption,
+            "text_format": cfg.text_format,
+            "sizes": {**DEFAULT_SIZES, **cfg.sizes},
+            "threads": cfg.threads,
+        },
+        "parameters": n_params,
+        "vocab_size": len(tok),
+        "train_images": len(records),
+        "stages": info_stages,
+        "wall_s": round(time.time() - t_start, 1),
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
     }
     atomic_write_json(out / "train_info.json", info)
@@ -495,8 +516,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
     args = parser.parse_args(argv)
-    pretrain(args.world, args.out, args.seed, config=PretrainConfig(seed=args.seed, threads=args.threads),
-             command=" ".join(["python -m povid_eval.vlm.pretrain", *(argv if argv is not None else sys.argv[1:])]))
+    pretrain(
+        args.world,
+        args.out,
+        args.seed,
+        config=PretrainConfig(seed=args.seed, threads=args.threads),
+        command=" ".join(["python -m povid_eval.vlm.pretrain", *(argv if argv is not None else sys.argv[1:])]),
+    )
     return 0
 
 

@@ -29,10 +29,10 @@ PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
 
 
 def _fill(a: np.ndarray, y0: float, y1: float, rgb) -> None:
-    a[int(y0 * S):int(y1 * S)] = rgb
+    a[int(y0 * S) : int(y1 * S)] = rgb
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _backdrop(kind: str) -> np.ndarray:
     """The fixed part of a scene's backdrop, float32 (S, S, 3); read-only."""
     a = np.zeros((S, S, 3), np.float32)
@@ -55,7 +55,7 @@ def _backdrop(kind: str) -> np.ndarray:
     elif kind == "park":
         _fill(a, 0, 0.3, (160, 205, 240))
         _fill(a, 0.3, 1, (96, 166, 82))
-        speckle = (np.arange(S * S).reshape(S, S) * 7919 % 101) < 4      # a fixed sparse grass pattern
+        speckle = (np.arange(S * S).reshape(S, S) * 7919 % 101) < 4  # a fixed sparse grass pattern
         a[speckle & (yy >= int(0.3 * S))] = (74, 140, 64)
     else:
         raise ValueError(f"unknown background {kind!r}")
@@ -79,10 +79,10 @@ _TEXTURES = {
 _MARGIN = 8
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _texture(name: str) -> np.ndarray:
     """The texture over the whole canvas plus a margin, indexed [y + _MARGIN, x + _MARGIN]."""
-    yy, xx = np.mgrid[-_MARGIN:S + _MARGIN, -_MARGIN:S + _MARGIN]
+    yy, xx = np.mgrid[-_MARGIN : S + _MARGIN, -_MARGIN : S + _MARGIN]
     return _TEXTURES[name](yy, xx)
 
 
@@ -106,7 +106,7 @@ def _draw(d: ImageDraw.ImageDraw, shape: str, coords, extra, box, fill) -> None:
         raise ValueError(f"unknown shape {shape!r}")
 
 
-_INK_INDEX = {name: 2 + k for k, name in enumerate(INKS)}   # index image: 0 empty, 1 body, 2.. inks
+_INK_INDEX = {name: 2 + k for k, name in enumerate(INKS)}  # index image: 0 empty, 1 body, 2.. inks
 
 
 def glyph(inst: Instance, rng: random.Random) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
@@ -126,7 +126,7 @@ def glyph(inst: Instance, rng: random.Random) -> tuple[np.ndarray, np.ndarray, t
     lut[2:] = list(INKS.values())
     rgb = lut[idx]
     top, left = y - pad + _MARGIN, x - pad + _MARGIN
-    textured = (idx == 1) & _texture(cat.texture)[top:top + ch, left:left + cw]
+    textured = (idx == 1) & _texture(cat.texture)[top : top + ch, left : left + cw]
     shade = np.asarray(colour, np.float32)
     rgb[textured] = shade + 60 if shade.max() < 70 else shade * 0.72
     mask = idx > 0
@@ -151,7 +151,7 @@ def render(layout: Layout, rng: random.Random) -> tuple[Image.Image, list[float]
         # clip the padded crop to the canvas
         t0, l0 = max(top, 0), max(left, 0)
         t1, l1 = min(top + alpha.shape[0], S), min(left + alpha.shape[1], S)
-        rgb, alpha = rgb[t0 - top:t1 - top, l0 - left:l1 - left], alpha[t0 - top:t1 - top, l0 - left:l1 - left]
+        rgb, alpha = rgb[t0 - top : t1 - top, l0 - left : l1 - left], alpha[t0 - top : t1 - top, l0 - left : l1 - left]
         region = canvas[t0:t1, l0:l1]
         a = alpha[..., None]
         canvas[t0:t1, l0:l1] = region * (1 - a) + rgb * a

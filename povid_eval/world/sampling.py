@@ -20,11 +20,20 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from povid_eval.world.catalog import (CATEGORIES, CATEGORY_BY_NAME, IMAGE_SIZE, MAX_CATEGORIES, MAX_INSTANCES,
-                                      PALETTE, RATES, SCENES, Scene)
+from povid_eval.world.catalog import (
+    CATEGORIES,
+    CATEGORY_BY_NAME,
+    IMAGE_SIZE,
+    MAX_CATEGORIES,
+    MAX_INSTANCES,
+    PALETTE,
+    RATES,
+    SCENES,
+    Scene,
+)
 
-MAX_OVERLAP = 0.08      # ordinary instances: intersection / smaller box area, with every earlier instance
-OCCLUDE = (0.2, 0.5)    # an occluder covers this share of one earlier instance's box
+MAX_OVERLAP = 0.08  # ordinary instances: intersection / smaller box area, with every earlier instance
+OCCLUDE = (0.2, 0.5)  # an occluder covers this share of one earlier instance's box
 
 
 @dataclass(frozen=True)
@@ -43,13 +52,14 @@ class Instance:
 @dataclass(frozen=True)
 class Layout:
     scene: str
-    missing: tuple[str, ...]          # core categories dropped on purpose (a co-occurrence break)
-    counts: dict[str, int]            # category -> number of instances, in sampling order
-    instances: tuple[Instance, ...]   # in drawing order
+    missing: tuple[str, ...]  # core categories dropped on purpose (a co-occurrence break)
+    counts: dict[str, int]  # category -> number of instances, in sampling order
+    instances: tuple[Instance, ...]  # in drawing order
 
 
-def sample_categories(rng: random.Random, scene: Scene, drop: tuple[str, ...] = (),
-                      include: tuple[str, ...] = ()) -> tuple[list[str], tuple[str, ...]]:
+def sample_categories(
+    rng: random.Random, scene: Scene, drop: tuple[str, ...] = (), include: tuple[str, ...] = ()
+) -> tuple[list[str], tuple[str, ...]]:
     """The categories of one image of ``scene`` (core first) and the core categories it misses. ``drop``
     forces a break that misses exactly those core categories; ``include`` forces those extras in."""
     missing: tuple[str, ...] = tuple(drop)
@@ -96,8 +106,9 @@ def _area(b) -> int:
     return b[2] * b[3]
 
 
-def place(rng: random.Random, size: tuple[int, int], placed: list[tuple[int, int, int, int]],
-          occluder: bool, tries: int = 40) -> tuple[int, int, int, int]:
+def place(
+    rng: random.Random, size: tuple[int, int], placed: list[tuple[int, int, int, int]], occluder: bool, tries: int = 40
+) -> tuple[int, int, int, int]:
     """A box of ``size`` that overlaps earlier boxes little (or, for an occluder, covers part of one)."""
     w, h = size
     best, best_cost = None, float("inf")
@@ -126,8 +137,9 @@ def instance_size(rng: random.Random, name: str, small: bool) -> tuple[int, int]
     return max(4, round(w * scale)), max(4, round(h * scale))
 
 
-def sample_layout(rng: random.Random, scene: Scene | None = None, drop: tuple[str, ...] = (),
-                  include: tuple[str, ...] = ()) -> Layout:
+def sample_layout(
+    rng: random.Random, scene: Scene | None = None, drop: tuple[str, ...] = (), include: tuple[str, ...] = ()
+) -> Layout:
     """One image's content and layout (see module docstring); ``drop``, ``include``: see sample_categories."""
     scene = scene or rng.choice(SCENES)
     names, missing = sample_categories(rng, scene, drop, include)

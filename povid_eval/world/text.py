@@ -40,8 +40,13 @@ SYNONYMS: dict[str, tuple[tuple[str, str], ...]] = {
     "potted plant": (("houseplant", "houseplants"),),
 }
 NUMBERS = {1: "one", 2: "two", 3: "three"}
-POSITIONS = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
-             "center": "in the center"}
+POSITIONS = {
+    "left": "on the left",
+    "right": "on the right",
+    "top": "at the top",
+    "bottom": "at the bottom",
+    "center": "in the center",
+}
 RELATIONS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
 
 CAPTION_TEMPLATES = (
@@ -54,7 +59,7 @@ CAPTION_TEMPLATES = (
     "In this {scene} we can see {list}.",
     "A view of {scene_a} with {list}.",
 )
-COLOUR_SENTENCE = ("The {noun} {be} {colour}.", "The {noun} {be} in {colour}.")   # the second for people
+COLOUR_SENTENCE = ("The {noun} {be} {colour}.", "The {noun} {be} in {colour}.")  # the second for people
 POSITION_SENTENCE = ("The {noun} {be} {position}.",)
 
 POPE_QUESTION = "Is there a {object} in the image?"
@@ -70,8 +75,10 @@ MMHAL_TEMPLATES = {
     "attribute": ("What color is the {object} in the image?", "The {object} {be} {colour}."),
     "attribute_worn": ("What color is the {object} wearing?", "The {object} is wearing {colour}."),  # people
     "adversarial": ("What color is the {object} in the image?", "No, there is no such object in the image."),
-    "comparison": ("Which is bigger in the image, the {object} or the {other}?",
-                   "The {object} is bigger than the {other}."),
+    "comparison": (
+        "Which is bigger in the image, the {object} or the {other}?",
+        "The {object} is bigger than the {other}.",
+    ),
     "counting": ("How many {objects} are there in the image?", "There {be} {number} {objects} in the image."),
     "relation": ("Where is the {object} relative to the {other}?", "The {object} is {relation} the {other}."),
     "environment": ("Where was this picture taken?", "The picture was taken in {scene_a}."),
@@ -166,8 +173,14 @@ def caption(scene: str, mentions: list[Mention], rng: random.Random, template: s
     by a sentence on one object's colour or position."""
     phrases = [m.phrase(colour=rng.random() < 0.3, position=rng.random() < 0.15) for m in mentions]
     listed = join(phrases)
-    text = template.format(Scene_a=capitalize(scene_a(scene)), scene_a=scene_a(scene), scene=scene, list=listed,
-                           List=capitalize(listed), be=mentions[0].be)
+    text = template.format(
+        Scene_a=capitalize(scene_a(scene)),
+        scene_a=scene_a(scene),
+        scene=scene,
+        list=listed,
+        List=capitalize(listed),
+        be=mentions[0].be,
+    )
     if rng.random() < 0.2:
         m = rng.choice(mentions)
         if rng.random() < 0.5 or m.count > 1:

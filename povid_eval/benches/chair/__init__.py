@@ -10,7 +10,10 @@ from pathlib import Path
 from povid_eval.benches import coco
 from povid_eval.benches.base import Bench, Check, Metric, Options, RunOption, Tradeoff, file_check
 from povid_eval.benches.chair import files, scorer
+from povid_eval.benches.chair.nltk_setup import missing_resources
+from povid_eval.benches.chair.sources import prior_share
 from povid_eval.cards import at_least
+from povid_eval.core.paths import project
 
 
 @dataclass(frozen=True)
@@ -35,16 +38,34 @@ class ChairBench(Bench):
     Options = ChairOptions
     option_rules = {"sample": at_least(0), "sample_seed": at_least(0)}
     metrics = (
-        Metric("CHAIRs", "CHAIR_s", False, panel=("CHAIR_s (lower is better)", "fraction of captions with a hallucination")),
-        Metric("CHAIRi", "CHAIR_i", False, panel=("CHAIR_i (lower is better)", "fraction of mentioned objects hallucinated")),
-        Metric("Recall", "CHAIR recall", True, panel=("CHAIR Recall (higher is better)", "fraction of GT objects mentioned")),
+        Metric(
+            "CHAIRs", "CHAIR_s", False, panel=("CHAIR_s (lower is better)", "fraction of captions with a hallucination")
+        ),
+        Metric(
+            "CHAIRi",
+            "CHAIR_i",
+            False,
+            panel=("CHAIR_i (lower is better)", "fraction of mentioned objects hallucinated"),
+        ),
+        Metric(
+            "Recall",
+            "CHAIR recall",
+            True,
+            panel=("CHAIR Recall (higher is better)", "fraction of GT objects mentioned"),
+        ),
         Metric("Len", "Len", None),
         Metric("mean_words", "words / caption", None),
     )
     columns = ("CHAIRs", "CHAIRi", "Recall", "mean_words")
     tradeoff = Tradeoff(metric="CHAIRi", recall="Recall", length="mean_words")
-    run_options = (RunOption("--image-ids", "image_ids", "CHAIR: use these image ids (one per line) instead of the "
-                             "card's pinned list, e.g. another paper's 500", override=True),)
+    run_options = (
+        RunOption(
+            "--image-ids",
+            "image_ids",
+            "CHAIR: use these image ids (one per line) instead of the card's pinned list, e.g. another paper's 500",
+            override=True,
+        ),
+    )
     details_file = "details.jsonl"
     score_help = "CHAIR of image captions"
 
@@ -52,30 +73,43 @@ class ChairBench(Bench):
         return files.items(card)
 
     def score(self, card, samples, *, with_units=False, details=None, **options):
-        return files.chair_from_files(samples, coco_annotations=card.data_path("annotations"), variant=card.variant,
-                                      caption_key="text", split=card.files.get("split"), with_units=with_units,
-                                      save_details=details)
+        return files.chair_from_files(
+            samples,
+            coco_annotations=card.data_path("annotations"),
+            variant=card.variant,
+            caption_key="text",
+            split=card.files.get("split"),
+            with_units=with_units,
+            save_details=details,
+        )
 
     def extras(self, card, details):
         """On the synthetic world: where the hallucinations come from (sources.py)."""
         manifest = card.data_path() / "manifest.json"
         if not (card.world and details is not None and manifest.is_file()):
             return {}
-        from povid_eval.benches.chair.sources import prior_share
 
         return {"hallucination_sources": prior_share(details, card.data_path("instances"), manifest)}
 
     def data_checks(self, card):
         root = card.data
-        out = [file_check("annotations (instances)", card.data_path("instances"), coco.FIX_ANNOTATIONS.format(root=root))]
+        out = [
+            file_check("annotations (instances)", card.data_path("instances"), coco.FIX_ANNOTATIONS.format(root=root))
+        ]
         ann = card.data_path("annotations")
         captions = sorted(ann.glob("captions_*.json")) if ann.is_dir() else []
-        out.append(Check("annotations (captions)", bool(captions), f"{ann}: " + (", ".join(p.name for p in captions)
-                         if captions else "no captions_*.json"), coco.FIX_ANNOTATIONS.format(root=root)))
+        out.append(
+            Check(
+                "annotations (captions)",
+                bool(captions),
+                f"{ann}: " + (", ".join(p.name for p in captions) if captions else "no captions_*.json"),
+                coco.FIX_ANNOTATIONS.format(root=root),
+            )
+        )
         if card.options.image_ids:
-            from povid_eval.core.paths import project
-
-            out.append(file_check("image list", project(card.options.image_ids), "pass --image-ids FILE or fix the card"))
+            out.append(
+                file_check("image list", project(card.options.image_ids), "pass --image-ids FILE or fix the card")
+            )
         return out + [nltk_check(card.variant)]
 
     def image_fix(self, card):
@@ -86,16 +120,26 @@ class ChairBench(Bench):
         gt = p.add_mutually_exclusive_group(required=True)
         gt.add_argument("--gt-objects", help="json(.gz) map image id -> object names (bare or under imid_to_objects)")
         gt.add_argument("--coco-annotations", help="folder with instances_*.json and captions_*.json")
-        p.add_argument("--variant", default="singularize", choices=list(scorer.VARIANTS),
-                       help="tokenisation: singularize (original CHAIR, POVID) or wordnet (OPERA); default singularize")
+        p.add_argument(
+            "--variant",
+            default="singularize",
+            choices=list(scorer.VARIANTS),
+            help="tokenisation: singularize (original CHAIR, POVID) or wordnet (OPERA); default singularize",
+        )
         p.add_argument("--image-id-key", default="image_id")
         p.add_argument("--caption-key", default="caption")
         p.add_argument("--save-details", metavar="FILE", help="write per-caption mentions and hallucinations (jsonl)")
 
     def score_files(self, args):
-        return files.chair_from_files(args.captions, gt_objects=args.gt_objects, coco_annotations=args.coco_annotations,
-                                      variant=args.variant, image_id_key=args.image_id_key,
-                                      caption_key=args.caption_key, save_details=args.save_details)
+        return files.chair_from_files(
+            args.captions,
+            gt_objects=args.gt_objects,
+            coco_annotations=args.coco_annotations,
+            variant=args.variant,
+            image_id_key=args.image_id_key,
+            caption_key=args.caption_key,
+            save_details=args.save_details,
+        )
 
     def tradeoff_plot(self, models, data, out_dir, frontier_model, frontier):
         from povid_eval.benches.chair.plots import tradeoff
@@ -103,18 +147,23 @@ class ChairBench(Bench):
         return tradeoff(models, data, Path(out_dir), frontier_model, frontier)
 
 
-FIX_NLTK = ("make setup (assembles the NLTK data offline), or with internet: "
-            "python -m nltk.downloader punkt_tab averaged_perceptron_tagger_eng wordnet")
+FIX_NLTK = (
+    "make setup (assembles the NLTK data offline), or with internet: "
+    "python -m nltk.downloader punkt_tab averaged_perceptron_tagger_eng wordnet"
+)
 
 
 def nltk_check(variant: str) -> Check:
     """The NLTK data the variant tokenises with: punkt_tab (both), the tagger and WordNet (wordnet)."""
-    from povid_eval.benches.chair.nltk_setup import missing_resources
 
     needed = {"punkt_tab"} | ({"averaged_perceptron_tagger_eng", "wordnet"} if variant == "wordnet" else set())
     missing = sorted(set(missing_resources()) & needed)
-    return Check("NLTK data", not missing, f"missing {', '.join(missing)}" if missing else
-                 f"{', '.join(sorted(needed))} found", FIX_NLTK)
+    return Check(
+        "NLTK data",
+        not missing,
+        f"missing {', '.join(missing)}" if missing else f"{', '.join(sorted(needed))} found",
+        FIX_NLTK,
+    )
 
 
 BENCH = ChairBench()

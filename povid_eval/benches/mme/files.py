@@ -22,8 +22,12 @@ def _check_pairs(path: Path, rows: list[tuple[int, scorer.Question]]) -> list[sc
         raise InputError(path, f"{len(rows)} questions: MME needs two per image (an even number of lines)")
     for (line_a, a), (line_b, b) in zip(rows[::2], rows[1::2]):
         if a.image != b.image:
-            raise InputError(path, f"lines {line_a} and {line_b} should be the two questions of one image, "
-                                   f"got {a.image!r} and {b.image!r}", line=line_b)
+            raise InputError(
+                path,
+                f"lines {line_a} and {line_b} should be the two questions of one image, "
+                f"got {a.image!r} and {b.image!r}",
+                line=line_b,
+            )
     return [q for _, q in rows]
 
 
@@ -85,8 +89,9 @@ def gt_question_candidates(prompt: str) -> list[str]:
     return [f"{question} {YES_NO}", f"{question}  {YES_NO}"]
 
 
-def mme_from_llava(answers, ground_truth_dir: str | Path, questions: str | Path | None = None,
-                   with_units: bool = False) -> dict:
+def mme_from_llava(
+    answers, ground_truth_dir: str | Path, questions: str | Path | None = None, with_units: bool = False
+) -> dict:
     """MME in LLaVA's layout: answers jsonl (question_id "<subtask>/<image>", text, prompt) joined with the
     ground-truth folder (<subtask>.txt, `image<TAB>question<TAB>answer`, pairs on consecutive lines).
 
@@ -112,20 +117,33 @@ def mme_from_llava(answers, ground_truth_dir: str | Path, questions: str | Path 
             require_fields(Path(questions), q, ("question_id", "text"), line=q_line)
             require_id(questions, q["question_id"], "question_id", line=q_line)
             if str(q["question_id"]) != qid:
-                raise InputError(source_name(answers), f"question_id {qid!r} but line {q_line} of {questions} has "
-                                          f"{q['question_id']!r} (answers must follow the questions' order)", line=line)
+                raise InputError(
+                    source_name(answers),
+                    f"question_id {qid!r} but line {q_line} of {questions} has "
+                    f"{q['question_id']!r} (answers must follow the questions' order)",
+                    line=line,
+                )
             prompt = require_text(questions, q["text"], "text", line=q_line)
         if prompt is None:
-            raise InputError(source_name(answers), "answer has no 'prompt'; pass the questions file (--questions)", line=line)
+            raise InputError(
+                source_name(answers), "answer has no 'prompt'; pass the questions file (--questions)", line=line
+            )
         subtask, image = qid.split("/")[0], qid.split("/")[-1]
         if subtask not in gt_rows:
-            raise InputError(source_name(answers), f"subtask {subtask!r} of question_id {qid!r} has no {subtask}.txt in {gt_dir}",
-                             line=line)
-        pos = next((index[(subtask, image, c)] for c in gt_question_candidates(prompt)
-                    if (subtask, image, c) in index), None)
+            raise InputError(
+                source_name(answers),
+                f"subtask {subtask!r} of question_id {qid!r} has no {subtask}.txt in {gt_dir}",
+                line=line,
+            )
+        pos = next(
+            (index[(subtask, image, c)] for c in gt_question_candidates(prompt) if (subtask, image, c) in index), None
+        )
         if pos is None:
-            raise InputError(source_name(answers), f"no ground truth in {gt_dir / (subtask + '.txt')} for image {image!r} and "
-                                      f"question {prompt!r}", line=line)
+            raise InputError(
+                source_name(answers),
+                f"no ground truth in {gt_dir / (subtask + '.txt')} for image {image!r} and question {prompt!r}",
+                line=line,
+            )
         if pos in answered.setdefault(subtask, {}):
             raise InputError(source_name(answers), f"second answer for the same question of {qid!r}", line=line)
         answered[subtask][pos] = rec["text"]
@@ -137,10 +155,14 @@ def mme_from_llava(answers, ground_truth_dir: str | Path, questions: str | Path 
         for first in range(0, len(rows) - 1, 2):
             if (first in got) != (first + 1 in got):
                 image = rows[first][1][0]
-                raise InputError(source_name(answers), f"only one of the two questions of {name}/{image} is answered; "
-                                          "MME scores image pairs")
-        kept = [(rows[p][0], scorer.Question(rows[p][1][0], rows[p][1][1], rows[p][1][2].strip().lower(), got[p]))
-                for p in sorted(got)]
+                raise InputError(
+                    source_name(answers),
+                    f"only one of the two questions of {name}/{image} is answered; MME scores image pairs",
+                )
+        kept = [
+            (rows[p][0], scorer.Question(rows[p][1][0], rows[p][1][1], rows[p][1][2].strip().lower(), got[p]))
+            for p in sorted(got)
+        ]
         subtasks[name] = _check_pairs(gt_dir / f"{name}.txt", kept)
     return _mme_result(subtasks, with_units)
 
@@ -154,8 +176,14 @@ def items(card) -> list[Item]:
         if not path.is_file():
             continue
         for k, (_, (image, question, _answer)) in enumerate(read_mme_tsv(path, 3)):
-            out.append(Item(f"{subtask_}/{image}/{k % 2}", image_path(images, subtask_, image), card.ask(question),
-                            {"question_id": f"{subtask_}/{image}"}))
+            out.append(
+                Item(
+                    f"{subtask_}/{image}/{k % 2}",
+                    image_path(images, subtask_, image),
+                    card.ask(question),
+                    {"question_id": f"{subtask_}/{image}"},
+                )
+            )
     return out
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -20,7 +20,9 @@ def subtask_bars(models: Sequence[str], data: dict, out_dir: Path) -> Path:
     with matplotlib.rc_context(figures.RC):
         fig = figures.figure(min(16.0, 3.0 + len(subtasks) * (0.6 + 0.3 * len(models))), 4.6)
         ax = fig.subplots()
-        figures.grouped_bars(ax, subtasks, models, *figures.series(data, models, [f"subtasks.{s}.score" for s in subtasks]))
+        figures.grouped_bars(
+            ax, subtasks, models, *figures.series(data, models, [f"subtasks.{s}.score" for s in subtasks])
+        )
         ax.set_ylim(0, 205)
         ax.set_xlabel("MME subtask")
         ax.set_ylabel("score (acc + acc+, 0-200; higher is better)")

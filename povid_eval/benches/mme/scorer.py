@@ -21,8 +21,7 @@ import numpy as np
 
 from povid_eval.benches.common import ratio
 
-PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
-              "artwork", "OCR")
+PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 SUBTASKS = PERCEPTION + COGNITION
 
@@ -61,8 +60,13 @@ def score_subtask(questions: list[Question]) -> dict[str, float | int]:
     # Same operations in the same order as the eval_tool, so totals agree to the last bit.
     acc = sum(correct) / len(questions) * 100
     acc_plus = both / pairs * 100
-    return {"acc": acc, "acc_plus": acc_plus, "score": 0 + acc + acc_plus,
-            "other_num": sum(p == "other" for p in preds), "n_questions": len(questions)}
+    return {
+        "acc": acc,
+        "acc_plus": acc_plus,
+        "score": 0 + acc + acc_plus,
+        "other_num": sum(p == "other" for p in preds),
+        "n_questions": len(questions),
+    }
 
 
 def score(subtasks: dict[str, list[Question]]) -> dict:
@@ -90,7 +94,7 @@ def units(subtasks: dict[str, list[Question]]):
         qs = subtasks[name]
         for a, b in zip(qs[::2], qs[1::2]):
             right = [parse_prediction(q.prediction) == q.answer.lower() for q in (a, b)]
-            matrix[row, 4 * j:4 * j + 4] = [sum(right), all(right), 2, 1]
+            matrix[row, 4 * j : 4 * j + 4] = [sum(right), all(right), 2, 1]
             row += 1
 
     def from_sums(sums) -> dict:

@@ -25,8 +25,11 @@ def load_mmhal_template(path: str | Path, *, need_answer: bool = True) -> list[d
         for key in ("question", "gt_answer") + (("model_answer",) if need_answer else ()):
             require_text(path, rec[key], key, field=f"record {i}")
         if rec["question_type"] not in scorer.TYPES:
-            raise InputError(path, f"question_type {rec['question_type']!r} is not one of {', '.join(scorer.TYPES)}",
-                             field=f"record {i}")
+            raise InputError(
+                path,
+                f"question_type {rec['question_type']!r} is not one of {', '.join(scorer.TYPES)}",
+                field=f"record {i}",
+            )
     return records
 
 
@@ -49,23 +52,32 @@ def load_judge_replies(path: str | Path, n: int) -> list[str]:
     return [replies[i] for i in range(n)]
 
 
-def mmhal_result(records: list[dict], replies: list[str], variant: str, with_units: bool = False,
-                 judge: dict | None = None) -> dict:
+def mmhal_result(
+    records: list[dict], replies: list[str], variant: str, with_units: bool = False, judge: dict | None = None
+) -> dict:
     """Score judge replies with the original parser; ``judge`` (kind, model, prompt_sha256) is recorded in the
     result. Replies without a single 'Rating: N' score 0, as in the original, are counted in
     ``parse_failures`` and announced by a warning line on stderr."""
     metrics = scorer.score([r["question_type"] for r in records], replies)
     if metrics["parse_failures"]:
-        print(f"povid-eval: warning: {metrics['parse_failures']} of {metrics['n']} MMHal judge replies have no single "
-              "'Rating: N' (N in 0-6); scored 0 as the original does (metrics.parse_failures)", file=sys.stderr)
+        print(
+            f"povid-eval: warning: {metrics['parse_failures']} of {metrics['n']} MMHal judge replies have no single "
+            "'Rating: N' (N in 0-6); scored 0 as the original does (metrics.parse_failures)",
+            file=sys.stderr,
+        )
     out = result("mmhal", variant, metrics["n"], metrics)
     if judge is not None:
         out["judge"] = judge
     return attach_units(out, scorer.units(replies)) if with_units else out
 
 
-def mmhal_from_files(responses: str | Path, judge_replies: str | Path | None = None, *, judge=None,
-                     save_replies: str | Path | None = None) -> dict:
+def mmhal_from_files(
+    responses: str | Path,
+    judge_replies: str | Path | None = None,
+    *,
+    judge=None,
+    save_replies: str | Path | None = None,
+) -> dict:
     """MMHal-Bench from the filled template and either judge replies obtained elsewhere (``judge_replies``,
     variant "judge-replies") or a judge to ask now (``judge``: judges.make_judge / build_judge, or any
     callable(record) -> reply; variant "original-parser"). ``save_replies`` writes the judge's replies in the
@@ -96,12 +108,21 @@ def items(card) -> list[Item]:
     for i, r in enumerate(records):
         require_fields(path, r, ("image_src",), field=f"record {i}")
         require_text(path, r["image_src"], "image_src", field=f"record {i}")
-    return [Item(str(i), image_path(card, r), r["question"] + card.suffix, {"question_id": i})
-            for i, r in enumerate(records)]
+    return [
+        Item(str(i), image_path(card, r), r["question"] + card.suffix, {"question_id": i})
+        for i, r in enumerate(records)
+    ]
 
 
-def score_samples(card, samples, *, with_units: bool = False, details: Path | None = None, judge=None,
-                  judge_prompt: str | Path | None = None) -> dict:
+def score_samples(
+    card,
+    samples,
+    *,
+    with_units: bool = False,
+    details: Path | None = None,
+    judge=None,
+    judge_prompt: str | Path | None = None,
+) -> dict:
     """Judge the samples' answers (``judge``, else the card's judge with ``judge_prompt`` instead of the card's
     prompt) and score the replies with the original parser; the replies go to ``details`` (jsonl)."""
     records = load_mmhal_template(card.data_path("template"), need_answer=False)

@@ -38,22 +38,25 @@ from __future__ import annotations
 import hashlib
 import string
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from povid_eval.core.errors import InputError, MissingAssetError, PovidError
+from povid_eval.core.io import atomic_write_json, read_json
+from povid_eval.core.paths import cache_dir as default_cache
+from povid_eval.core.paths import project
 
 DEFAULT_PROMPT = Path(__file__).with_name("judge_prompt.txt")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 SLOTS = ("image contents", "question", "standard answer", "model answer")
 PROMPT_KINDS = ("openai", "hf")
-REGISTERED: dict[str, Callable[[], "Judge"]] = {}   # judges without a prompt or model, e.g. the world's "rule"
+REGISTERED: dict[str, Callable[[], Judge]] = {}  # judges without a prompt or model, e.g. the world's "rule"
 
 
-def register(kind: str, factory: Callable[[], "Judge"]) -> None:
+def register(kind: str, factory: Callable[[], Judge]) -> None:
     """Add a judge kind that needs no prompt and no model (povid_eval.world registers its ``rule`` judge)."""
     REGISTERED[kind] = factory
 
@@ -64,6 +67,7 @@ def kinds() -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------------ the prompt
+
 
 @dataclass(frozen=True)
 class JudgePrompt:
@@ -101,8 +105,11 @@ def load_judge_prompt(path: str | Path | None = None) -> JudgePrompt:
         fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(text) if name is not None]
     except ValueError as e:
         raise InputError(path, f"judge prompt must have {want}; write a literal brace as {{{{ or }}}} ({e})") from None
-    odd = [f"{{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}" for name, spec, conv in fields
-           if name or spec or conv]
+    odd = [
+        f"{{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}"
+        for name, spec, conv in fields
+        if name or spec or conv
+    ]
     if odd:
         raise InputError(path, f"judge prompt must have {want}, not named or formatted fields such as {odd[0]}")
     if len(fields) != len(SLOTS):
@@ -111,6 +118,7 @@ def load_judge_prompt(path: str | Path | None = None) -> JudgePrompt:
 
 
 # ------------------------------------------------------------------------------------------ judges
+
 
 class Judge:
     """Callable: ``judge(record) -> reply``; ``judge_all(records)`` rates many (cached, concurrent where the
@@ -127,9 +135,12 @@ class Judge:
         raise NotImplementedError
 
     def info(self) -> dict:
-        return {"kind": self.kind, "model": self.model,
-                "prompt_sha256": self.prompt.sha256 if self.prompt else None,
-                "prompt_file": str(self.prompt.path.resolve()) if self.prompt else None}
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "prompt_sha256": self.prompt.sha256 if self.prompt else None,
+            "prompt_file": str(self.prompt.path.resolve()) if self.prompt else None,
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.info()})"
@@ -162,7 +173,6 @@ class CachedJudge(Judge):
         raise NotImplementedError
 
     def judge_all(self, records: Sequence[dict]) -> list[str]:
-        from povid_eval.core.io import atomic_write_json
 
         replies: list[str | None] = [None] * len(records)
         paths = [self.cache_path(r) for r in records]
@@ -181,9 +191,18 @@ class CachedJudge(Judge):
                 self.requests += 1
             if paths[i] is not None:
                 content, question, gt_answer, answer = slot_values(record)
-                atomic_write_json(paths[i], {"judge": self.identity(), "prompt_sha256": self.prompt.sha256,
-                                             "image_content": content, "question": question, "gt_answer": gt_answer,
-                                             "model_answer": answer, "reply": reply})
+                atomic_write_json(
+                    paths[i],
+                    {
+                        "judge": self.identity(),
+                        "prompt_sha256": self.prompt.sha256,
+                        "image_content": content,
+                        "question": question,
+                        "gt_answer": gt_answer,
+                        "model_answer": answer,
+                        "reply": reply,
+                    },
+                )
             replies[i] = reply
 
         if self.workers > 1 and len(todo) > 1:
@@ -198,7 +217,6 @@ class CachedJudge(Judge):
 
 
 def _read_cached(path: Path) -> str:
-    from povid_eval.core.io import read_json
 
     record = read_json(path)
     if not isinstance(record, dict) or not isinstance(record.get("reply"), str):
@@ -213,8 +231,15 @@ class OpenAIJudge(CachedJudge):
     workers = 8
     max_tokens = 1024
 
-    def __init__(self, model: str, prompt: JudgePrompt, cache_dir: Path | None, base_url: str = DEFAULT_BASE_URL,
-                 key_env: str = DEFAULT_KEY_ENV, workers: int | None = None):
+    def __init__(
+        self,
+        model: str,
+        prompt: JudgePrompt,
+        cache_dir: Path | None,
+        base_url: str = DEFAULT_BASE_URL,
+        key_env: str = DEFAULT_KEY_ENV,
+        workers: int | None = None,
+    ):
         from povid_eval.core.http import ChatClient
 
         super().__init__(model, prompt, cache_dir)
@@ -224,8 +249,13 @@ class OpenAIJudge(CachedJudge):
             self.workers = workers
 
     def identity(self) -> dict:
-        return {"kind": self.kind, "model": self.model, "base_url": self.base_url, "temperature": 0.0,
-                "max_tokens": self.max_tokens}
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "base_url": self.base_url,
+            "temperature": 0.0,
+            "max_tokens": self.max_tokens,
+        }
 
     def info(self) -> dict:
         return {**super().info(), "base_url": self.base_url}
@@ -239,8 +269,9 @@ class HFJudge(CachedJudge):
 
     kind = "hf"
 
-    def __init__(self, model: str, prompt: JudgePrompt, cache_dir: Path | None, folder: Path,
-                 max_new_tokens: int = 256):
+    def __init__(
+        self, model: str, prompt: JudgePrompt, cache_dir: Path | None, folder: Path, max_new_tokens: int = 256
+    ):
         import torch
 
         super().__init__(model, prompt, cache_dir)
@@ -250,10 +281,16 @@ class HFJudge(CachedJudge):
         self._load_lock = threading.Lock()
         # the folder's files by name, size and mtime: a model retrained in place gets new cache entries
         files = sorted(p for p in folder.iterdir() if p.is_file())
-        fingerprint = hashlib.sha256("\n".join(f"{p.name} {p.stat().st_size} {p.stat().st_mtime_ns}"
-                                               for p in files).encode()).hexdigest()[:16]
-        self._identity = {"kind": self.kind, "model": model, "files": fingerprint,
-                          "max_new_tokens": max_new_tokens, "device": self.device}
+        fingerprint = hashlib.sha256(
+            "\n".join(f"{p.name} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files).encode()
+        ).hexdigest()[:16]
+        self._identity = {
+            "kind": self.kind,
+            "model": model,
+            "files": fingerprint,
+            "max_new_tokens": max_new_tokens,
+            "device": self.device,
+        }
 
     def identity(self) -> dict:
         return self._identity
@@ -264,13 +301,16 @@ class HFJudge(CachedJudge):
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
                 try:
-                    tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True,
-                                                              trust_remote_code=False)
-                    model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True,
-                                                                 trust_remote_code=False, dtype="auto")
+                    tokenizer = AutoTokenizer.from_pretrained(
+                        self.folder, local_files_only=True, trust_remote_code=False
+                    )
+                    model = AutoModelForCausalLM.from_pretrained(
+                        self.folder, local_files_only=True, trust_remote_code=False, dtype="auto"
+                    )
                 except (OSError, ValueError) as e:
-                    raise InputError(self.folder, f"cannot load the hf judge as a causal LM: "
-                                                  f"{' '.join(str(e).split())[:300]}") from None
+                    raise InputError(
+                        self.folder, f"cannot load the hf judge as a causal LM: {' '.join(str(e).split())[:300]}"
+                    ) from None
                 model.to(self.device).eval()
                 self._loaded = (tokenizer, model)
         return self._loaded
@@ -280,8 +320,9 @@ class HFJudge(CachedJudge):
 
         tokenizer, model = self._load()
         if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                 tokenize=False)
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+            )
             enc = tokenizer(text, add_special_tokens=False, return_tensors="pt")
         else:
             enc = tokenizer(prompt, return_tensors="pt")
@@ -289,12 +330,20 @@ class HFJudge(CachedJudge):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad)
-        return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
-def build_judge(kind: str, *, model: str = "", base_url: str = "", key_env: str = "",
-                judge_prompt: str | Path | None = None, cache_dir: str | Path | None = None,
-                model_folder: str | Path | None = None, where: str | None = None) -> Judge:
+def build_judge(
+    kind: str,
+    *,
+    model: str = "",
+    base_url: str = "",
+    key_env: str = "",
+    judge_prompt: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    model_folder: str | Path | None = None,
+    where: str | None = None,
+) -> Judge:
     """A judge from its settings (a bench card's judge_* fields, or the command line's). Paths are used as
     given (relative to the cwd); ``model_folder``: where the hf judge's ``model`` is (default: ``model``).
     ``where`` names the source in errors (e.g. the bench card)."""
@@ -305,20 +354,21 @@ def build_judge(kind: str, *, model: str = "", base_url: str = "", key_env: str 
             raise InputError(where, f"the {kind} judge uses no prompt; a judge prompt needs judge = openai or hf")
         return REGISTERED[kind]()
     if not model:
-        raise InputError(where, f"the {kind} judge needs a model (judge_model in the bench card, --judge-model on "
-                                "the command line)")
+        raise InputError(
+            where, f"the {kind} judge needs a model (judge_model in the bench card, --judge-model on the command line)"
+        )
     prompt = load_judge_prompt(judge_prompt)
     if cache_dir is None:
-        from povid_eval.core.paths import cache_dir as default_cache
-
         cache_dir = default_cache() / "judge"
     if kind == "openai":
-        return OpenAIJudge(model, prompt, Path(cache_dir), base_url=base_url or DEFAULT_BASE_URL,
-                           key_env=key_env or DEFAULT_KEY_ENV)
+        return OpenAIJudge(
+            model, prompt, Path(cache_dir), base_url=base_url or DEFAULT_BASE_URL, key_env=key_env or DEFAULT_KEY_ENV
+        )
     folder = Path(model_folder if model_folder is not None else model).expanduser()
     if not folder.is_dir():
-        raise MissingAssetError(f"{folder}: the hf judge's model folder is not there (judge_model must be a local "
-                                "causal LM folder)")
+        raise MissingAssetError(
+            f"{folder}: the hf judge's model folder is not there (judge_model must be a local causal LM folder)"
+        )
     return HFJudge(model, prompt, Path(cache_dir), folder)
 
 
@@ -326,18 +376,26 @@ def make_judge(card, *, judge_prompt: str | Path | None = None, cache_dir: str |
     """The judge a bench card names (``judge``, ``judge_model``, ``judge_base_url``, ``judge_key_env``,
     ``judge_prompt``). ``judge_prompt`` (a path as given) overrides the card's (relative to the project root);
     ``cache_dir`` defaults to $POVID_EVAL_CACHE/judge."""
-    from povid_eval.core.paths import project
 
     o = card.options
     if judge_prompt is not None and o.judge in REGISTERED:
-        raise InputError(None, f"--judge-prompt: bench card '{card.name}': the {o.judge} judge uses no prompt (a judge "
-                               "prompt needs judge = openai or hf)")
+        raise InputError(
+            None,
+            f"--judge-prompt: bench card '{card.name}': the {o.judge} judge uses no prompt (a judge "
+            "prompt needs judge = openai or hf)",
+        )
     if judge_prompt is None and o.judge_prompt:
         judge_prompt = project(o.judge_prompt)
-    return build_judge(o.judge, model=o.judge_model, base_url=o.judge_base_url, key_env=o.judge_key_env,
-                       judge_prompt=judge_prompt, cache_dir=cache_dir,
-                       model_folder=project(o.judge_model) if o.judge_model else None,
-                       where=f"bench card '{card.name}'")
+    return build_judge(
+        o.judge,
+        model=o.judge_model,
+        base_url=o.judge_base_url,
+        key_env=o.judge_key_env,
+        judge_prompt=judge_prompt,
+        cache_dir=cache_dir,
+        model_folder=project(o.judge_model) if o.judge_model else None,
+        where=f"bench card '{card.name}'",
+    )
 
 
 def judge_all(judge: Callable[[dict], str], records: Sequence[dict]) -> list[str]:
@@ -351,5 +409,9 @@ def describe(judge: Callable[[dict], str]) -> dict:
     """metrics.json's ``judge`` record: {kind, model, prompt_sha256, ...} (a plain callable: kind 'custom')."""
     if isinstance(judge, Judge):
         return judge.info()
-    return {"kind": "custom", "model": getattr(judge, "__name__", type(judge).__name__), "prompt_sha256": None,
-            "prompt_file": None}
+    return {
+        "kind": "custom",
+        "model": getattr(judge, "__name__", type(judge).__name__),
+        "prompt_sha256": None,
+        "prompt_file": None,
+    }

@@ -8,9 +8,12 @@ from pathlib import Path
 from povid_eval.benches import coco
 from povid_eval.benches.base import Bench, Metric, file_check
 from povid_eval.benches.pope import files, scorer
+from povid_eval.core.io import iter_jsonl
 
-FIX = ("LLaVA's playground/data/eval/pope/llava_pope_test.jsonl (haotian-liu/LLaVA) and "
-       "output/coco/coco_pope_{{random,popular,adversarial}}.json (github.com/RUCAIBox/POPE) into {root}/pope/")
+FIX = (
+    "LLaVA's playground/data/eval/pope/llava_pope_test.jsonl (haotian-liu/LLaVA) and "
+    "output/coco/coco_pope_{{random,popular,adversarial}}.json (github.com/RUCAIBox/POPE) into {root}/pope/"
+)
 
 
 class PopeBench(Bench):
@@ -25,7 +28,7 @@ class PopeBench(Bench):
         Metric("mean_f1", "POPE mean F1", True, panel=("POPE mean F1 (higher is better)", "F1 (0-1)")),
         Metric("adversarial.yes_ratio", "POPE adv. yes-ratio", None),
     )
-    columns = ("mean_f1", "adversarial.f1")    # LLaVA-1.5's headline first
+    columns = ("mean_f1", "adversarial.f1")  # LLaVA-1.5's headline first
     panels = ("mean_f1", "random.f1", "popular.f1", "adversarial.f1")
     score_help = "POPE from LLaVA-layout answers"
 
@@ -33,21 +36,22 @@ class PopeBench(Bench):
         return files.items(card)
 
     def score(self, card, samples, *, with_units=False, details=None, **options):
-        return files.pope_from_files(samples, card.data_path("questions"), card.data_path("labels"), card.variant,
-                                     with_units=with_units)
+        return files.pope_from_files(
+            samples, card.data_path("questions"), card.data_path("labels"), card.variant, with_units=with_units
+        )
 
     def correctness(self, card, samples):
         return files.correctness(card, samples)
 
     def data_checks(self, card):
-        from povid_eval.core.io import iter_jsonl
 
         fix = FIX.format(root=card.data)
         out = [file_check("POPE questions", card.data_path("questions"), fix)]
         if not out[0].ok:
             return out
-        for split in sorted({q.get("category", "?") for _, q in iter_jsonl(card.data_path("questions"))
-                             if isinstance(q, dict)}):
+        for split in sorted(
+            {q.get("category", "?") for _, q in iter_jsonl(card.data_path("questions")) if isinstance(q, dict)}
+        ):
             out.append(file_check(f"POPE labels ({split})", card.data_path("labels") / f"coco_pope_{split}.json", fix))
         return out
 

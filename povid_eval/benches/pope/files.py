@@ -22,8 +22,11 @@ def load_pope_questions(path: str | Path) -> dict:
         qid = require_id(path, rec["question_id"], "question_id", line=line)
         category = rec["category"]
         if not isinstance(category, str) or not category:
-            raise InputError(path, f"'category' must be a split name (random, popular, adversarial), got "
-                                   f"{json.dumps(category)}", line=line)
+            raise InputError(
+                path,
+                f"'category' must be a split name (random, popular, adversarial), got {json.dumps(category)}",
+                line=line,
+            )
         require_text(path, rec["text"], "text", line=line)
         if qid in questions:
             raise InputError(path, f"duplicate question_id {qid!r}", line=line)
@@ -49,8 +52,9 @@ def load_pope_labels(labels_dir: Path, split: str) -> list[tuple[int, dict]]:
     return labels
 
 
-def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
-                    parser: str = pope.DEFAULT_PARSER, with_units: bool = False) -> dict:
+def pope_from_files(
+    answers, questions: str | Path, labels_dir: str | Path, parser: str = pope.DEFAULT_PARSER, with_units: bool = False
+) -> dict:
     """POPE in LLaVA's layout: answers jsonl + questions jsonl (with category) + coco_pope_<split>.json labels.
 
     As in LLaVA's eval_pope.py, the k-th question of a category is labelled by line k of that split's label
@@ -68,7 +72,9 @@ def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
         qid = require_id(name(answers), rec["question_id"], "question_id", line=line)
         require_text(name(answers), rec["text"], "text", line=line)
         if qid not in qs:
-            raise InputError(name(answers), f"question_id {qid!r} has no question in {questions}, so no label", line=line)
+            raise InputError(
+                name(answers), f"question_id {qid!r} has no question in {questions}, so no label", line=line
+            )
         if qid in seen:
             raise InputError(name(answers), f"duplicate answer for question_id {qid!r}", line=line)
         seen.add(qid)
@@ -76,12 +82,18 @@ def pope_from_files(answers, questions: str | Path, labels_dir: str | Path,
         if split not in labels:
             labels[split] = load_pope_labels(labels_dir, split)
         if index >= len(labels[split]):
-            raise InputError(name(answers), f"question_id {qid!r} has no label: coco_pope_{split}.json has only "
-                                      f"{len(labels[split])} lines", line=line)
+            raise InputError(
+                name(answers),
+                f"question_id {qid!r} has no label: coco_pope_{split}.json has only {len(labels[split])} lines",
+                line=line,
+            )
         label_line, label = labels[split][index]
         if "text" in label and not str(text).startswith(label["text"]):
-            raise InputError(labels_dir / f"coco_pope_{split}.json", f"label line does not match question "
-                             f"{qid!r} of {questions} ({label['text']!r} vs {text!r})", line=label_line)
+            raise InputError(
+                labels_dir / f"coco_pope_{split}.json",
+                f"label line does not match question {qid!r} of {questions} ({label['text']!r} vs {text!r})",
+                line=label_line,
+            )
         by_split.setdefault(split, []).append((index, rec["text"], label["label"], image))
     if not by_split:
         raise InputError(name(answers), "no answers")
@@ -103,9 +115,14 @@ def items(card) -> list[Item]:
         require_id(path, q["question_id"], "question_id", line=line)
         if not isinstance(q["image"], str) or not q["image"]:
             raise InputError(path, f"'image' must be a file name, got {json.dumps(q['image'])[:60]}", line=line)
-        out.append(Item(str(q["question_id"]), images / q["image"], card.ask(require_text(path, q["text"], "text",
-                                                                                            line=line)),
-                        {"question_id": q["question_id"], "category": q["category"]}))
+        out.append(
+            Item(
+                str(q["question_id"]),
+                images / q["image"],
+                card.ask(require_text(path, q["text"], "text", line=line)),
+                {"question_id": q["question_id"], "category": q["category"]},
+            )
+        )
     return out
 
 
@@ -119,5 +136,6 @@ def correctness(card, samples) -> dict[str, list[bool]]:
         if split not in labels:
             labels[split] = load_pope_labels(card.data_path("labels"), split)
         out.setdefault(f"{split}.accuracy", []).append(
-            pope.PARSE[card.variant](rec["text"]) == labels[split][index][1]["label"])
+            pope.PARSE[card.variant](rec["text"]) == labels[split][index][1]["label"]
+        )
     return out

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -22,9 +22,14 @@ def split_bars(models: Sequence[str], data: dict, out_dir: Path) -> Path:
     with matplotlib.rc_context(figures.RC):
         fig = figures.figure(13.0, 4.4)
         axes = fig.subplots(1, 3)
-        for ax, (key, title) in zip(axes, (("precision", "Precision (higher is better)"),
-                                           ("recall", "Recall (higher is better)"),
-                                           ("yes_ratio", "Yes ratio (0.5 = balanced)"))):
+        for ax, (key, title) in zip(
+            axes,
+            (
+                ("precision", "Precision (higher is better)"),
+                ("recall", "Recall (higher is better)"),
+                ("yes_ratio", "Yes ratio (0.5 = balanced)"),
+            ),
+        ):
             figures.grouped_bars(ax, splits, models, *figures.series(data, models, [f"{s}.{key}" for s in splits]))
             if key == "yes_ratio":
                 ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="balanced (50% yes)")

@@ -20,7 +20,7 @@ Answer parsers:
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -82,8 +82,10 @@ def rates(tp, fp, tn, fn, yes, n) -> dict:
 
 def split_metrics(counts: dict[str, int]) -> dict[str, float | int]:
     """accuracy, precision, recall, f1, yes_ratio and the counts, from confusion()."""
-    out = {**as_floats(rates(*(counts[c] for c in RATE_COLUMNS))),
-           **{c: counts[c] for c in ("n", "TP", "FP", "TN", "FN")}}
+    out = {
+        **as_floats(rates(*(counts[c] for c in RATE_COLUMNS))),
+        **{c: counts[c] for c in ("n", "TP", "FP", "TN", "FN")},
+    }
     if counts["unknown"]:
         out["unknown"] = counts["unknown"]
     return out
@@ -101,7 +103,7 @@ def units(rows: list[tuple[str, str, str, str]], splits: list[str]):
     for split, image, pred, label in rows:
         c = confusion([pred], [label])
         base = splits.index(split) * width
-        matrix[images[image], base:base + width] += [c[k] for k in RATE_COLUMNS]
+        matrix[images[image], base : base + width] += [c[k] for k in RATE_COLUMNS]
 
     def from_sums(sums) -> dict:
         s = np.asarray(sums, dtype=float)
@@ -134,9 +136,14 @@ STRATEGIES = ("random", "popular", "adversarial")
 QUESTION = "Is there a {} in the image?"
 
 
-def build_pope_questions(image_objects: dict, n_images: int, seed: int, strategy: str,
-                         frequency: dict[str, int] | None = None,
-                         cooccurrence: dict[str, dict[str, int]] | None = None) -> list[dict]:
+def build_pope_questions(
+    image_objects: dict,
+    n_images: int,
+    seed: int,
+    strategy: str,
+    frequency: dict[str, int] | None = None,
+    cooccurrence: dict[str, dict[str, int]] | None = None,
+) -> list[dict]:
     """POPE questions (Li et al. 2023) from ground-truth objects: ``{image: [category, ...]}`` in annotation
     order (e.g. povid_eval.benches.coco.image_objects of a COCO instances file; keys become the ``image`` field).
 
@@ -170,8 +177,14 @@ def build_pope_questions(image_objects: dict, n_images: int, seed: int, strategy
         negatives = _negatives(strategy, positives, objects[image], absent, frequency, cooccurrence, rng)
         for pos, neg in zip(positives, negatives):
             for name, label in ((pos, "yes"), (neg, "no")):
-                questions.append({"question_id": len(questions) + 1, "image": str(image),
-                                  "text": QUESTION.format(name), "label": label})
+                questions.append(
+                    {
+                        "question_id": len(questions) + 1,
+                        "image": str(image),
+                        "text": QUESTION.format(name),
+                        "label": label,
+                    }
+                )
     return questions
 
 
@@ -181,12 +194,13 @@ def _negatives(strategy, positives, present, absent, frequency, cooccurrence, rn
     if strategy == "random":
         return rng.sample(absent, len(positives))
     if strategy == "popular":
-        return sorted(absent, key=lambda c: (-frequency.get(c, 0), c))[:len(positives)]
+        return sorted(absent, key=lambda c: (-frequency.get(c, 0), c))[: len(positives)]
     chosen: list[str] = []
     for pos in positives:
         row = cooccurrence.get(pos, {})
         total = {c: sum(cooccurrence.get(p, {}).get(c, 0) for p in present) for c in absent}
-        best = min((c for c in absent if c not in chosen),
-                   key=lambda c: (-row.get(c, 0), -total[c], -frequency.get(c, 0), c))
+        best = min(
+            (c for c in absent if c not in chosen), key=lambda c: (-row.get(c, 0), -total[c], -frequency.get(c, 0), c)
+        )
         chosen.append(best)
     return chosen
