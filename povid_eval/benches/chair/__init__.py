@@ -9,8 +9,7 @@ from pathlib import Path
 
 from povid_eval.benches import coco
 from povid_eval.benches.base import Bench, Check, Metric, Options, RunOption, Tradeoff, file_check
-from povid_eval.benches.chair import files, scorer
-from povid_eval.benches.chair.nltk_setup import missing_resources
+from povid_eval.benches.chair import files, nltk_setup, scorer
 from povid_eval.benches.chair.sources import prior_share
 from povid_eval.cards import at_least
 from povid_eval.core.paths import project
@@ -157,7 +156,7 @@ def nltk_check(variant: str) -> Check:
     """The NLTK data the variant tokenises with: punkt_tab (both), the tagger and WordNet (wordnet)."""
 
     needed = {"punkt_tab"} | ({"averaged_perceptron_tagger_eng", "wordnet"} if variant == "wordnet" else set())
-    missing = sorted(set(missing_resources()) & needed)
+    missing = sorted(set(nltk_setup.missing_resources()) & needed)
     return Check(
         "NLTK data",
         not missing,
