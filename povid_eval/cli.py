@@ -299,7 +299,7 @@ def cmd_train(args) -> None:
         injector = povid.llm_injector(
             args.llm_base_url, args.llm_model, args.llm_key_env, world=world, seed=args.seed or 0
         )
-    config = povid.load_recipe_config(args.config) if args.config else povid.RecipeConfig()
+    config = povid.load_recipe_config(args.config) if args.config else povid.default_recipe()
     if args.seed is not None:
         config.seed = args.seed
     if args.images:

@@ -42,7 +42,7 @@ TINY_LIMITS = {"chair": 6, "pope": 12, "mme": 3, "mmhal": 8}
 
 @pytest.fixture(scope="session")
 def tiny_env(tmp_path_factory):
-    """A small synthetic world (8 train / 24 val images), a tiny random LLaVA saved as models/tiny, and the
+    """A small synthetic world (16 train / 24 val images), a tiny random LLaVA saved as models/tiny, and the
     world's bench cards pointing at that world with small limits: ``(root, environment variables)``.
 
     The cards live in <root>/models and <root>/benchmarks; set the variables (POVID_EVAL_MODELS,
@@ -55,7 +55,7 @@ def tiny_env(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny-env")
     world = root / "world"
-    build_world(world, seed=0, n_train=8, n_val=24)
+    build_world(world, seed=0, n_train=16, n_val=24)
     texts = [c["caption"] for c in json.loads((world / "annotations" / "captions_val.json").read_text())["annotations"]]
     texts += [json.loads(x)["text"] for x in (world / "pope" / "llava_pope_test.jsonl").read_text().splitlines()]
     model, processor = build_tiny_llava(vocab_from_texts(texts), seed=0)

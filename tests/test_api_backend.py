@@ -32,16 +32,14 @@ LIMITS = {"pope": 12, "chair": 8}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A small synthetic world, pope/chair bench cards over it, and the tiny base's hf card."""
-    from povid_eval.world import build_world
-
+def world(tiny_env, tmp_path_factory):
+    """The shared tiny world (conftest.tiny_env), pope/chair bench cards over it, and the tiny base's hf card."""
     root = tmp_path_factory.mktemp("api")
-    build_world(root / "world", seed=0, n_train=8, n_val=24)
+    (root / "world").symlink_to(tiny_env[0] / "world")
     (root / "benchmarks").mkdir()
     for bench, limit in LIMITS.items():
         text = (ROOT / "benchmarks" / f"{bench}.toml").read_text()
-        text = text.replace('data = "data/world"', f'data = "{root / "world"}"\nlimit = {limit}')
+        text = text.replace('data = "data/world"', f'data = "{tiny_env[0] / "world"}"\nlimit = {limit}')
         text = re.sub(r"max_new_tokens = \d+", "max_new_tokens = 24" if bench == "chair" else r"\g<0>", text)
         (root / "benchmarks" / f"{bench}.toml").write_text(text)
     (root / "models").mkdir()

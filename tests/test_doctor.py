@@ -25,14 +25,11 @@ NESTED = "color"  # an MME subtask whose images sit in <subtask>/images/, as fiv
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    """(data root, model card folder, bench card folder) in the real releases' layout."""
-    from povid_eval.vlm import build_tiny_llava
-    from povid_eval.world import build_world
-
+def real(tiny_env, tmp_path_factory):
+    """(data root, model card folder, bench card folder) in the real releases' layout, made from the shared
+    tiny world (conftest.tiny_env); the model is its tiny LLaVA."""
     base = tmp_path_factory.mktemp("doctor")
-    world = base / "world"
-    build_world(world, seed=0, n_train=4, n_val=12)
+    world = tiny_env[0] / "world"
     data = base / "data"
     ann = data / "coco" / "annotations"
     ann.mkdir(parents=True)
@@ -66,18 +63,9 @@ def real(tmp_path_factory):
             "max_new_tokens = 128", "max_new_tokens = 4"
         )
         (benches / "real" / card.name).write_text(text)
-    words = sorted(
-        {
-            w
-            for c in json.loads((ann / "captions_val2014.json").read_text())["annotations"]
-            for w in c["caption"].lower().split()
-        }
-    )
-    model, processor = build_tiny_llava(words, seed=0, vision_layers=1, text_layers=1)
-    model.save_pretrained(base / "tiny")
-    processor.save_pretrained(base / "tiny")
     models = base / "models"
     models.mkdir()
+    shutil.copytree(tiny_env[0] / "tiny", base / "tiny")  # a copy: some tests take files out of it
     (models / "tiny.toml").write_text(f'path = "{base / "tiny"}"\nthreads = 1\n')
     return base, data, models, benches
 
@@ -125,7 +113,7 @@ def test_missing_coco_images(cards_env):
     image = sorted((data / "coco" / "val2014").iterdir())[0]
     with moved(image):
         problems = failed(doctor.bench_checks(bench("chair-coco", image_ids="", sample=0)))
-    assert "1 of 12 images missing" in problems["images"].detail
+    assert "1 of 24 images missing" in problems["images"].detail
     assert "val2014.zip" in problems["images"].fix
 
 
@@ -423,3 +411,26 @@ def test_compare_rebuilds_each_runs_items(cards_env, tmp_path):
     shutil.copytree(tmp_path / "other" / "runs" / "tiny2", out / "runs" / "tiny2")
     with pytest.raises(InputError, match="ran different protocols"):
         compare_models("tiny", "tiny2", ["chair-coco"], out, n_resamples=200)
+
+
+def test_compare_real_set_plots_its_own_cards(cards_env, tmp_path, monkeypatch):
+    """`compare --bench real` draws its figures from the set's own runs (runs/<model>/chair-coco/...), never
+    from the embedded world's folders of the same bench kind (the bug: results/<model>/chair/ was read)."""
+    from povid_eval.report import compare, plots
+
+    base, data, models, _ = cards_env
+    (models / "tiny2.toml").write_text((models / "tiny.toml").read_text())
+    out = tmp_path / "results"
+    for model, answer in (("tiny", "A person and a car."), ("tiny2", "A person.")):
+        runner.run(model, "chair-coco", results=out, generate=lambda i, p, d, a=answer: [a] * len(p), progress=False)
+        decoy = out / "runs" / model / "chair"  # a world run of the same kind, with other numbers
+        shutil.copytree(out / "runs" / model / "chair-coco", decoy)
+        metrics = json.loads((decoy / "metrics.json").read_text())
+        metrics["metrics"]["CHAIRi"] = 0.999
+        (decoy / "metrics.json").write_text(json.dumps(metrics))
+    loaded = []
+    real_load = plots.load_metrics
+    monkeypatch.setattr(plots, "load_metrics", lambda m, b, r: loaded.append(b) or real_load(m, b, r))
+    written = compare.write_comparison("tiny", "tiny2", ["real/chair-coco"], out)
+    assert loaded and set(loaded) == {"chair-coco"}
+    assert (out / "plots" / "tiny_vs_tiny2" / "metric_bars.png") in written

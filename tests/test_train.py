@@ -40,12 +40,9 @@ checkpoint_every = 2
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from povid_eval.world import build_world
-
-    path = tmp_path_factory.mktemp("train") / "world"
-    build_world(path, seed=0, n_train=16, n_val=4)
-    return path
+def world(tiny_env):
+    """The shared tiny world (conftest.tiny_env: 16 train images)."""
+    return tiny_env[0] / "world"
 
 
 @pytest.fixture(scope="module")

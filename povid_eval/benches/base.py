@@ -163,8 +163,13 @@ class Bench:
         return {}
 
     def data_checks(self, card, **options) -> list[Check]:
-        """The data files the items are built from (images are checked after them, by the doctor)."""
-        return [file_check(f"data ({key})", card.data_path(key)) for key in self.files]
+        """The data the items are built from, a file or a folder per [files] key (images are checked after
+        them, by the doctor)."""
+        return [
+            Check(f"data ({key})", path.exists(), f"{path}" + ("" if path.exists() else " not found"))
+            for key in self.files
+            for path in [card.data_path(key)]
+        ]
 
     def setting_checks(self, card, **options) -> list[Check]:
         """Settings beyond the data, e.g. MMHal's judge: model, key, endpoint, prompt."""

@@ -488,7 +488,7 @@ def _broadcast_parameters(params: Sequence[torch.nn.Parameter]) -> None:
         _unflat(flat, params)
 
 
-def _average_gradients(params: Sequence[torch.nn.Parameter], world: int) -> None:
+def _average_gradients(params: Sequence[torch.nn.Parameter], n_ranks: int) -> None:
     """Every gradient := its mean over the ranks (one all-reduce of a flat buffer, as DDP's buckets do)."""
     import torch.distributed as dist
 
@@ -497,31 +497,31 @@ def _average_gradients(params: Sequence[torch.nn.Parameter], world: int) -> None
             p.grad = torch.zeros_like(p)
     flat = _flat([p.grad for p in params])
     dist.all_reduce(flat)
-    flat /= world
+    flat /= n_ranks
     _unflat(flat, [p.grad for p in params])
 
 
-def _mean_over_ranks(values: dict[str, float], world: int) -> dict[str, float]:
+def _mean_over_ranks(values: dict[str, float], n_ranks: int) -> dict[str, float]:
     """{key: mean over the ranks}; every rank has the same keys in the same order."""
     import torch.distributed as dist
 
     t = torch.tensor(list(values.values()), dtype=torch.float64)
     dist.all_reduce(t)
-    return dict(zip(values, (t / world).tolist()))
+    return dict(zip(values, (t / n_ranks).tolist()))
 
 
 def _sharded_reference(
-    scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig, rank: int, world: int, batch_size: int = 32
+    scorer: Scorer, prefs: Sequence[Preference], cfg: TrainConfig, rank: int, n_ranks: int, batch_size: int = 32
 ) -> dict[str, list[float]]:
     """reference_logprobs over the ranks: the same chunks of ``batch_size`` records as one process (so the
-    same values), chunk c on rank c % world, then gathered on every rank."""
+    same values), chunk c on rank c % n_ranks, then gathered on every rank."""
     import torch.distributed as dist
 
     mine: dict[str, list[float]] = {}
     for c, i in enumerate(range(0, len(prefs), batch_size)):
-        if c % world == rank:
+        if c % n_ranks == rank:
             mine.update(reference_logprobs(scorer, prefs[i : i + batch_size], cfg, batch_size))
-    parts: list = [None] * world
+    parts: list = [None] * n_ranks
     dist.all_gather_object(parts, mine)
     return {k: v for part in parts for k, v in part.items()}
 
@@ -563,12 +563,12 @@ def train(
     module docstring (hand-written DDP: shards of each micro-batch, gradients all-reduced and averaged; no
     DistributedDataParallel wrapper); rank 0 alone logs and writes; every rank returns the same info."""
     cfg.check()
-    rank, world = _dist_info()
-    if cfg.batch_size % (cfg.grad_accum * world):
+    rank, n_ranks = _dist_info()
+    if cfg.batch_size % (cfg.grad_accum * n_ranks):
         raise InputError(
             None,
             f"batch_size {cfg.batch_size} is not a multiple of grad_accum {cfg.grad_accum} "
-            f"x {world} processes (each micro-batch is split evenly over the processes)",
+            f"x {n_ranks} processes (each micro-batch is split evenly over the processes)",
         )
     if rank:
         log = lambda line: None  # noqa: E731  (rank 0 prints)
@@ -582,7 +582,7 @@ def train(
     breakdown = parameter_breakdown(model)
     log(format_breakdown(breakdown))
     params = [p for p in model.parameters() if p.requires_grad]
-    if world > 1:
+    if n_ranks > 1:
         _broadcast_parameters(params)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scorer = Scorer(vlm, template)
@@ -603,15 +603,17 @@ def train(
             atomic_write_text(log_path, "".join(ln + "\n" for ln in read_log(log_path, start)))
     elif rank == 0 and log_path.is_file():
         log_path.unlink()
-    _barrier(world)  # every rank has read the checkpoint before rank 0 may replace it
+    _barrier(n_ranks)  # every rank has read the checkpoint before rank 0 may replace it
     if cfg.precompute_reference:
         reference = (
-            _sharded_reference(scorer, prefs, cfg, rank, world) if world > 1 else reference_logprobs(scorer, prefs, cfg)
+            _sharded_reference(scorer, prefs, cfg, rank, n_ranks)
+            if n_ranks > 1
+            else reference_logprobs(scorer, prefs, cfg)
         )
     else:
         reference = None
     micro = cfg.batch_size // cfg.grad_accum
-    shard = micro // world  # this rank's records of each micro-batch: [rank * shard, (rank + 1) * shard)
+    shard = micro // n_ranks  # this rank's records of each micro-batch: [rank * shard, (rank + 1) * shard)
     t0 = time.time()
     model.train()
     for step in range(start, cfg.steps):
@@ -625,8 +627,8 @@ def train(
         for m in range(cfg.grad_accum):
             part = batch[m * micro : (m + 1) * micro]
             sft_tokens = None
-            if world > 1 and cfg.sft_weight:  # the whole micro-batch's chosen tokens, shared out over the ranks
-                sft_tokens = sum(len(scorer.response_ids(p.chosen)) for p in part) / world
+            if n_ranks > 1 and cfg.sft_weight:  # the whole micro-batch's chosen tokens, shared out over the ranks
+                sft_tokens = sum(len(scorer.response_ids(p.chosen)) for p in part) / n_ranks
             result = batch_loss(scorer, part[rank * shard : (rank + 1) * shard], cfg, reference, sft_tokens=sft_tokens)
             loss = result["loss"]
             if "sft_nll" in result:
@@ -638,9 +640,9 @@ def train(
                 for f in ("reward_chosen", "reward_rejected", "margin", "accuracy"):
                     key = prefix + f
                     sums[key] = sums.get(key, 0.0) + getattr(stats, f).item() / cfg.grad_accum
-        if world > 1:
-            _average_gradients(params, world)
-            sums = _mean_over_ranks(sums, world)
+        if n_ranks > 1:
+            _average_gradients(params, n_ranks)
+            sums = _mean_over_ranks(sums, n_ranks)
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
@@ -658,7 +660,7 @@ def train(
                 for old in ckpt_dir.glob("step-*"):
                     if old.name != f"step-{done}":
                         shutil.rmtree(old, ignore_errors=True)
-            _barrier(world)  # nobody goes on (or resumes) before the checkpoint is whole
+            _barrier(n_ranks)  # nobody goes on (or resumes) before the checkpoint is whole
     model.eval()
     finished = latest_checkpoint(ckpt_dir)
     complete = finished is not None and int(finished.name.split("-")[1]) == cfg.steps
@@ -675,7 +677,7 @@ def train(
             shutil.rmtree(out / "adapter", ignore_errors=True)
             (out / "adapter.tmp").rename(out / "adapter")
         atomic_write_json(out / "train_info.json", info)
-    _barrier(world)
+    _barrier(n_ranks)
     return info
 
 

@@ -51,37 +51,40 @@ CAPTION_PROMPT = "Describe this image."
 
 @dataclass
 class RecipeConfig:
-    """The embedded default's recipe; every field is recorded in the adapter's train_info.json."""
+    """A recipe: the preference data and the two stages. The embedded default's numbers live in povid.toml
+    (RECIPE_FILE, read by default_recipe); a bare RecipeConfig() has neutral stages. Every field is recorded
+    in the adapter's train_info.json."""
 
     images: int = 2000  # training images of the world's train split (first N by a seeded shuffle)
-    chosen: str = "reference"  # y_w: "reference" (longest reference caption) | "corrected" (y_l^n minus
-    # what the annotations contradict: the model's words, the world's facts)
+    chosen: str = "reference"  # y_w: "reference" (the longest reference caption) or "corrected" (y_l^n minus
+    #                            what the annotations contradict: the model's words, the world's facts)
     injector_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     noise_step: int = DEFAULT_STEP
     max_new_tokens: int = 64
     gen_batch_size: int = 32
     seed: int = 0
-    stage1: TrainConfig = field(
-        default_factory=lambda: TrainConfig(
-            loss="dpo", steps=75, batch_size=32, lr=2e-4, warmup=5, lora_r=16, lora_alpha=32
-        )
-    )
-    stage2: TrainConfig = field(
-        default_factory=lambda: TrainConfig(
-            loss="povid", steps=20, batch_size=32, lr=2e-4, warmup=5, lora_r=16, lora_alpha=32
-        )
-    )
+    stage1: TrainConfig = field(default_factory=lambda: TrainConfig(loss="dpo"))
+    stage2: TrainConfig = field(default_factory=lambda: TrainConfig(loss="povid"))
 
 
-def load_recipe_config(path: str | Path) -> RecipeConfig:
-    """A RecipeConfig from TOML: RecipeConfig's scalar keys at the top, TrainConfig keys under [stage1] and
-    [stage2]; anything not given keeps its default. Unknown keys are errors naming the file and the key."""
+RECIPE_FILE = Path(__file__).with_name("povid.toml")
+
+
+def default_recipe() -> RecipeConfig:
+    """The embedded default's recipe: RecipeConfig() with povid.toml's values."""
+    return load_recipe_config(RECIPE_FILE, RecipeConfig())
+
+
+def load_recipe_config(path: str | Path, base: RecipeConfig | None = None) -> RecipeConfig:
+    """A RecipeConfig from TOML laid over ``base`` (default: default_recipe()): RecipeConfig's scalar keys at
+    the top, TrainConfig keys under [stage1] and [stage2]; anything not given keeps the base's value. Unknown
+    keys and values out of range are errors naming the file and the key."""
 
     path = require_file(path, "recipe config")
     data = cards.read_toml(path)
     stages = {key: data.pop(key) for key in ("stage1", "stage2") if key in data}
     cards.check_table(path, data, RecipeConfig, (), rules=RECIPE_RULES)
-    cfg = RecipeConfig()
+    cfg = replace(base if base is not None else default_recipe())
     for key, value in data.items():
         setattr(cfg, key, value)
     for key, value in stages.items():
@@ -407,7 +410,7 @@ def run_recipe(
     if rank:
         log = lambda line: None  # noqa: E731  (rank 0 prints)
     paths.check_name(out, "--out")
-    cfg = config or RecipeConfig()
+    cfg = config or default_recipe()
     base_card = cards.load_model_card(base)
     if base_card.backend != "hf":
         raise InputError(
