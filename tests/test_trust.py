@@ -214,10 +214,9 @@ def test_second_concurrent_run_exits_and_a_killed_holder_leaves_no_stale_lock(us
     assert record["n"] == 12
 
 
-def test_two_concurrent_runs_never_duplicate_samples(tiny_env, tmp_path):
-    root, variables = tiny_env
-    out = tmp_path / "r"
-    args = [
+def chair_run(out, *extra) -> list[str]:
+    """`python -m povid_eval run` of the tiny model on the tiny world's CHAIR card, one image per batch."""
+    return [
         sys.executable,
         "-m",
         "povid_eval",
@@ -228,9 +227,16 @@ def test_two_concurrent_runs_never_duplicate_samples(tiny_env, tmp_path):
         "tiny",
         "--batch-size",
         "1",
+        *extra,
         "--results",
         str(out),
     ]
+
+
+def test_two_concurrent_runs_never_duplicate_samples(tiny_env, tmp_path):
+    root, variables = tiny_env
+    out = tmp_path / "r"
+    args = chair_run(out)
     procs = [
         subprocess.Popen(
             args,
@@ -460,22 +466,7 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tiny_env, tmp_path):
     """SIGINT mid-run: exit 130 with one line, the lock released, and the resumed run has every sample once."""
     root, variables = tiny_env
     out = tmp_path / "r"
-    args = [
-        sys.executable,
-        "-m",
-        "povid_eval",
-        "run",
-        "--bench",
-        "chair",
-        "--model",
-        "tiny",
-        "--batch-size",
-        "1",
-        "--limit",
-        "24",
-        "--results",
-        str(out),
-    ]
+    args = chair_run(out, "--limit", "24")
     env = {**os.environ, **variables}
     proc = subprocess.Popen(args, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     samples = out / "runs" / "tiny" / "chair" / "samples.jsonl"
