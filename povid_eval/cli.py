@@ -290,15 +290,18 @@ def cmd_train(args) -> None:
     if args.image_root and not args.preferences:
         raise InputError(None, "--image-root goes with --preferences (the folder its image paths are relative to)")
     world = paths.from_cli(args.world, "data/world")
-    if not args.preferences:
+
+    def prepare_world():
+        """Build the synthetic world where it is missing; the --injector llm injector over it."""
         from povid_eval import world as synthetic_world
 
         synthetic_world.ensure(world)
-    injector = None
-    if args.injector == "llm":
-        injector = povid.llm_injector(
-            args.llm_base_url, args.llm_model, args.llm_key_env, world=world, seed=args.seed or 0
-        )
+        if args.injector == "llm":
+            return povid.llm_injector(
+                args.llm_base_url, args.llm_model, args.llm_key_env, world=world, seed=args.seed or 0
+            )
+        return None
+
     config = povid.load_recipe_config(args.config) if args.config else povid.default_recipe()
     if args.seed is not None:
         config.seed = args.seed
@@ -315,7 +318,7 @@ def cmd_train(args) -> None:
         world=world,
         results=paths.results_root(args.results),
         merge=args.merge,
-        injector=injector,
+        prepare_world=prepare_world,
         overwrite=args.overwrite,
     )
 

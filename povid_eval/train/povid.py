@@ -218,7 +218,7 @@ def add_noisy_rejections(
         chunk = [replace(p, noise_step=step, noise_seed=seed + b + j) for j, p in enumerate(prefs[b : b + batch_size])]
         images = [load_image((p.image, p.noise_step, p.noise_seed)) for p in chunk]
         prompts = [vlm.prompt(template, p.prompt) for p in chunk]
-        ids = vlm.generate_ids(images, prompts, max_new_tokens=max_new_tokens)
+        ids = vlm.generate_ids(images, prompts, max_new_tokens=max_new_tokens, scorable=True)
         out += [
             replace(p, rejected_noisy=vlm.decode(x) or "<empty>", rejected_noisy_ids=tuple(x))
             for p, x in zip(chunk, ids)
@@ -391,7 +391,7 @@ def run_recipe(
     world: str | Path | None = None,
     results: str | Path | None = None,
     merge: bool = False,
-    injector=None,
+    prepare_world: Callable[[], object] | None = None,
     log: Callable[[str], None] = print,
     overwrite: bool = False,
 ) -> Path:
@@ -399,7 +399,10 @@ def run_recipe(
     and every stage's checkpoints are kept there); write models/<out>.toml; return the card's path.
     ``world`` and ``results`` default to the project's data/world and results/. A second run with the same
     settings resumes (or does nothing); other settings need ``overwrite`` (see check_outputs). The training
-    folder is locked while a run writes it.
+    folder is locked while a run writes it. ``prepare_world`` is called on rank 0 just before the world's
+    preference data is made, after the output checks (a refused run writes nothing, builds nothing): it readies
+    the world (the CLI builds the synthetic one where missing) and returns the hallucination injector (None:
+    the world's co-occurrence injector).
 
     Under torchrun (WORLD_SIZE > 1; loop.train is data parallel) every rank runs this with the same arguments:
     rank 0 alone makes (or reads) the preference records and writes the data file, the other ranks receive
@@ -472,7 +475,7 @@ def run_recipe(
                 world=world,
                 given=given,
                 merge=merge,
-                injector=injector,
+                prepare_world=prepare_world,
                 log=log,
                 rank=rank,
                 n_ranks=n_ranks,
@@ -520,7 +523,7 @@ def _train(
     world: Path,
     given: list[Preference] | None,
     merge: bool,
-    injector,
+    prepare_world,
     log,
     rank: int,
     n_ranks: int,
@@ -561,7 +564,8 @@ def _train(
             prefs = read_preferences(data_path, image_root=cards.ROOT)
     vlm = load_vlm_card(base_card)
     if rank == 0:
-        if prefs is None:  # the world is there: the CLI built it where it was missing
+        if prefs is None:
+            injector = prepare_world() if prepare_world else None
             prefs = world_preferences(vlm, world, cfg, base_card.template, injector)
         if needs_noisy and any(p.rejected_noisy_ids is None and p.rejected_noisy is None for p in prefs):
             prefs = add_noisy_rejections(
