@@ -35,11 +35,16 @@ DEFAULT_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
 
 @dataclass(frozen=True)
 class Decoding:
+    """How a bench decodes: greedy unless ``do_sample`` (temperature, nucleus top_p, seeded). ``batch_size``:
+    prompts per generation batch, 0 = the run's --batch-size; 1 = no padding, as LLaVA's and POVID's
+    scripts generate (batched fp16 with left padding can flip an output against batch 1)."""
+
     max_new_tokens: int = 64
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    batch_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,13 @@ class ModelCard:
     device: str = "cpu"  # cpu, cuda, cuda:N, auto
     threads: int = 0  # CPU threads for torch; 0 = torch's default
     template: str = DEFAULT_TEMPLATE
+    image_aspect_ratio: str = "pad"  # "pad" (LLaVA-1.5: each image padded to a square of the mean colour) | "square"
     base_url: str = ""  # openai backend: e.g. http://localhost:8000/v1
     api_model: str = ""  # openai backend: the served model's name
     api_key_env: str = ""  # openai backend: environment variable holding the key
     concurrency: int = 8  # openai backend: requests in flight
     timeout: float = 120.0  # openai backend: seconds per request
     max_retries: int = 5  # openai backend: retries on 429 / 5xx / timeouts
-    generation: Decoding = field(default_factory=Decoding)
     info: dict = field(default_factory=dict)  # provenance: training command, world hash, seed, ...
 
     def resolve(self, value: str) -> Path:
@@ -94,6 +99,7 @@ class BenchCard:
     prompt: str = ""
     suffix: str = ""
     strip: str = ""
+    template: str = ""  # the prompt template of this protocol instead of the model card's (e.g. llava_v1)
     limit: int = 0
     world: bool = False  # data is the embedded synthetic world, built on demand
     decoding: Decoding = field(default_factory=Decoding)
@@ -126,6 +132,10 @@ class BenchCard:
         }
         d["bench"] = self.kind
         d["decoding"] = dataclasses.asdict(self.decoding)
+        if not self.decoding.batch_size:  # a field added later: cards without it keep their hash
+            d["decoding"].pop("batch_size")
+        if not self.template:  # a field added later: cards without it keep their hash
+            d.pop("template")
         d.update(self.options.protocol() if self.options is not None else {"judge": ""})
         return d
 
@@ -210,6 +220,7 @@ _DECODING_RULES = {
     "temperature": at_least(0, integer=False),
     "top_p": lambda v: None if 0 < v <= 1 else f"expected a number in (0, 1], got {v!r}",
     "seed": at_least(0),
+    "batch_size": at_least(0),
 }
 
 
@@ -282,12 +293,19 @@ _MODEL_RULES = {
     "concurrency": at_least(1),
     "timeout": above(0),
     "max_retries": at_least(0),
+    "image_aspect_ratio": one_of(("pad", "square")),
 }
 
 
 def load_model_card(name_or_path: str, folder: Path | None = None) -> ModelCard:
     path, data = _read_card(name_or_path, folder or models_dir(), "model")
-    generation = data.pop("generation", {})
+    if "generation" in data:
+        raise InputError(
+            path,
+            "a model card has no [generation] table any more (it was never used): decoding is the "
+            "bench card's [decoding], the same for every model; delete the table",
+            field="generation",
+        )
     check_table(path, data, ModelCard, (), rules=_MODEL_RULES)
     if data.get("backend", "hf") == "openai":
         for key in ("base_url", "api_model"):
@@ -298,10 +316,10 @@ def load_model_card(name_or_path: str, folder: Path | None = None) -> ModelCard:
     problem = template_problem(data.get("template", DEFAULT_TEMPLATE))
     if problem:
         raise InputError(path, problem, field="template")
-    return ModelCard(generation=_decoding(path, generation, "generation."), **data)
+    return ModelCard(**data)
 
 
-_BENCH_RULES = {"limit": at_least(0)}
+_BENCH_RULES = {"limit": at_least(0), "template": lambda v: template_problem(v) if v else None}
 
 
 def read_bench_card(name_or_path: str, folder: Path | None = None) -> tuple[Path, dict]:

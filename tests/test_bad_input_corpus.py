@@ -1387,18 +1387,9 @@ MODEL_VALUES = [
     ("info-not-table", 'info = "x"', "", "info"),
     ("unknown-key", 'colour = "red"', "", "colour"),
     ("misspelt-key", "thread = 1", "", "thread"),
-    ("generation-max-new-tokens-0", "", "max_new_tokens = 0", "generation.max_new_tokens"),
-    ("generation-max-new-tokens-ten", "", 'max_new_tokens = "ten"', "generation.max_new_tokens"),
-    ("generation-max-new-tokens-negative", "", "max_new_tokens = -5", "generation.max_new_tokens"),
-    ("generation-max-new-tokens-float", "", "max_new_tokens = 6.5", "generation.max_new_tokens"),
-    ("generation-temperature-negative", "", "temperature = -1", "generation.temperature"),
-    ("generation-temperature-inf", "", "temperature = inf", "generation.temperature"),
-    ("generation-top-p-2", "", "top_p = 2", "generation.top_p"),
-    ("generation-top-p-0", "", "top_p = 0", "generation.top_p"),
-    ("generation-do-sample-yes", "", 'do_sample = "yes"', "generation.do_sample"),
-    ("generation-seed-negative", "", "seed = -3", "generation.seed"),
-    ("generation-unknown-key", "", "beams = 4", "generation.beams"),
-    ("generation-sampling-at-temperature-0", "", "do_sample = true\ntemperature = 0", "temperature"),
+    ("generation-table", "", "max_new_tokens = 512", "generation"),  # decoding is the bench card's
+    ("image-aspect-ratio-anyres", 'image_aspect_ratio = "anyres"', "", "image_aspect_ratio"),
+    ("image-aspect-ratio-int", "image_aspect_ratio = 1", "", "image_aspect_ratio"),
 ]
 
 for _cid, _extra, _gen, _key in MODEL_VALUES:
@@ -1625,6 +1616,29 @@ BENCH_EDITS = [
         "decoding.temperature",
     ),
     ("decoding-unknown-key", "chair", "max_new_tokens = 6", "max_new_tokens = 6\nnum_beams = 2", "decoding.num_beams"),
+    (
+        "decoding-batch-size-negative",
+        "chair",
+        "max_new_tokens = 6",
+        "max_new_tokens = 6\nbatch_size = -1",
+        "decoding.batch_size",
+    ),
+    (
+        "decoding-batch-size-float",
+        "chair",
+        "max_new_tokens = 6",
+        "max_new_tokens = 6\nbatch_size = 1.5",
+        "decoding.batch_size",
+    ),
+    (
+        "decoding-sampling-at-temperature-0",
+        "chair",
+        "max_new_tokens = 6",
+        "max_new_tokens = 6\ndo_sample = true\ntemperature = 0",
+        "temperature",
+    ),
+    ("template-unknown", "chair", "limit = 6", 'limit = 6\ntemplate = "vicuna_v9"', "template"),
+    ("template-int", "chair", "limit = 6", "limit = 6\ntemplate = 1", "template"),
     ("name-dotdot", "chair", "limit = 6", 'limit = 6\nname = "../../x"', "name"),
     ("name-slash", "chair", "limit = 6", 'limit = 6\nname = "a/b"', "name"),
 ]

@@ -15,7 +15,6 @@ def test_model_card_round_trip(tmp_path):
         path="models/base",
         adapter="models/povid/adapter",
         dtype="bf16",
-        generation=cards.Decoding(max_new_tokens=32),
         info={"seed": 3, "command": "x y"},
     )
     path = cards.save_model_card(card, tmp_path)

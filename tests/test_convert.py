@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from povid_eval.core.errors import MissingAssetError, PovidError
 from povid_eval.vlm.build import CLIP_MEAN, CLIP_STD, build_tiny_llava
 from povid_eval.vlm.convert import check_original_llava, is_original_llava, load_original_llava
+from povid_eval.vlm.model import VLM
 from povid_eval.vlm.tokenizer import format_prompt, vocab_from_texts
 
 torch.set_num_threads(1)
@@ -240,10 +241,11 @@ def test_pad_to_square_like_llava(hf, tower, tmp_path):
     """image_aspect_ratio 'pad': a wide image is centred on a square of the mean colour, then resized/cropped."""
     model, processor = hf
     path = write_original(tmp_path / "llava", model, processor, tower, fmt="bin")
-    _, conv_processor = load_original_llava(path)
+    conv_model, conv_processor = load_original_llava(path)
+    vlm = VLM(model=conv_model, processor=conv_processor)  # image_aspect_ratio "pad", the default
     wide = _image(96, 40, seed=1)
     fill = tuple(int(x * 255) for x in CLIP_MEAN)
-    got = conv_processor.image_processor(wide, return_tensors="pt")["pixel_values"]
+    got = conv_processor.image_processor(vlm.prepare_images([wide]), return_tensors="pt")["pixel_values"]
     want = processor.image_processor(_expand2square(wide, fill), return_tensors="pt")["pixel_values"]
     assert torch.equal(got, want)
     unpadded = processor.image_processor(wide, return_tensors="pt")["pixel_values"]
@@ -400,8 +402,6 @@ def test_sentencepiece_tokenizer_model_only(hf, tower, tmp_path):
     whole sequence (sentencepiece marks a word start differently at the start of a text)."""
     import sentencepiece as spm
 
-    from povid_eval.vlm.model import VLM
-
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(TEXTS * 40 + ["USER: ASSISTANT: describe this image"] * 40))
     spm.SentencePieceTrainer.train(
@@ -442,3 +442,33 @@ def test_sentencepiece_tokenizer_model_only(hf, tower, tmp_path):
     ids = vlm.response_token_ids([answer])[0]
     assert ids[:-1] == full[-(len(ids) - 1) :] and ids[-1] == vlm.tokenizer.eos_token_id
     assert vlm.sequence_logprobs([_image()], [prompt], [answer]).isfinite().all()
+
+
+def test_tokenization_check_warns_and_uses_llava_chunks(hf, tower, tmp_path, capsys, monkeypatch):
+    """Where the processor tokenizes a prompt differently from LLaVA's tokenizer_image_token (e.g. a sentencepiece
+    tokenizer outside Llama's legacy mode drops the word-start piece after <image>), check_tokenization says so
+    on stderr and encodes prompts LLaVA's way from then on: chunks around <image> tokenized on their own, the
+    later chunks without their <s>."""
+
+    model, processor = hf
+    path = write_original(tmp_path / "llava", copy.deepcopy(model), processor, tower, image_token=True)
+    converted, conv_processor = load_original_llava(path)
+    vlm = VLM(model=converted, processor=conv_processor, path=str(path))
+    prompt = vlm.prompt("llava_v1_nosys", "Is there a cat in the image?")
+    assert vlm.check_tokenization("llava_v1_nosys", ["Is there a cat in the image?"]) is True  # agree: no warning
+    assert not vlm.chunked and capsys.readouterr().err == ""
+    image = converted.config.image_token_id
+    without_word_start = [t for t in vlm.llava_prompt_ids(prompt)]
+    k = without_word_start.index(image)
+    without_word_start.pop(k + 1)  # what a non-legacy tokenizer does to the piece after <image>
+    monkeypatch.setattr(vlm, "processor_prompt_ids", lambda p: without_word_start)
+    assert vlm.check_tokenization("llava_v1_nosys", ["Is there a cat in the image?"]) is False
+    assert "tokenizes prompts differently from LLaVA's" in capsys.readouterr().err and vlm.chunked
+    tok = conv_processor.tokenizer
+    chunks = [tok(chunk)["input_ids"] for chunk in prompt.split("<image>")]
+    offset = 1 if chunks[0][:1] == [tok.bos_token_id] else 0
+    n_image = int(
+        (conv_processor(images=[_image()], text=[prompt], return_tensors="pt")["input_ids"][0] == image).sum()
+    )
+    ids = vlm.encode([_image()], [prompt])["input_ids"][0].tolist()
+    assert ids == chunks[0] + [image] * n_image + chunks[1][offset:]

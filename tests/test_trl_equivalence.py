@@ -92,7 +92,7 @@ def test_sigmoid_dpo_loss_and_lora_gradients_equal_trl(tmp_path):
     tok = vlm.tokenizer
     examples = [
         {
-            "images": [Image.open(p.image).convert("RGB")],
+            "images": vlm.prepare_images([Image.open(p.image)]),  # padded to a square, as LLaVA trains
             "prompt": tok.bos_token + TEMPLATE.replace("{prompt}", p.prompt),
             "chosen": " " + p.chosen + tok.eos_token,
             "rejected": " " + p.rejected_text + tok.eos_token,

@@ -116,7 +116,7 @@ def test_sequence_logprobs_matches_manual_and_masks_prompt(vlm):
     with torch.no_grad():
         zero = response_logprobs(vlm.model, pixel_values, prompt_ids, [[], [], []], tok.pad_token_id)
         assert torch.all(zero == 0)
-        gen = vlm.generate_ids(images, prompts, max_new_tokens=6)
+        gen = vlm.generate_ids(images, prompts, max_new_tokens=6, scorable=True)  # to be scored again
         scored = vlm.response_ids_logprobs(images, prompts, gen)
     assert torch.all(scored <= 0) and torch.all(scored > -1e4)
 

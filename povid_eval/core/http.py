@@ -3,7 +3,7 @@
 Protocol, one request:
 
     POST {base_url}/chat/completions
-    body     {"model", "messages", "temperature", "max_tokens", **overrides}     (json)
+    body     {"model", "messages", "temperature", "max_tokens" (unless None), **overrides}     (json)
     headers  Content-Type: application/json; Authorization: Bearer $KEY (only when api_key_env is given)
     answer   choices[0].message.content
 
@@ -242,7 +242,7 @@ class ChatClient:
         backoff: float = 1.0,
         cache_dir: str | Path | None = None,
         temperature: float = 0.0,
-        max_tokens: int = 512,
+        max_tokens: int | None = 512,
         max_backoff: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -265,12 +265,9 @@ class ChatClient:
     # --- public -------------------------------------------------------------------------------------
     def request_body(self, messages: Sequence[Message], **overrides: Any) -> dict[str, Any]:
         """The json body sent for messages; overrides (temperature, max_tokens, seed, stop, ...) win."""
-        body = {
-            "model": self.model,
-            "messages": list(messages),
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
+        body = {"model": self.model, "messages": list(messages), "temperature": self.temperature}
+        if self.max_tokens is not None:  # None: no cap, the reply ends where the model ends
+            body["max_tokens"] = self.max_tokens
         body.update(overrides)
         return body
 

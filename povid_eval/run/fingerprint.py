@@ -1,8 +1,8 @@
 """A model's fingerprint: what decides its answers, so that cached samples and metrics belong to one model.
 
     fingerprint(card) = {card, backend, path, adapter, format, model_base, vision_tower, dtype, template,
-                         generation, files: {role: sha256 of the folder's files}}        (hf backend)
-                      = {card, backend, base_url, api_model, generation}                  (openai backend)
+                         files: {role: sha256 of the folder's files}}                    (hf backend)
+                      = {card, backend, base_url, api_model}                              (openai backend)
     fingerprint_hash(fp) = sha256 of its canonical json without the card's name, first 16 hex digits
 
 Every regular file at the top of each folder (weights, config, tokenizer, processor, adapter) is hashed by
@@ -75,14 +75,12 @@ def _local_folder(card: cards.ModelCard, value: str) -> Path | None:
 
 def fingerprint(card: cards.ModelCard) -> dict:
     """What decides the model's answers (see the module docstring)."""
-    generation = json.loads(json.dumps(card.generation.__dict__))
     if card.backend == "openai":
         return {
             "card": card.name,
             "backend": "openai",
             "base_url": card.base_url,
             "api_model": card.api_model,
-            "generation": generation,
         }
     info = {
         "card": card.name,
@@ -93,8 +91,8 @@ def fingerprint(card: cards.ModelCard) -> dict:
         "model_base": card.model_base,
         "vision_tower": card.vision_tower,
         "dtype": card.dtype,
+        "image_aspect_ratio": card.image_aspect_ratio,
         "template": card.template,
-        "generation": generation,
         "files": {},
     }
     remembered = _load_digests()

@@ -107,14 +107,14 @@ def _biased_generate(model: cards.ModelCard, bias: float) -> Generate:
     is left to generate (a cached rerun needs neither)."""
     loaded: list[Generate] = []
 
-    def generate(images, prompts, decoding: cards.Decoding) -> list[str]:
+    def generate(images, prompts, decoding: cards.Decoding, **options) -> list[str]:
         if not loaded:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(model.resolve(model.path)), local_files_only=True)
             stop = StopBias(tokenizer.eos_token_id, continuation_token_ids(tokenizer), bias)
             loaded.append(for_card(model, [stop]))
-        return loaded[0](images, prompts, decoding)
+        return loaded[0](images, prompts, decoding, **options)
 
     return generate
 

@@ -189,10 +189,12 @@ def _generate_and_score(
     for it in items:
         groups.setdefault((it.image, it.prompt), []).append(it)
     prompts_in_order = list(groups)
+    batch_size = card.decoding.batch_size or batch_size  # a protocol that fixes it (e.g. 1: no padding) wins
     batches = [prompts_in_order[b : b + batch_size] for b in range(0, len(prompts_in_order), batch_size)]
     pending = [batch for batch in batches if any(it.key not in done for pair in batch for it in groups[pair])]
     mine = pending[rank::size]
     target = samples_path if size == 1 else folder / f"samples.rank{rank}.jsonl"
+    template = {"template": card.template} if card.template else {}  # the bench's own prompt template
     if mine:
         if generate is None:
             doctor.require(doctor.model_checks(model), f"model {model.name}")
@@ -208,7 +210,7 @@ def _generate_and_score(
         ) as bar:  # closed (its line ended) before an error is printed
             for batch in mine:
                 images = [read_image(groups[pair][0].image, f"item {groups[pair][0].key}") for pair in batch]
-                answers = generate(images, [prompt for _, prompt in batch], card.decoding)
+                answers = generate(images, [prompt for _, prompt in batch], card.decoding, **template)
                 rows = [
                     it.record
                     | {

@@ -44,7 +44,6 @@ import random
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +66,7 @@ from povid_eval.train.dpo import PreferenceStats, combine, dpo_loss, ipo_loss
 from povid_eval.train.noise import DEFAULT_STEP, noisy_image
 from povid_eval.train.preferences import Preference
 from povid_eval.vlm.logprobs import pack_right, token_logprobs
+from povid_eval.vlm.model import DTYPES, quiet_peft
 
 LOSSES = ("dpo", "ipo", "noise", "povid")
 NOISY_FORMS = ("paper", "release")
@@ -127,8 +127,7 @@ def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0):
     if not targets:
         raise ValueError("no linear layer under 'language_model' found: is this a LLaVA-family model?")
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
-    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with quiet_peft():
         return get_peft_model(model, config)
 
 
@@ -237,9 +236,8 @@ class Scorer:
         model = self.vlm.model
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         config = base.config
-        pixels = self.vlm.processor.image_processor([images[k] for k in keys], return_tensors="pt")["pixel_values"]
-        from povid_eval.vlm.model import DTYPES
-
+        prepared = self.vlm.prepare_images([images[k] for k in keys])
+        pixels = self.vlm.processor.image_processor(prepared, return_tensors="pt")["pixel_values"]
         pixels = pixels.to(self.vlm.device, DTYPES[self.vlm.dtype])
         feats = base.get_image_features(
             pixel_values=pixels,

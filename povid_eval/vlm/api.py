@@ -66,7 +66,7 @@ def openai_generate(card: cards.ModelCard):
         )
     client = openai_client(card)
 
-    def generate(images, questions, decoding: cards.Decoding, logits_processor=None) -> list[str]:
+    def generate(images, questions, decoding: cards.Decoding, logits_processor=None, template: str = "") -> list[str]:
         if logits_processor is not None:
             raise PovidError(
                 f'model {card.name}: logits processors need a local model (backend = "hf"), not an API endpoint'

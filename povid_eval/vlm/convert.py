@@ -14,13 +14,16 @@ Format facts (LLaVA-1.5 and POVID's release):
   ``model.language_model.*``; ``lm_head`` stays. Released LLaVA-1.5 checkpoints carry no vision-tower
   weights: they come from the CLIP folder named by ``mm_vision_tower`` (a CLIPModel's ``vision_model.*``
   keys, text keys dropped), a local folder or an already-cached hub id such as
-  openai/clip-vit-large-patch14-336.
+  openai/clip-vit-large-patch14-336. A checkpoint that does carry tower weights (a merged LoRA: LLaVA's
+  merge script saves them, in fp16) is read as LLaVA's builder reads it: the tower comes from
+  ``mm_vision_tower`` all the same; the embedded copy is used only where that folder has no weights.
 * The CLIP features of layer ``mm_vision_select_layer`` go through the ``mlp2x_gelu`` projector (Linear,
   GELU, Linear: the only type transformers' projector has); ``mm_vision_select_feature`` "patch" drops CLS
   (strategy "default"), "cls_patch" keeps it ("full").
 * ``image_aspect_ratio`` "pad" (LLaVA-1.5) pads each image to a square filled with the CLIP mean colour
-  (int(mean * 255) per channel, image centred) before CLIP's resize + centre crop: exactly what
-  ``LlavaImageProcessorPil(do_pad=True)`` does. Anything else but "anyres" means no padding.
+  (int(mean * 255) per channel, image centred) before CLIP's resize + centre crop: the model card's
+  ``image_aspect_ratio`` decides it for every format (model.pad_to_square), so the processor built here does
+  not pad.
 * A LoRA folder (POVID's stage 2) holds adapter_config.json, adapter_model.safetensors (or .bin) with PEFT
   keys in LLaVA naming (``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``), and
   non_lora_trainables.bin (projector etc., keys prefixed ``base_model.model.``), usually config.json too; it
@@ -380,7 +383,8 @@ def load_original_llava(
         raise errors[0]
     cfg, base = plan.config, plan.weights[0].parent
     state = _rename({k: v for f in plan.weights for k, v in _load_tensors(f).items()}, base)
-    if not any(k.startswith("model.vision_tower.") for k in state):
+    if any((plan.tower / f).is_file() for f in _WEIGHTS):  # LLaVA's builder: the tower of mm_vision_tower, always
+        state = {k: v for k, v in state.items() if not k.startswith("model.vision_tower.")}
         state.update(_tower_state(plan.tower))
     if plan.lora is not None:
         extra = {
@@ -435,9 +439,9 @@ def load_original_llava(
     )
     model.eval()
 
-    image_processor = LlavaImageProcessorPil.from_pretrained(
-        str(plan.tower), local_files_only=True, do_pad=cfg.get("image_aspect_ratio") == "pad"
-    )
+    # the padding to a square is the VLM's (model.pad_to_square, the card's image_aspect_ratio), as for every
+    # format: the processor only resizes and centre-crops
+    image_processor = LlavaImageProcessorPil.from_pretrained(str(plan.tower), local_files_only=True, do_pad=False)
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tok,

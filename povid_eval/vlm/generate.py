@@ -1,6 +1,7 @@
-"""A model card as one function: ``generate(images, questions, decoding) -> answers``.
+"""A model card as one function: ``generate(images, questions, decoding[, template]) -> answers``.
 
-The card's prompt template is applied inside (a chat endpoint applies its own). Local weights are loaded once
+The card's prompt template is applied inside, or ``template`` when a bench card names its own (a chat endpoint
+applies its own either way). Local weights are loaded once
 per process (``run --bench all`` shares them); ``logits_processor`` (transformers LogitsProcessors) is applied
 at every step of that same model (the stop-bias frontier uses it)."""
 
@@ -53,8 +54,8 @@ def _load(model: cards.ModelCard) -> Generate:
 
     vlm = load_vlm_card(model)
 
-    def generate(images, prompts, decoding: cards.Decoding, logits_processor=None) -> list[str]:
-        texts = [vlm.prompt(model.template, p) for p in prompts]
+    def generate(images, prompts, decoding: cards.Decoding, logits_processor=None, template: str = "") -> list[str]:
+        texts = [vlm.prompt(template or model.template, p) for p in prompts]
         return vlm.generate(
             images,
             texts,

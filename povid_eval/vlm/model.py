@@ -12,7 +12,10 @@ ids derived from it, greedy outputs do not depend on the batch composition.
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from povid_eval.vlm.tokenizer import capitalize_sentences
 _ANCHOR = "ASSISTANT:"
 # What a corrupt weight or config file raises while loading (truncated safetensors, broken json).
 CORRUPT = (SafetensorError, ValueError, UnicodeDecodeError)
+ASPECT_RATIOS = ("pad", "square")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 _WEIGHT_FILES = (
@@ -118,6 +122,7 @@ def load_vlm(
     format: str = "auto",
     model_base: str | Path | None = None,
     vision_tower: str | Path | None = None,
+    image_aspect_ratio: str = "pad",
 ) -> VLM:
     """Load model + processor from a local folder or a hub id in the local HF cache; never downloads unless
     POVID_EVAL_ALLOW_DOWNLOADS=1.
@@ -125,8 +130,12 @@ def load_vlm(
     ``format``: ``hf`` (LlavaForConditionalGeneration), ``llava`` (the original LLaVA layout, converted on load
     by vlm/convert.py; ``model_base`` / ``vision_tower`` as there) or ``auto`` (detected from config.json).
     ``adapter``: a PEFT adapter folder put on top (PeftModel.from_pretrained); ``dtype``: fp32, bf16 or fp16;
-    ``device``: cpu, cuda, cuda:N or auto. A missing folder or file raises MissingAssetError naming it.
+    ``device``: cpu, cuda, cuda:N or auto; ``image_aspect_ratio``: "pad" (LLaVA-1.5: every image padded to a
+    square of the image processor's mean colour first, pad_to_square) or "square" (the processor as shipped:
+    resize the shortest edge, centre-crop). A missing folder or file raises MissingAssetError naming it.
     """
+    if image_aspect_ratio not in ASPECT_RATIOS:
+        raise ValueError(f"unknown image_aspect_ratio {image_aspect_ratio!r} (known: {', '.join(ASPECT_RATIOS)})")
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     if dtype not in DTYPES:
@@ -178,7 +187,8 @@ def load_vlm(
         from peft import PeftModel
 
         try:
-            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+            with quiet_peft():
+                model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
         except (OSError, *CORRUPT) as e:
             raise InputError(
                 adapter,
@@ -193,7 +203,31 @@ def load_vlm(
         adapter=None if adapter is None else str(adapter),
         device=device,
         dtype=dtype,
+        image_aspect_ratio=image_aspect_ratio,
     )
+
+
+@contextmanager
+def quiet_peft():
+    """PEFT asks transformers 5 a deprecated question (is_gradient_checkpointing) when it wraps a model: a
+    FutureWarning on stderr that is not ours to fix, silenced around the wrapping only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def pad_to_square(image, fill: tuple[int, int, int]):
+    """LLaVA-1.5's ``expand2square``: the image centred on a square canvas of side max(width, height) filled
+    with ``fill`` (the image processor's mean colour, int(mean * 255) per channel); a square image as it is."""
+    from PIL import Image
+
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
 
 
 def _first_line(e: Exception) -> str:
@@ -202,13 +236,15 @@ def _first_line(e: Exception) -> str:
 
 
 def load_vlm_card(card) -> VLM:
-    """load_vlm with a model card's fields (path, adapter, format, model_base, vision_tower, dtype, device)."""
+    """load_vlm with a model card's fields (path, adapter, format, model_base, vision_tower, dtype, device,
+    image_aspect_ratio); its tokenization is checked against LLaVA's (VLM.check_tokenization) under the card's
+    template."""
 
     def local(value: str) -> Path | None:
         return card.resolve(value) if value else None
 
     path = card.path if is_hub_id(card.path) and not card.resolve(card.path).exists() else card.resolve(card.path)
-    return load_vlm(
+    vlm = load_vlm(
         path,
         adapter=local(card.adapter),
         dtype=card.dtype,
@@ -216,7 +252,10 @@ def load_vlm_card(card) -> VLM:
         format=card.format,
         model_base=local(card.model_base),
         vision_tower=local(card.vision_tower),
+        image_aspect_ratio=card.image_aspect_ratio,
     )
+    vlm.check_tokenization(card.template)
+    return vlm
 
 
 @dataclass
@@ -229,6 +268,8 @@ class VLM:
     adapter: str | None = None
     device: str = "cpu"
     dtype: str = "fp32"
+    image_aspect_ratio: str = "pad"
+    chunked: bool = False  # prompts tokenized LLaVA's way (check_tokenization)
     _lowercases: bool | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -255,11 +296,78 @@ class VLM:
         for i, p in enumerate(prompts):
             if p.count(token) != 1:
                 raise ValueError(f"prompt {i} must contain {token} exactly once: {p!r}")
-        images = [im.convert("RGB") for im in images]
-        batch = self.processor(images=images, text=list(prompts), return_tensors="pt", padding=True)
+        prepared = self.prepare_images(images)
+        batch = self.processor(images=prepared, text=list(prompts), return_tensors="pt", padding=True)
+        if self.chunked:  # LLaVA's own ids (check_tokenization found the processor's different)
+            batch = {**batch, **self._chunked_batch(prompts, batch["input_ids"])}
         out = {k: v.to(self.device) for k, v in batch.items()}
         out["pixel_values"] = out["pixel_values"].to(DTYPES[self.dtype])
         return out
+
+    def llava_prompt_ids(self, prompt: str) -> list[int]:
+        """LLaVA's ``tokenizer_image_token``: the text around ``<image>`` is tokenized chunk by chunk, each
+        chunk on its own (with <s>); the first chunk's <s> is kept, the others' dropped, and one image token
+        goes between the chunks. (A sentencepiece tokenizer marks a word start after ``<image>`` differently
+        than a processor that tokenizes the whole prompt at once.)"""
+        tok = self.tokenizer
+        token = getattr(self.processor, "image_token", "<image>")
+        chunks = [tok(chunk)["input_ids"] for chunk in prompt.split(token)]
+        offset = 1 if chunks[0] and chunks[0][0] == tok.bos_token_id else 0
+        ids = chunks[0][:offset]
+        for k, chunk in enumerate(chunks):
+            ids += ([self.image_token_id] if k else []) + chunk[offset:]
+        return ids
+
+    def processor_prompt_ids(self, prompt: str) -> list[int]:
+        """The processor's ids of one prompt, its run of image tokens collapsed to one (LLaVA's form)."""
+        from PIL import Image
+
+        size = self.processor.image_processor.crop_size or self.processor.image_processor.size
+        side = int(size.get("height") or size.get("shortest_edge") or 336)
+        ids = self.processor(images=[Image.new("RGB", (side, side))], text=[prompt])["input_ids"][0]
+        ids = [int(i) for i in ids]
+        return [t for k, t in enumerate(ids) if t != self.image_token_id or k == 0 or ids[k - 1] != t]
+
+    def check_tokenization(self, template: str, questions: Sequence[str] = ("Describe this image.",)) -> bool:
+        """Compare the processor's prompt ids with LLaVA's chunked ones (llava_prompt_ids) for ``questions``
+        under ``template``; where they differ, warn once on stderr and encode prompts LLaVA's way from now on
+        (the fix). Returns whether they were equal."""
+        prompts = [self.prompt(template, q) for q in questions]
+        if all(self.processor_prompt_ids(p) == self.llava_prompt_ids(p) for p in prompts):
+            return True
+        print(
+            f"povid-eval: warning: {self.path}: the processor tokenizes prompts differently from LLaVA's "
+            "tokenizer_image_token (the text after <image> is a chunk of its own there); using LLaVA's "
+            "tokenization",
+            file=sys.stderr,
+        )
+        self.chunked = True
+        return False
+
+    def _chunked_batch(self, prompts: Sequence[str], processed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """input_ids / attention_mask of LLaVA's chunked ids, the image token expanded as the processor does,
+        left-padded."""
+        n_image = int((processed[0] == self.image_token_id).sum())
+        rows = []
+        for p in prompts:
+            ids = []
+            for t in self.llava_prompt_ids(p):
+                ids += [t] * n_image if t == self.image_token_id else [t]
+            rows.append(ids)
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    def prepare_images(self, images: Sequence) -> list:
+        """RGB images as the model's image policy wants them before its image processor (image_aspect_ratio:
+        "pad" pads each to a square of the processor's mean colour, as LLaVA-1.5 does)."""
+        images = [im.convert("RGB") for im in images]
+        if self.image_aspect_ratio != "pad":
+            return images
+        fill = tuple(int(x * 255) for x in self.processor.image_processor.image_mean)
+        return [pad_to_square(im, fill) for im in images]
 
     def prompt(self, template: str, question: str) -> str:
         """The input text for a question under a prompt template (vlm/prompts.py)."""
@@ -296,12 +404,14 @@ class VLM:
         top_p: float = 1.0,
         seed: int = 0,
         logits_processor=None,
+        scorable: bool = False,
     ) -> list[list[int]]:
         """New token ids per prompt, up to and including the first end-of-sequence token (no padding).
 
         Greedy unless ``do_sample``; sampling uses temperature and nucleus top_p only (top_k off), seeded by
-        ``seed`` without touching the global RNG state. The image token (and padding and <s>, when distinct
-        from </s>) can never be generated: a response must be scorable after its prompt.
+        ``seed`` without touching the global RNG state. Like LLaVA's own generation, any token may come out;
+        with ``scorable`` (training's y_l^n, which is scored again after its prompt) the image token, padding
+        and <s> (when distinct from </s>) are suppressed.
         """
         from transformers import LogitsProcessorList
 
@@ -309,14 +419,15 @@ class VLM:
             return []
         batch = self.encode(images, prompts)
         tok = self.tokenizer
-        banned = {self.image_token_id, tok.pad_token_id, tok.bos_token_id} - {None, tok.eos_token_id}
         kwargs = dict(
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
-            suppress_tokens=sorted(banned),
         )
+        if scorable:
+            banned = {self.image_token_id, tok.pad_token_id, tok.bos_token_id} - {None, tok.eos_token_id}
+            kwargs["suppress_tokens"] = sorted(banned)
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
         else:
@@ -346,7 +457,7 @@ class VLM:
         if self._lowercases is None:  # a lower-casing tokenizer (the tiny base) loses capitals: restore them
             probe = self.tokenizer.decode(self.tokenizer("A", add_special_tokens=False)["input_ids"]).strip()
             self._lowercases = probe == "a"
-        return capitalize_sentences(" ".join(text.split())) if self._lowercases else text
+        return capitalize_sentences(" ".join(text.split())) if self._lowercases else text  # else: as LLaVA does
 
     def generate(
         self,

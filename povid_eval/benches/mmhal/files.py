@@ -109,8 +109,7 @@ def items(card) -> list[Item]:
         require_fields(path, r, ("image_src",), field=f"record {i}")
         require_text(path, r["image_src"], "image_src", field=f"record {i}")
     return [
-        Item(str(i), image_path(card, r), r["question"] + card.suffix, {"question_id": i})
-        for i, r in enumerate(records)
+        Item(str(i), image_path(card, r), card.ask(r["question"]), {"question_id": i}) for i, r in enumerate(records)
     ]
 
 

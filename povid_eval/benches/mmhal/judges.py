@@ -229,7 +229,7 @@ class OpenAIJudge(CachedJudge):
 
     kind = "openai"
     workers = 8
-    max_tokens = 1024
+    max_tokens = None  # no cap, as LLaVA-RLHF's evaluation asks: a capped reply may lose its rating
 
     def __init__(
         self,

@@ -6,13 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from povid_eval.benches import coco
-from povid_eval.benches.base import Bench, Metric, file_check
+from povid_eval.benches.base import Bench, Check, Metric, file_check
 from povid_eval.benches.pope import files, scorer
 from povid_eval.core.io import iter_jsonl
 
+# LLaVA evaluated POPE with the label files of RUCAIBox/POPE at commit e3e39262 (later commits changed the
+# random split: 3,000 lines instead of 2,910, a typo fixed), which match llava_pope_test.jsonl line by line.
+LABELS_COMMIT = "e3e39262"
 FIX = (
     "LLaVA's playground/data/eval/pope/llava_pope_test.jsonl (haotian-liu/LLaVA) and "
-    "output/coco/coco_pope_{{random,popular,adversarial}}.json (github.com/RUCAIBox/POPE) into {root}/pope/"
+    "output/coco/coco_pope_{{random,popular,adversarial}}.json of github.com/RUCAIBox/POPE at commit "
+    f"{LABELS_COMMIT} (the files LLaVA used) into {{root}}/pope/"
 )
 
 
@@ -43,8 +47,7 @@ class PopeBench(Bench):
     def correctness(self, card, samples):
         return files.correctness(card, samples)
 
-    def data_checks(self, card):
-
+    def data_checks(self, card, **options):
         fix = FIX.format(root=card.data)
         out = [file_check("POPE questions", card.data_path("questions"), fix)]
         if not out[0].ok:
@@ -53,6 +56,10 @@ class PopeBench(Bench):
             {q.get("category", "?") for _, q in iter_jsonl(card.data_path("questions")) if isinstance(q, dict)}
         ):
             out.append(file_check(f"POPE labels ({split})", card.data_path("labels") / f"coco_pope_{split}.json", fix))
+        if all(c.ok for c in out):  # before any generation: do the labels belong to these questions?
+            problem = files.label_mismatch(card.data_path("questions"), card.data_path("labels"))
+            detail = problem or "every split: one label line per question, each line's text begins its question"
+            out.append(Check("POPE labels match the questions", problem is None, detail, fix))
         return out
 
     def image_fix(self, card):

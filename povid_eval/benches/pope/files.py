@@ -52,6 +52,31 @@ def load_pope_labels(labels_dir: Path, split: str) -> list[tuple[int, dict]]:
     return labels
 
 
+def label_mismatch(questions: Path, labels_dir: Path) -> str | None:
+    """Why the label files do not belong to the question file (None when they do): per split, the label file
+    must have one line per question of that split, and each label line's text (when it has one) must begin
+    its question's text, as LLaVA's eval_pope.py pairs them line by line."""
+    qs = load_pope_questions(questions)
+    by_split: dict[str, list] = {}
+    for category, index, text, _ in qs.values():
+        by_split.setdefault(category, []).append((index, text))
+    for split, rows in sorted(by_split.items()):
+        labels = load_pope_labels(Path(labels_dir), split)
+        if len(labels) != len(rows):
+            return (
+                f"coco_pope_{split}.json has {len(labels)} lines for the {len(rows)} {split} questions of "
+                f"{Path(questions).name}: another release of the label files"
+            )
+        for index, text in sorted(rows):
+            line, label = labels[index]
+            if "text" in label and not str(text).startswith(label["text"]):
+                return (
+                    f"coco_pope_{split}.json line {line} ({label['text']!r}) does not begin question {index + 1} "
+                    f"of {split} ({text!r}): another release of the label files"
+                )
+    return None
+
+
 def pope_from_files(
     answers, questions: str | Path, labels_dir: str | Path, parser: str = pope.DEFAULT_PARSER, with_units: bool = False
 ) -> dict:
