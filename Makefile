@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser test demo clean
+.PHONY: setup browser test demo parity clean
 
 setup: $(STAMP)
 	@$(BIN)/python -m povid_eval.benches.chair.nltk_setup
@@ -27,8 +27,8 @@ browser:
 	  echo "chromium not installed: the leaderboard's browser test will be skipped"
 
 test: setup browser
-	$(BIN)/ruff check povid_eval tests
-	$(BIN)/ruff format --check povid_eval tests
+	$(BIN)/ruff check povid_eval tests parity
+	$(BIN)/ruff format --check povid_eval tests parity
 	$(BIN)/python -m pytest
 
 # The whole pipeline on the embedded default: world (built on first use), base on every bench, POVID
@@ -41,5 +41,12 @@ demo: setup
 	$(BIN)/povid-eval compare base povid
 	$(BIN)/povid-eval leaderboard
 
+# povid-eval against LLaVA's own released code (llava-torch 1.2.2.post1, transformers 4.37.2, in .venv-ref),
+# both run on tiny random checkpoints written by LLaVA's and transformers' own code: every format, every bench
+# prompt, ten image shapes; exits 1 on a difference not on parity/allow.toml. See parity/README.md.
+parity: setup
+	bash parity/setup_ref.sh
+	$(BIN)/python parity/check.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-ref .pytest_cache build
