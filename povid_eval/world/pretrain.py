@@ -19,7 +19,7 @@ Every image-grounded training sequence is ``format_prompt(question)`` + `` {answ
 answer tokens only. The tower is frozen after stage 0, so its features are computed once per image. AdamW,
 linear warm-up then cosine decay to 10%, per stage. Deterministic given the seed and the thread count.
 About 13-14 minutes on one CPU thread (threads=1: on a shared 2-core machine two threads ran 10x slower).
-Run: ``python -m povid_eval.vlm.pretrain --world data/world --out models/base``.
+Run: ``python -m povid_eval.world.pretrain --world data/world --out models/base``.
 """
 
 from __future__ import annotations
@@ -510,7 +510,7 @@ def pretrain(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m povid_eval.vlm.pretrain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m povid_eval.world.pretrain", description=__doc__.splitlines()[0])
     parser.add_argument("--world", default="data/world", help="synthetic world folder (default: data/world)")
     parser.add_argument("--out", default="models/base", help="output folder (default: models/base)")
     parser.add_argument("--seed", type=int, default=0)
@@ -521,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out,
         args.seed,
         config=PretrainConfig(seed=args.seed, threads=args.threads),
-        command=" ".join(["python -m povid_eval.vlm.pretrain", *(argv if argv is not None else sys.argv[1:])]),
+        command=" ".join(["python -m povid_eval.world.pretrain", *(argv if argv is not None else sys.argv[1:])]),
     )
     return 0
 
