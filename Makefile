@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: setup browser test demo parity clean
 
 setup: $(STAMP)
-	@$(BIN)/python -m povid_eval.benches.chair.nltk_setup
+	@$(BIN)/python -c "from povid_eval.benches.chair import nltk_setup; raise SystemExit(nltk_setup.main())"
 
 # Re-run the install only when the dependency list changes; torch is pinned by constraints.txt
 # (a range that admits a newer torch pulls a multi-GB CUDA build on CPU machines).
