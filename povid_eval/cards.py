@@ -102,6 +102,9 @@ class BenchCard:
     template: str = ""  # the prompt template of this protocol instead of the model card's (e.g. llava_v1)
     limit: int = 0
     world: bool = False  # data is the embedded synthetic world, built on demand
+    # POVID's diffusion noise on every image at this step t before the model sees it (vlm/noise.py; 0: the
+    # clean images): the image-reliance diagnostic (`povid-eval run --image-noise`)
+    image_noise: int = 0
     decoding: Decoding = field(default_factory=Decoding)
     files: dict = field(default_factory=dict)
     options: Any = None  # the bench's Options (benches/base.py)
@@ -134,8 +137,9 @@ class BenchCard:
         d["decoding"] = dataclasses.asdict(self.decoding)
         if not self.decoding.batch_size:  # a field added later: cards without it keep their hash
             d["decoding"].pop("batch_size")
-        if not self.template:  # a field added later: cards without it keep their hash
-            d.pop("template")
+        for later in ("template", "image_noise"):  # fields added later: cards without them keep their hash
+            if not d[later]:
+                d.pop(later)
         d.update(self.options.protocol() if self.options is not None else {"judge": ""})
         return d
 
@@ -319,7 +323,11 @@ def load_model_card(name_or_path: str, folder: Path | None = None) -> ModelCard:
     return ModelCard(**data)
 
 
-_BENCH_RULES = {"limit": at_least(0), "template": lambda v: template_problem(v) if v else None}
+_BENCH_RULES = {
+    "limit": at_least(0),
+    "template": lambda v: template_problem(v) if v else None,
+    "image_noise": lambda v: None if 0 <= v < 1000 else f"expected a diffusion step in 0..999 (0: no noise), got {v}",
+}
 
 
 def read_bench_card(name_or_path: str, folder: Path | None = None) -> tuple[Path, dict]:

@@ -186,6 +186,7 @@ def cmd_run(args) -> None:
             results=results,
             data=args.data,
             fresh=args.fresh,
+            image_noise=args.image_noise,
             **_own(name, options),
         )
         if result is not None:
@@ -208,6 +209,17 @@ def cmd_doctor(args) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more problems, listed above)" if len(problems) > 1 else ""
         raise PovidError(problems[0].line() + more)
+
+
+def _step(text: str) -> int:
+    """An argparse type for a diffusion step of POVID's noise, 1..999."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value < 1000:
+        raise argparse.ArgumentTypeError(f"expected a diffusion step in 1..999, got {text!r}")
+    return value
 
 
 def _numbers(kind):
@@ -426,6 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="data root instead of the bench card's (e.g. where COCO, POPE, MME and MMHal live on this node)",
     )
     _add_run_options(p)
+    p.add_argument(
+        "--image-noise",
+        metavar="T",
+        nargs="?",
+        const=500,
+        default=0,
+        type=_step,
+        help="the image-reliance diagnostic: show the model every image noised by POVID's forward diffusion at "
+        "step T (default T: 500, POVID's; part of the protocol), results in runs/<model>/noised-t<T>/; "
+        "`compare` then reports how each metric moves without the pixels",
+    )
     p.add_argument("--results", metavar="DIR", help="results folder (default: the project's results/)")
     p.add_argument(
         "--fresh",

@@ -8,6 +8,7 @@ import pytest
 from povid_eval import cli
 from povid_eval.core.errors import InputError
 from povid_eval.report import compare
+from povid_eval.run import results as run_results
 from povid_eval.run import runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def test_compare_writes_tables_and_plots_and_reruns_byte_identical(results, caps
 
 def test_missing_results_and_unknown_models_are_clear(results, tmp_path, capsys):
     with pytest.raises(InputError, match=re.escape("run `povid-eval run --bench chair --model a` first")):
-        compare.aligned_units("a", "chair", tmp_path)
+        run_results.aligned_units("a", "chair", tmp_path)
     assert cli.main(["compare", "a", "nosuchmodel", "--results", str(results)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown model 'nosuchmodel'" in err
@@ -87,7 +88,7 @@ def test_chair_i_at_matched_recall_against_the_baseline_frontier(results):
     from povid_eval.run.frontier import metric_at_recall
 
     card = registry.load_card("chair")
-    units, from_sums = compare.aligned_units("a", "chair", results)
+    units, from_sums = run_results.aligned_units("a", "chair", results)
     assert compare.matched_recall_row("c", card, units, from_sums, results) is None  # c has no frontier
     points = [{"bias": 2, "Recall": 0.0, "CHAIRi": 0.0}, {"bias": 0, "Recall": 1.0, "CHAIRi": 1.0}]
     frontier = results / "runs" / "c" / "frontier" / "chair" / "frontier.json"

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from povid_eval.train import dpo, noise
+from povid_eval.train import dpo
+from povid_eval.vlm import noise
 
 
 def test_dpo_loss_formula_and_stats():

@@ -19,6 +19,8 @@ asks it, and nothing else, for everything bench-specific:
     plots(models, data, out_dir, frontier_model, frontier)   the bench's own figures for `compare`
     tradeoff                      the metric traded against output length (CHAIR_i vs recall): what
                                   `povid-eval frontier` traces and `compare` matches; None for most benches
+    reliance(card, clean, noised) per item, how much the answer moves when the image is noised (default: the
+    noise_sources(...)            answer changes); the bench's errors split by whether they survive the noise
     Options, option_rules         the bench's own card keys (typed), e.g. CHAIR's image list, MMHal's judge
     run_options                   its own `povid-eval run` flags (RunOption)
 
@@ -199,6 +201,19 @@ class Bench:
     ) -> list[Path]:
         """The bench's own figures for `compare` (``data``: model -> its loaded metrics.json)."""
         return []
+
+    reliance_measure: str = "share of answers that change"
+
+    def reliance(self, card, clean: Sequence, noised: Sequence) -> list[float]:
+        """Per item, how much the answer changes when the image is noised (the image-reliance diagnostic,
+        report/reliance.py): ``clean`` and ``noised`` are the same items' samples, (line, record) pairs in item
+        order. Default: 1 where the answer's text (case and outer spaces aside) differs, else 0."""
+        return [float(c["text"].strip().lower() != n["text"].strip().lower()) for (_, c), (_, n) in zip(clean, noised)]
+
+    def noise_sources(self, card, clean: Sequence, noised: Sequence) -> dict | None:
+        """Where the bench's errors come from, split by whether they survive the noise (CHAIR: hallucinations
+        named with and without the pixels); None where the bench has no such split."""
+        return None
 
     def tradeoff_plot(
         self, models: Sequence[str], data: dict, out_dir: Path, frontier_model: str, frontier: dict

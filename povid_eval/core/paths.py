@@ -104,6 +104,7 @@ def cache_dir() -> Path:
 # ------------------------------------------------------------------------------------------- results layout
 #   <results>/runs/<model>/<bench>/                  samples.jsonl, metrics.json, a bench's details
 #   <results>/runs/<model>/frontier/<bench>/         frontier.json, bias_<b>/ (one run per stop bias)
+#   <results>/runs/<model>/noised-t<T>/<bench>/      a run on diffusion-noised images (--image-noise T)
 #   <results>/train/<model>/                         a training's data, checkpoints, adapter
 #   <results>/compare/, <results>/plots/, <results>/leaderboard*.{md,csv,html}     reports
 # Model folders live under runs/, so no model name can collide with a report.
@@ -111,9 +112,18 @@ def cache_dir() -> Path:
 RUNS = "runs"
 
 
-def run_folder(results: Path, model: str, bench: str) -> Path:
-    """Where a model's run of a bench card lives."""
-    return inside(results, RUNS, model, bench)
+def run_folder(results: Path, model: str, bench: str, noise: int = 0) -> Path:
+    """Where a model's run of a bench card lives; ``noise``: its run on images noised at that diffusion step."""
+    if bench == "frontier" or re.fullmatch(r"noised-t\d+", bench):
+        raise InputError(None, f"bench card name {bench!r} is reserved for the results layout: rename the card")
+    return inside(results, RUNS, model, f"noised-t{noise}", bench) if noise else inside(results, RUNS, model, bench)
+
+
+def noised_steps(results: Path, model: str, bench: str) -> list[int]:
+    """The diffusion steps at which a model has a finished run of a bench card on noised images."""
+    folder = Path(results) / RUNS / model
+    found = folder.glob(f"noised-t*/{bench}/metrics.json") if folder.is_dir() else []
+    return sorted(int(m.group(1)) for p in found if (m := re.fullmatch(r"noised-t(\d+)", p.parent.parent.name)))
 
 
 def frontier_folder(results: Path, model: str, bench: str) -> Path:

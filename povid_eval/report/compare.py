@@ -22,65 +22,14 @@ import numpy as np
 
 from povid_eval import cards
 from povid_eval.benches import registry
-from povid_eval.benches.common import Located
 from povid_eval.core import paths
 from povid_eval.core.errors import InputError
-from povid_eval.core.io import atomic_write_text
+from povid_eval.core.io import atomic_write_json, atomic_write_text
 from povid_eval.core.stats import delta_summary, discordant, holm, mcnemar, paired_bootstrap, resample_counts
-from povid_eval.report import plots
+from povid_eval.report import plots, reliance
 from povid_eval.run import results as run_results
-from povid_eval.run import runner, samples
 from povid_eval.run.frontier import frontier_path, metric_at_recall
-
-
-def aligned_samples(model: str, bench: str, results: Path) -> Located:
-    """A model's finished samples of a bench as (line, record), in the bench's item order."""
-    card = run_results.run_card(model, bench, results)
-    path = paths.run_folder(results, model, card.name) / "samples.jsonl"
-    if not path.is_file():
-        raise InputError(
-            path,
-            f"no results of model '{model}' on bench '{bench}': "
-            f"run `povid-eval run --bench {bench} --model {model}` first",
-        )
-    done = samples.read(path)
-    items = runner.bench_items(card, limit=_recorded(path.parent, "limit") or 0)
-    missing = [it.key for it in items if it.key not in done]
-    if missing:
-        raise InputError(
-            path,
-            f"{len(missing)} of {len(items)} samples missing (e.g. {missing[0]!r}): "
-            f"finish `povid-eval run --bench {bench} --model {model}` first",
-        )
-    return Located([done[it.key] for it in items], path)
-
-
-def _recorded(folder: Path, key: str):
-    metrics = folder / "metrics.json"
-    return run_results.read_metrics(metrics).get(key) if metrics.is_file() else None
-
-
-def run_arguments(model: str, card: cards.BenchCard, results: Path) -> dict:
-    """The bench options a model's run was scored with (e.g. --judge-prompt), from its metrics.json."""
-    recorded = _recorded(paths.run_folder(results, model, card.name), "arguments") or {}
-    if not isinstance(recorded, dict):
-        raise InputError(
-            paths.run_folder(results, model, card.name) / "metrics.json", "expected an object", field="arguments"
-        )
-    return recorded
-
-
-def units_of(card: cards.BenchCard, samples_: Located, arguments: dict):
-    """(matrix, from_sums): the per-unit rows of samples in item order, from the bench's reference scorer with
-    the run's own bench options (e.g. its judge and judge prompt, replies from the judge's cache)."""
-    bench = registry.bench_of(card)
-    return bench.score(card, samples_, with_units=True, **arguments, **bench.prepare(card, **arguments))["units"]
-
-
-def aligned_units(model: str, bench: str, results: Path):
-    """(matrix, from_sums) of a model's finished samples on a bench, rows in the bench's item order."""
-    card = run_results.run_card(model, bench, results)
-    return units_of(card, aligned_samples(model, bench, results), run_arguments(model, card, results))
+from povid_eval.run.results import aligned_samples, run_arguments, units_of
 
 
 def mcnemar_rows(card: cards.BenchCard, samples_a: list, samples_b: list) -> list[dict]:
@@ -191,14 +140,57 @@ def write_comparison(a: str, b: str, benches: Sequence[str], results: Path) -> l
     Everything is computed before the first file is written."""
     rows = compare_models(a, b, benches, results)
     names = [registry.load_card(x).name for x in benches]
+    sections = reliance.reliance_sections(a, b, benches, results)
+    markdown = to_markdown(a, b, rows) + grounding_markdown(a, b, names, results) + reliance.to_markdown(a, b, sections)
     figures = plots.comparison_plots(
         [a, b], names, results, paths.inside(results, "plots", f"{a}_vs_{b}"), frontier_model=a
     )
     folder = paths.inside(results, "compare")
     written = [folder / f"{a}_vs_{b}.md", folder / f"{a}_vs_{b}.csv"]
-    atomic_write_text(written[0], to_markdown(a, b, rows))
+    atomic_write_text(written[0], markdown)
     atomic_write_text(written[1], to_csv(rows))
+    if sections:
+        written.append(folder / f"{a}_vs_{b}.reliance.json")
+        atomic_write_json(written[-1], sections)
     return written + figures
+
+
+def grounding_markdown(a: str, b: str, benches: Sequence[str], results: Path, top: int = 20) -> str:
+    """Per-object grounding per category, for every bench whose metrics.json has ``grounding.per_category`` (its
+    bench folder says how it is counted): how often each model names a category in the images where it is
+    present, and where it is an absent co-occurring object; the ``top`` categories most often in the second
+    group ('' where no bench has it)."""
+    lines = []
+    for bench in benches:
+        per = [run_results.read_metrics(run_results.metrics_path(results, m, bench)).get("grounding") for m in (a, b)]
+        if not all(isinstance(g, dict) and isinstance(g.get("per_category"), dict) for g in per):
+            continue
+        cats_a, cats_b = per[0]["per_category"], per[1]["per_category"]
+        shown = sorted(set(cats_a) & set(cats_b), key=lambda c: (-cats_a[c]["cooc_absent"], c))[:top]
+        lines += [
+            "",
+            f"## Per-object grounding: {bench}",
+            "",
+            "How often each model names a category in the images where it is present, and in the images where it is "
+            f"absent but among the {per[0].get('k', 3)} objects that co-occur most with what is there (from the "
+            "annotations' co-occurrence counts, as adversarial probes are chosen); the categories most often in that "
+            "second group. Overall rates and their intervals are the grounding rows of the table above.",
+            "",
+            f"| category | present in | {a} names it | {b} names it | absent partner in | {a} names it "
+            f"| {b} names it |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in shown:
+            x, y = cats_a[c], cats_b[c]
+            lines.append(
+                f"| {c} | {x['present']} | {_rate(x['named_present'])} | {_rate(y['named_present'])} | "
+                f"{x['cooc_absent']} | {_rate(x['named_cooc_absent'])} | {_rate(y['named_cooc_absent'])} |"
+            )
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _rate(x) -> str:
+    return "" if x is None else f"{x:.3f}"
 
 
 def _fmt(x: float) -> str:

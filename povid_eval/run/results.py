@@ -1,5 +1,6 @@
 """Finished runs as reports read them: a run's metrics.json (checked), the bench card as the run used it,
-whether it still belongs to the model as its card is now, and running what a report needs but lacks."""
+whether it still belongs to the model as its card is now, running what a report needs but lacks, and a run's
+samples and unit rows in the bench's item order (what compare and the image-reliance report resample)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from pathlib import Path
 
 from povid_eval import cards
 from povid_eval.benches import registry
+from povid_eval.benches.common import Located
 from povid_eval.core import paths
 from povid_eval.core.errors import InputError
 from povid_eval.core.io import read_json
-from povid_eval.run import fingerprint, runner
+from povid_eval.run import fingerprint, runner, samples
 
 
 def _number_pair(value) -> bool:
@@ -25,7 +27,8 @@ def _number_pair(value) -> bool:
 
 def read_metrics(path: Path) -> dict:
     """A run's metrics.json, checked for what reports read: ``metrics`` (an object), ``intervals`` (name ->
-    [lo, hi]), ``overrides`` (paths), ``limit`` (an integer >= 0); InputError otherwise."""
+    [lo, hi]), ``overrides`` (paths, and image_noise: a diffusion step), ``limit`` (an integer >= 0);
+    InputError otherwise."""
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         raise InputError(path, "no 'metrics' object (not a `povid-eval run` metrics.json?)")
@@ -36,23 +39,28 @@ def read_metrics(path: Path) -> dict:
         if not _number_pair(pair):
             raise InputError(path, f"expected [lo, hi] numbers, got {json.dumps(pair)[:60]}", field=f"intervals.{key}")
     overrides = data.get("overrides", {})
-    if not isinstance(overrides, dict) or not all(isinstance(v, str) for v in overrides.values()):
-        raise InputError(path, "expected an object of paths (data, and the bench's own options)", field="overrides")
+    if not isinstance(overrides, dict) or not all(
+        isinstance(v, str) or (k == "image_noise" and type(v) is int and 0 < v < 1000) for k, v in overrides.items()
+    ):
+        raise InputError(
+            path, "expected an object of paths (data, the bench's own options) and image_noise", field="overrides"
+        )
     limit = data.get("limit", 0)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise InputError(path, f"expected an integer >= 0, got {json.dumps(limit)[:40]}", field="limit")
     return data
 
 
-def metrics_path(results: Path, model: str, bench: str) -> Path:
-    return paths.run_folder(results, model, bench) / "metrics.json"
+def metrics_path(results: Path, model: str, bench: str, noise: int = 0) -> Path:
+    return paths.run_folder(results, model, bench, noise) / "metrics.json"
 
 
-def run_card(model: str, bench_name: str, results: Path) -> cards.BenchCard:
-    """The bench card as a model's finished run used it: the card plus the run's overrides (--data and the
-    bench's own, e.g. --image-ids; recorded in its metrics.json), so reports rebuild the same items."""
+def run_card(model: str, bench_name: str, results: Path, noise: int = 0) -> cards.BenchCard:
+    """The bench card as a model's finished run used it: the card plus the run's overrides (--data,
+    --image-noise and the bench's own, e.g. --image-ids; recorded in its metrics.json), so reports rebuild the
+    same items. ``noise``: its run on noised images (paths.run_folder)."""
     card = registry.load_card(bench_name)
-    path = metrics_path(results, model, card.name)
+    path = metrics_path(results, model, card.name, noise)
     overrides = read_metrics(path).get("overrides") if path.is_file() else None
     if overrides:
         known = cards.BENCH_KEYS + tuple(o.dest for o in registry.bench_of(card).run_options)
@@ -64,17 +72,18 @@ def run_card(model: str, bench_name: str, results: Path) -> cards.BenchCard:
     return card.with_overrides(overrides) if overrides else card
 
 
-def check_current(model: cards.ModelCard, bench_name: str, results: Path) -> None:
+def check_current(model: cards.ModelCard, bench_name: str, results: Path, noise: int = 0) -> None:
     """A finished run's metrics.json belongs to the model as its card is now, else an InputError saying how
     to rerun (reports never show a stale number)."""
-    path = metrics_path(results, model.name, bench_name)
+    path = metrics_path(results, model.name, bench_name, noise)
     recorded = read_metrics(path).get("model_fp") if path.is_file() else None
     now = fingerprint.fingerprint_hash(fingerprint.fingerprint(model))
     if path.is_file() and recorded != now:
         raise InputError(
             path,
             f"made by another version of model {model.name!r} (fingerprint {recorded}, now {now}): "
-            f"rerun `povid-eval run --model {model.name} --bench {bench_name} --fresh`",
+            f"rerun `povid-eval run --model {model.name} --bench {bench_name}"
+            f"{f' --image-noise {noise}' if noise else ''} --fresh`",
         )
 
 
@@ -95,3 +104,54 @@ def ensure_results(models: Sequence[str], benches: Sequence[str], results: Path)
             else:
                 cards.load_model_card(model)  # a model with no results and no card: a clear error
                 runner.run(model, bench, results=results)
+
+
+def aligned_samples(model: str, bench: str, results: Path, noise: int = 0) -> Located:
+    """A model's finished samples of a bench as (line, record), in the bench's item order (``noise``: of its run
+    on noised images)."""
+    card = run_card(model, bench, results, noise)
+    path = paths.run_folder(results, model, card.name, noise) / "samples.jsonl"
+    flag = f" --image-noise {noise}" if noise else ""
+    if not path.is_file():
+        raise InputError(
+            path,
+            f"no results of model '{model}' on bench '{bench}': "
+            f"run `povid-eval run --bench {bench} --model {model}{flag}` first",
+        )
+    done = samples.read(path)
+    items = runner.bench_items(card, limit=_recorded(path.parent, "limit") or 0)
+    missing = [it.key for it in items if it.key not in done]
+    if missing:
+        raise InputError(
+            path,
+            f"{len(missing)} of {len(items)} samples missing (e.g. {missing[0]!r}): "
+            f"finish `povid-eval run --bench {bench} --model {model}{flag}` first",
+        )
+    return Located([done[it.key] for it in items], path)
+
+
+def _recorded(folder: Path, key: str):
+    metrics = folder / "metrics.json"
+    return read_metrics(metrics).get(key) if metrics.is_file() else None
+
+
+def run_arguments(model: str, card: cards.BenchCard, results: Path, noise: int = 0) -> dict:
+    """The bench options a model's run was scored with (e.g. --judge-prompt), from its metrics.json."""
+    folder = paths.run_folder(results, model, card.name, noise)
+    recorded = _recorded(folder, "arguments") or {}
+    if not isinstance(recorded, dict):
+        raise InputError(folder / "metrics.json", "expected an object", field="arguments")
+    return recorded
+
+
+def units_of(card: cards.BenchCard, samples_: Located, arguments: dict):
+    """(matrix, from_sums): the per-unit rows of samples in item order, from the bench's reference scorer with
+    the run's own bench options (e.g. its judge and judge prompt, replies from the judge's cache)."""
+    bench = registry.bench_of(card)
+    return bench.score(card, samples_, with_units=True, **arguments, **bench.prepare(card, **arguments))["units"]
+
+
+def aligned_units(model: str, bench: str, results: Path, noise: int = 0):
+    """(matrix, from_sums) of a model's finished samples on a bench, rows in the bench's item order."""
+    card = run_card(model, bench, results, noise)
+    return units_of(card, aligned_samples(model, bench, results, noise), run_arguments(model, card, results, noise))

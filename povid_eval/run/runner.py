@@ -19,6 +19,7 @@ import importlib.metadata as md
 import platform
 import sys
 import time
+import zlib
 from pathlib import Path
 
 from povid_eval import __version__, cards
@@ -47,6 +48,24 @@ def limit_items(card: cards.BenchCard, items: list[Item], limit: int = 0) -> lis
 def bench_items(card: cards.BenchCard, limit: int = 0) -> list[Item]:
     """The bench's items in protocol order, limited (limit_items)."""
     return limit_items(card, card_items(card), limit)
+
+
+def noise_seed(card: cards.BenchCard, path: Path) -> int:
+    """The seed of an image's noise: the card's seed and the image's path under the data root (its name when
+    outside), so every model and every prompt of the image sees the same noise, whatever the batch."""
+    try:
+        name = path.relative_to(card.data_path()).as_posix()
+    except ValueError:
+        name = path.name
+    return card.decoding.seed * 1_000_003 + zlib.crc32(name.encode())
+
+
+def noised(card: cards.BenchCard, path: Path, image):
+    """The image as a run with ``card.image_noise`` shows it: POVID's forward diffusion at that step
+    (vlm/noise.py), seeded by noise_seed."""
+    from povid_eval.vlm.noise import noisy_image
+
+    return noisy_image(image, card.image_noise, seed=noise_seed(card, path))
 
 
 def versions() -> dict:
@@ -86,6 +105,7 @@ def run(
     data: str | Path | None = None,
     fresh: bool = False,
     folder: Path | None = None,
+    image_noise: int = 0,
     **options,
 ) -> dict | None:
     """Generate what is missing, then score; returns the metrics record (None on ranks other than 0).
@@ -93,18 +113,23 @@ def run(
     ``data``: the data root instead of the card's; ``options``: the bench's own run options (its RunOption
     dests, e.g. an image list, a judge prompt); ``fresh``: discard the folder's earlier samples and
     metrics first; ``folder``: the run's folder instead of <results>/runs/<model>/<bench> (the frontier's
-    bias runs). The folder is claimed (paths.claim) and locked for the run: a second concurrent run of the
-    same model and bench stops at once."""
+    bias runs); ``image_noise``: every image noised at this diffusion step first (the image-reliance
+    diagnostic; its run lives in <results>/runs/<model>/noised-t<step>/<bench>). The folder is claimed
+    (paths.claim) and locked for the run: a second concurrent run of the same model and bench stops at once."""
     if batch_size < 1 or limit < 0:
         raise InputError(None, f"batch_size must be >= 1 and limit >= 0, got {batch_size} and {limit}")
     model = cards.load_model_card(model_name)
     card = registry.load_card(bench_name)
     overrides, arguments = split_options(card, options)
     overrides |= {"data": str(Path(data).resolve())} if data else {}
+    if image_noise:
+        if not 0 < image_noise < 1000:
+            raise InputError(None, f"image_noise must be a diffusion step in 1..999, got {image_noise}")
+        overrides["image_noise"] = image_noise
     card = card.with_overrides(overrides)
     bench = registry.bench_of(card)
     results = paths.results_root(results)
-    folder = folder or paths.run_folder(results, model.name, card.name)
+    folder = folder or paths.run_folder(results, model.name, card.name, image_noise)
     rank, size = dist.info()
     extra = bench.prepare(card, **arguments)  # e.g. a judge: a bad setting fails first (nothing is sent)
     # The checks of `povid-eval doctor`, before any work and on every rank (a rank that stopped alone would
@@ -210,6 +235,8 @@ def _generate_and_score(
         ) as bar:  # closed (its line ended) before an error is printed
             for batch in mine:
                 images = [read_image(groups[pair][0].image, f"item {groups[pair][0].key}") for pair in batch]
+                if card.image_noise:
+                    images = [noised(card, groups[pair][0].image, im) for pair, im in zip(batch, images)]
                 answers = generate(images, [prompt for _, prompt in batch], card.decoding, **template)
                 rows = [
                     it.record

@@ -3,7 +3,7 @@
 One optimizer step (``train``), for a batch of preference records (train/preferences.py):
 
  1. images: the clean image of every record, and for POVID's noisy term the diffusion-noised copy
-    (train/noise.py, seeded per record); the vision tower and projector run ONCE per distinct image per
+    (vlm/noise.py, seeded per record); the vision tower and projector run ONCE per distinct image per
     step, without gradient (they are frozen: LoRA is on the language model only), and their features are
     spliced in place of the ``<image>`` tokens for every response that shares the image.
  2. responses, right-padded after their prompts: y_w and y_l^t under the clean image; y_l^n under the noisy
@@ -63,10 +63,10 @@ from povid_eval.core.io import (
     writing,
 )
 from povid_eval.train.dpo import PreferenceStats, combine, dpo_loss, ipo_loss
-from povid_eval.train.noise import DEFAULT_STEP, noisy_image
 from povid_eval.train.preferences import Preference
 from povid_eval.vlm.logprobs import pack_right, token_logprobs
 from povid_eval.vlm.model import DTYPES, quiet_peft
+from povid_eval.vlm.noise import DEFAULT_STEP, noisy_image
 
 LOSSES = ("dpo", "ipo", "noise", "povid")
 NOISY_FORMS = ("paper", "release")

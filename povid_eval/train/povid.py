@@ -41,8 +41,8 @@ from povid_eval.core.paths import cache_dir
 from povid_eval.run.fingerprint import fingerprint, fingerprint_hash
 from povid_eval.train.inject import DEFAULT_WEIGHTS
 from povid_eval.train.loop import LOSSES, NOISY_FORMS, TrainConfig, train
-from povid_eval.train.noise import DEFAULT_STEP
 from povid_eval.train.preferences import Preference, import_povid_release, read_preferences, write_preferences
+from povid_eval.vlm.noise import DEFAULT_STEP
 
 RECIPES = ("povid", "dpo", "noise-only")
 CHOSEN = ("reference", "corrected")

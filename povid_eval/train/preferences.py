@@ -9,7 +9,7 @@ Preference Fine-tuning", 2024):
      "rejected_noisy": y_l^n,          optional: the model's greedy answer under the diffusion-noised image
      "rejected_noisy_ids": [...],      optional: y_l^n's token ids exactly as generated (scored as they are:
                                        decoding and re-tokenising can change tokens)
-     "noise_step": 500, "noise_seed": 7}  optional: how the noisy image is made again (train/noise.py)
+     "noise_step": 500, "noise_seed": 7}  optional: how the noisy image is made again (vlm/noise.py)
 
 ``prompt`` is the bare question; the model card's template wraps it (``USER: <image>\\n{prompt} ASSISTANT:``).
 ``image`` is relative to the image root given when reading (default: the file's folder) unless absolute.

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from povid_eval.benches import coco
 from povid_eval.benches.base import Bench, Check, Metric, Options, RunOption, Tradeoff, file_check
-from povid_eval.benches.chair import files, nltk_setup, scorer
+from povid_eval.benches.chair import files, grounding, nltk_setup, scorer
 from povid_eval.benches.chair.sources import prior_share
 from povid_eval.cards import at_least
+from povid_eval.core.io import iter_jsonl
 from povid_eval.core.paths import project
 
 
@@ -54,6 +55,9 @@ class ChairBench(Bench):
         ),
         Metric("Len", "Len", None),
         Metric("mean_words", "words / caption", None),
+        Metric("grounding_gap", "grounding gap", True),
+        Metric("named_cooc_absent", "names absent partners", False),
+        Metric("cooc_share", "hallucinations that are partners", None),
     )
     columns = ("CHAIRs", "CHAIRi", "Recall", "mean_words")
     tradeoff = Tradeoff(metric="CHAIRi", recall="Recall", length="mean_words")
@@ -79,16 +83,56 @@ class ChairBench(Bench):
             caption_key="text",
             split=card.files.get("split"),
             with_units=with_units,
+            with_grounding=True,
             save_details=details,
         )
 
     def extras(self, card, details):
-        """On the synthetic world: where the hallucinations come from (sources.py)."""
-        manifest = card.data_path() / "manifest.json"
-        if not (card.world and details is not None and manifest.is_file()):
+        """Per-object grounding per category (grounding.py); on the synthetic world, where the hallucinations
+        come from (sources.py)."""
+        if details is None or not details.is_file():
             return {}
+        out = {
+            "grounding": {"k": grounding.K, "per_category": grounding.per_category(r for _, r in iter_jsonl(details))}
+        }
+        manifest = card.data_path() / "manifest.json"
+        if card.world and manifest.is_file():
+            out["hallucination_sources"] = prior_share(details, card.data_path("instances"), manifest)
+        return out
 
-        return {"hallucination_sources": prior_share(details, card.data_path("instances"), manifest)}
+    reliance_measure = "Jaccard distance between the objects named on the clean and on the noised image"
+
+    def reliance(self, card, clean, noised):
+        """Per image, 1 - |N_clean & N_noised| / |N_clean | N_noised| over the categories its two captions name
+        (0 when neither names any): 0 = the same objects whatever the pixels, 1 = nothing in common."""
+        out = []
+        for (_, c), (_, n) in zip(clean, noised):
+            a = set(scorer.caption_mentions(c["text"], card.variant).objects)
+            b = set(scorer.caption_mentions(n["text"], card.variant).objects)
+            out.append(1 - len(a & b) / len(a | b) if a | b else 0.0)
+        return out
+
+    def noise_sources(self, card, clean, noised):
+        """The objects each clean caption hallucinates (once per image), split into those its noised caption
+        still names (prior-driven: said without the pixels) and those it does not (appear only with them)."""
+        gt = coco.gt_objects_from_coco(card.data_path("annotations"), card.variant, card.files.get("split"))
+        prior: dict[str, int] = {}
+        pixel: dict[str, int] = {}
+        for (_, c), (_, n) in zip(clean, noised):
+            truth = gt.get(scorer.normalize_image_id(c.get("image_id", c["key"])), frozenset())
+            without = set(scorer.caption_mentions(n["text"], card.variant).objects)
+            for obj in sorted(set(scorer.caption_mentions(c["text"], card.variant).objects) - truth):
+                tally = prior if obj in without else pixel
+                tally[obj] = tally.get(obj, 0) + 1
+        n_prior, n_pixel = sum(prior.values()), sum(pixel.values())
+        return {
+            "hallucinated": n_prior + n_pixel,
+            "prior": n_prior,
+            "pixel": n_pixel,
+            "prior_share": n_prior / (n_prior + n_pixel) if n_prior + n_pixel else 0.0,
+            "top_prior": _most_common(prior),
+            "top_pixel": _most_common(pixel),
+        }
 
     def data_checks(self, card):
         root = card.data
@@ -128,6 +172,12 @@ class ChairBench(Bench):
         p.add_argument("--image-id-key", default="image_id")
         p.add_argument("--caption-key", default="caption")
         p.add_argument("--save-details", metavar="FILE", help="write per-caption mentions and hallucinations (jsonl)")
+        p.add_argument(
+            "--grounding",
+            action="store_true",
+            help="add the per-object grounding metrics (grounding_gap, named_cooc_absent, cooc_share; co-occurrence "
+            "counts over every image of the ground truth)",
+        )
 
     def score_files(self, args):
         return files.chair_from_files(
@@ -138,6 +188,7 @@ class ChairBench(Bench):
             image_id_key=args.image_id_key,
             caption_key=args.caption_key,
             save_details=args.save_details,
+            with_grounding=args.grounding,
         )
 
     def tradeoff_plot(self, models, data, out_dir, frontier_model, frontier):
@@ -150,6 +201,10 @@ FIX_NLTK = (
     "make setup (assembles the NLTK data offline), or with internet: "
     "python -m nltk.downloader punkt_tab averaged_perceptron_tagger_eng wordnet"
 )
+
+
+def _most_common(counts: dict[str, int], k: int = 5) -> list[str]:
+    return [o for o, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
 
 
 def nltk_check(variant: str) -> Check:

@@ -7,10 +7,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
+
 from povid_eval.benches import coco
 from povid_eval.benches.base import Item
+from povid_eval.benches.chair import grounding
 from povid_eval.benches.chair import scorer as chair
-from povid_eval.benches.common import attach_units, name, records, result, where
+from povid_eval.benches.common import as_floats, attach_units, name, records, result, where
 from povid_eval.core.errors import InputError
 from povid_eval.core.io import atomic_write_jsonl, read_json, read_lines, require_fields, require_id, require_text
 from povid_eval.core.paths import project
@@ -27,9 +30,12 @@ def chair_from_files(
     save_details: str | Path | None = None,
     split: str | None = None,
     with_units: bool = False,
+    with_grounding: bool = False,
 ) -> dict:
     """CHAIR of a captions file (json list or jsonl; or (line, record) pairs) against a ground-truth map or
-    COCO annotations (all instances_*/captions_* files of the folder, or those of one split)."""
+    COCO annotations (all instances_*/captions_* files of the folder, or those of one split). With
+    ``with_grounding``: the per-object grounding metrics too (grounding.py; co-occurrence counts over every image
+    of the ground truth), and each details row's absent co-occurring objects."""
     if (gt_objects is None) == (coco_annotations is None):
         raise InputError(None, "give exactly one of --gt-objects FILE or --coco-annotations DIR")
     chair.check_variant(variant)
@@ -50,10 +56,19 @@ def chair_from_files(
         texts.append(caption)
     if not scores:
         raise InputError(name(captions), "no captions")
+    matrix, from_sums = chair.unit_matrix(scores), chair.from_sums
+    details = [s.as_dict(t) for s, t in zip(scores, texts)]
+    if with_grounding:
+        cooc = grounding.Cooccurrence(gt)
+        absent = [cooc.absent_cooccurring(s.gt_objects) for s in scores]
+        extra = [grounding.unit_row(s.mentions.objects, s.hallucinated, a) for s, a in zip(scores, absent)]
+        matrix = np.hstack([matrix, np.array(extra, dtype=float).reshape(-1, len(grounding.UNIT_COLUMNS))])
+        from_sums = grounding.chair_and_grounding
+        details = [d | {"cooc_absent": a} for d, a in zip(details, absent)]
     if save_details is not None:
-        atomic_write_jsonl(save_details, [s.as_dict(t) for s, t in zip(scores, texts)])
-    out = result("chair", variant, len(scores), chair.aggregate(scores))
-    return attach_units(out, (chair.unit_matrix(scores), chair.from_sums)) if with_units else out
+        atomic_write_jsonl(save_details, details)
+    out = result("chair", variant, len(scores), as_floats(from_sums(matrix.sum(axis=0))))
+    return attach_units(out, (matrix, from_sums)) if with_units else out
 
 
 def read_image_ids(path: Path) -> list[int]:
