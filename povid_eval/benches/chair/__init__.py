@@ -59,7 +59,7 @@ class ChairBench(Bench):
         Metric("named_cooc_absent", "names absent partners", False),
         Metric("cooc_share", "hallucinations that are partners", None),
     )
-    columns = ("CHAIRs", "CHAIRi", "Recall", "mean_words")
+    columns = ("CHAIRs", "CHAIRi", "Recall", "mean_words", "grounding_gap")
     tradeoff = Tradeoff(metric="CHAIRi", recall="Recall", length="mean_words")
     run_options = (
         RunOption(
