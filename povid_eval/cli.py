@@ -384,6 +384,7 @@ def cmd_perf(args) -> None:
         generate=args.generate,
         device=args.device,
         batch=args.batch,
+        shape=args.shape,
     )
     if args.json:
         print(json.dumps(results))
@@ -528,6 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cuda", type=_device, help="device for --generate: cuda, cuda:N or cpu (default cuda)"
     )
     p.add_argument("--batch", type=_count(1), default=16, help="batch size for --generate (default 16)")
+    p.add_argument(
+        "--shape",
+        choices=["tiny", "llava-1.5"],
+        default="tiny",
+        help="for --train: the embedded base (tiny, default) or a random model with LLaVA-1.5's sequence "
+        "structure (576 image tokens, ~40-token prompt, ~100-token responses; our steps with and without prefix "
+        "sharing, and TRL's)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perf)
 

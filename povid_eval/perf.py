@@ -14,6 +14,7 @@ memory, without downloading weights. ``--generate tiny --device cpu`` runs the s
 
 from __future__ import annotations
 
+import random
 import tempfile
 import time
 from dataclasses import replace
@@ -27,6 +28,9 @@ from povid_eval.benches import coco
 from povid_eval.benches.chair import scorer as chair
 from povid_eval.core import stats
 from povid_eval.core.io import read_image, read_records
+from povid_eval.train.preferences import Preference
+from povid_eval.vlm.build import build_tiny_llava
+from povid_eval.world import text as world_text
 
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "chair"
 
@@ -85,8 +89,11 @@ def main(
     generate: str | None = None,
     device: str = "cuda",
     batch: int = 16,
+    shape: str = "tiny",
 ) -> dict:
     if train:
+        if shape == "llava-1.5":
+            return {"train_step_llava_1.5": llava_shape_train_speed()}
         return {"train_step": train_step_speed()}
     if generate:
         return {"generation": generation_speed(generate, device=device, batch=batch)}
@@ -125,23 +132,23 @@ def _our_step(vlm, scorer, prefs, cfg, opt, params):
     opt.step()
 
 
-def _trl_trainer(card, prefs, cfg, out_dir: Path):
-    """TRL's DPOTrainer on a fresh copy of the base, the same LoRA (r, alpha, target modules), fp32, sigmoid
-    loss, beta, reference = adapter disabled; returns (trainer, examples builder)."""
+def _trl_trainer(path: Path, template: str, prefs, cfg, out_dir: Path, dtype: str = "fp32", device: str = "cpu"):
+    """TRL's DPOTrainer on a fresh copy of the model at ``path``, the same LoRA (r, alpha, target modules),
+    sigmoid loss, beta, reference = adapter disabled; returns (trainer, examples builder)."""
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
     from povid_eval.train.loop import language_model_linear_names
     from povid_eval.vlm import load_vlm
 
-    vlm = load_vlm(card.resolve(card.path), dtype=card.dtype, device=card.device)
+    vlm = load_vlm(path, dtype=dtype, device=device)
     tok = vlm.tokenizer
 
     def examples():  # the ids our Scorer scores: <s> prompt (TRL adds no special tokens), " " + text + </s>
         return [
             {
                 "images": [read_image(p.image)],
-                "prompt": tok.bos_token + card.template.replace("{prompt}", p.prompt),
+                "prompt": tok.bos_token + template.replace("{prompt}", p.prompt),
                 "chosen": " " + p.chosen.strip() + tok.eos_token,
                 "rejected": " " + p.rejected_text.strip() + tok.eos_token,
             }
@@ -160,7 +167,7 @@ def _trl_trainer(card, prefs, cfg, out_dir: Path):
         max_grad_norm=cfg.max_grad_norm,
         report_to="none",
         save_strategy="no",
-        use_cpu=card.device == "cpu",
+        use_cpu=device == "cpu",
         dataloader_num_workers=0,
         seed=cfg.seed,
     )
@@ -230,7 +237,9 @@ def train_step_speed(
         out["trl_dpo_s"] = "missing (pip install trl)"
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            trainer, examples = _trl_trainer(card, prefs, dpo, Path(tmp))
+            trainer, examples = _trl_trainer(
+                card.resolve(card.path), card.template, prefs, dpo, Path(tmp), card.dtype, card.device
+            )
             trainer.model.train()
             trl_params = [p for p in trainer.model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(trl_params, lr=dpo.lr, weight_decay=dpo.weight_decay)
@@ -240,6 +249,165 @@ def train_step_speed(
     out["povid/dpo"] = out["povid_s"] / out["dpo_s"]
     if isinstance(out["trl_dpo_s"], float):
         out["trl/dpo"] = out["trl_dpo_s"] / out["dpo_s"]
+    return out
+
+
+# LLaVA-1.5's sequence structure at a width a CPU step can afford: a 336-px, patch-14 tower (576 image tokens),
+# the 32,064-row vocabulary, a ~40-token prompt and ~100-token responses; a 4-layer, 256-wide Llama.
+LLAVA_MINI = dict(
+    image_size=336,
+    patch_size=14,
+    vision_hidden=128,
+    vision_layers=2,
+    vision_heads=4,
+    vision_intermediate=512,
+    text_hidden=256,
+    text_layers=4,
+    text_heads=4,
+    text_intermediate=688,
+    max_positions=2048,
+)
+LLAVA_VOCAB = 32064
+
+
+class SavedActivations:
+    """Bytes of the tensors autograd saves for backward while active (each storage counted once): the
+    activation memory of a training step's forward, on any device."""
+
+    def __init__(self):
+        self.bytes, self._seen = 0, set()
+
+    def __enter__(self):
+        import torch
+
+        def pack(t):
+            key = (t.untyped_storage().data_ptr(), t.device)
+            if key not in self._seen:
+                self._seen.add(key)
+                self.bytes += t.untyped_storage().nbytes()
+            return t
+
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+
+
+def llava_mini(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised LLaVA of LLAVA_MINI's shape with the world's word-level tokenizer, its embeddings
+    padded to LLaVA-1.5's 32,064 rows, saved to ``folder`` (a model card's layout)."""
+    model, processor = build_tiny_llava(world_text.vocabulary(), seed=seed, **LLAVA_MINI)
+    model.resize_token_embeddings(LLAVA_VOCAB, mean_resizing=False)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def llava_mini_preferences(folder: Path, n: int, seed: int = 0, prompt_words: int = 30, response_words: int = 100):
+    """``n`` preference records over random 500x375 images (saved in ``folder``): a ~40-token question and
+    ~100-token y_w, y_l^t and y_l^n of the world's words (LLaVA-1.5's lengths, random text)."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    words = [w for w in world_text.vocabulary() if w.isalpha()]
+    say = lambda k: " ".join(rng.choice(words) for _ in range(k)) + "."  # noqa: E731
+    prefs = []
+    for i in range(n):
+        pixels = np.random.default_rng(seed + i).integers(0, 256, (375, 500, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+        n_resp = response_words + rng.randint(-10, 10)  # unequal lengths, as real answers
+        prefs.append(
+            Preference(
+                str(i), str(folder / f"{i}.png"), say(prompt_words), say(n_resp), say(n_resp - 3), say(n_resp + 5)
+            )
+        )
+    return prefs
+
+
+def llava_shape_train_speed(records: int = 2, repeat: int = 3, warmup: int = 1, threads: int = 0) -> dict:
+    """One optimizer step (forward + backward + clip + AdamW, LoRA r 16 on the language model, fp32, reference
+    computed inside the step) at LLaVA-1.5's sequence structure (LLAVA_MINI): our DPO and POVID steps with and
+    without prefix sharing, our DPO with precomputed reference log-probs, and TRL DPOTrainer's step on the same
+    model, LoRA and records. Median of ``repeat`` after ``warmup``; memory = bytes autograd saves for backward."""
+    import torch
+
+    from povid_eval.train.loop import Scorer, TrainConfig, add_lora, batch_loss
+    from povid_eval.vlm import load_vlm
+
+    torch.set_num_threads(threads or torch.get_num_threads())
+    template = "USER: <image>\n{prompt} ASSISTANT:"
+    out: dict = {"shape": "llava-1.5-mini", "records": records, "repeat": repeat, "threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = llava_mini(Path(tmp) / "model")
+        (Path(tmp) / "images").mkdir()
+        prefs = llava_mini_preferences(Path(tmp) / "images", records)
+        vlm = load_vlm(folder)
+        dpo = TrainConfig(loss="dpo", batch_size=records)
+        torch.manual_seed(0)
+        vlm.model = add_lora(vlm.model, dpo.lora_r, dpo.lora_alpha, dpo.lora_dropout)
+        vlm.model.train()
+        params = [p for p in vlm.model.parameters() if p.requires_grad]
+        scorer = Scorer(vlm, template)
+        rows, _ = scorer.encode(prefs, ("chosen", "rejected_text", "rejected_noisy"))
+        out["prefix_tokens"] = len(rows[0].prompt_ids)
+        out["response_tokens"] = round(float(np.mean([len(r.response_ids) for r in rows])), 1)
+        with torch.no_grad(), vlm.model.disable_adapter():
+            reference = {
+                p.id: values
+                for p, values in zip(
+                    prefs,
+                    scorer.logprobs(*scorer.encode(prefs, ("chosen", "rejected_text"))).view(2, -1).T.tolist(),
+                )
+            }
+        variants = {
+            "dpo": (dpo, None),
+            "dpo_unshared": (replace(dpo, prefix_sharing=False), None),
+            "dpo_precomputed_ref": (dpo, reference),
+            "povid": (replace(dpo, loss="povid"), None),
+            "povid_unshared": (replace(dpo, loss="povid", prefix_sharing=False), None),
+        }
+        for name, (cfg, ref) in variants.items():
+            opt = torch.optim.AdamW(params, lr=cfg.lr)
+
+            def step(cfg=cfg, ref=ref, opt=opt, name=name):
+                opt.zero_grad(set_to_none=True)
+                with SavedActivations() as saved:
+                    loss = batch_loss(scorer, prefs, cfg, ref)["loss"]
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                opt.step()
+                out[f"{name}_saved_mb"] = round(saved.bytes / 2**20, 1)
+
+            out[f"{name}_s"] = round(_median(step, repeat, warmup), 3)
+        try:
+            import trl  # noqa: F401  (a test dependency: the `test` extra)
+        except ImportError:
+            out["trl_dpo_s"] = "missing (pip install trl)"
+        else:
+            trainer, examples = _trl_trainer(folder, template, prefs, dpo, Path(tmp) / "trl")
+            trainer.model.train()
+            trl_params = [p for p in trainer.model.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(trl_params, lr=dpo.lr)
+
+            def trl_step():
+                opt.zero_grad(set_to_none=True)
+                batch = trainer._prepare_inputs(trainer.data_collator(examples()))
+                with SavedActivations() as saved:
+                    loss = trainer.compute_loss(trainer.model, batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(trl_params, dpo.max_grad_norm)
+                opt.step()
+                out["trl_dpo_saved_mb"] = round(saved.bytes / 2**20, 1)
+
+            out["trl_dpo_s"] = round(_median(trl_step, repeat, warmup), 3)
+    if isinstance(out["trl_dpo_s"], float):
+        out["dpo/trl"] = round(out["dpo_s"] / out["trl_dpo_s"], 3)
+        out["dpo_memory/trl"] = round(out["dpo_saved_mb"] / out["trl_dpo_saved_mb"], 3)
+        out["dpo_precomputed_ref/trl"] = round(out["dpo_precomputed_ref_s"] / out["trl_dpo_s"], 3)
+    out["povid/povid_unshared"] = round(out["povid_s"] / out["povid_unshared_s"], 3)
+    out["dpo/dpo_unshared"] = round(out["dpo_s"] / out["dpo_unshared_s"], 3)
     return out
 
 

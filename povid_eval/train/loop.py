@@ -64,7 +64,7 @@ from povid_eval.core.io import (
 )
 from povid_eval.train.dpo import PreferenceStats, combine, dpo_loss, ipo_loss
 from povid_eval.train.preferences import Preference
-from povid_eval.vlm.logprobs import pack_right, token_logprobs
+from povid_eval.vlm.logprobs import pack_right, pack_shared, shared_logprobs, token_logprobs
 from povid_eval.vlm.model import DTYPES, quiet_peft
 from povid_eval.vlm.noise import DEFAULT_STEP, noisy_image
 
@@ -94,6 +94,9 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     precompute_reference: bool = False
+    # y_w and y_l^t of a record share the image + prompt prefix: one packed sequence (Scorer.logprobs); the
+    # numbers are the same either way, only the cost differs
+    prefix_sharing: bool = True
     checkpoint_every: int = 50
     seed: int = 0
 
@@ -247,8 +250,20 @@ class Scorer:
         feats = getattr(feats, "pooler_output", feats)
         return {k: f for k, f in zip(keys, feats)}
 
-    def logprobs(self, rows: Sequence[Row], features: dict[tuple, torch.Tensor], *, with_token_counts: bool = False):
-        """Summed response log-probs [len(rows)] under the model as it is now (adapter on or off)."""
+    def logprobs(
+        self,
+        rows: Sequence[Row],
+        features: dict[tuple, torch.Tensor],
+        *,
+        with_token_counts: bool = False,
+        share_prefix: bool = True,
+    ):
+        """Summed response log-probs [len(rows)] under the model as it is now (adapter on or off). With
+        ``share_prefix``, rows of the same image and prompt (a record's y_w and y_l^t) run as one packed
+        sequence behind one copy of the image + prompt prefix (vlm/logprobs.pack_shared); else one padded
+        sequence per row. The two give the same log-probs (to float rounding) and gradients."""
+        if share_prefix:
+            return self._shared_logprobs(rows, features, with_token_counts)
         model = self.vlm.model
         pad = self.vlm.tokenizer.pad_token_id
         input_ids, attention_mask, response_mask = pack_right(
@@ -264,6 +279,34 @@ class Scorer:
         logps = token_logprobs(out.logits, input_ids, response_mask.to(device))
         if with_token_counts:
             return logps, response_mask[:, 1:].sum(-1).to(device)
+        return logps
+
+    def _shared_logprobs(self, rows: Sequence[Row], features: dict[tuple, torch.Tensor], with_token_counts: bool):
+        model = self.vlm.model
+        pack = pack_shared(
+            [(r.image, r.prompt_ids) for r in rows],
+            [r.prompt_ids for r in rows],
+            [r.response_ids for r in rows],
+            self.vlm.tokenizer.pad_token_id,
+        )
+        device = self.vlm.device
+        input_ids = pack.input_ids.to(device)
+        embeds = model.get_input_embeddings()(input_ids)
+        image_mask = input_ids == self.vlm.image_token_id
+        image_embeds = torch.cat([features[rows[g[0]].image] for g in pack.groups]).to(embeds.dtype)
+        embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_embeds)
+        keep = input_ids.shape[1] - pack.first_pred  # logits only from the first predicting position on
+        out = model(
+            inputs_embeds=embeds,
+            attention_mask=pack.additive_mask(embeds.dtype).to(device),
+            position_ids=pack.position_ids.to(device),
+            use_cache=False,
+            logits_to_keep=keep,
+        )
+        logps = shared_logprobs(out.logits, pack, len(rows), offset=input_ids.shape[1] - keep)
+        if with_token_counts:
+            counts = torch.tensor([len(r.response_ids) for r in rows], device=device)
+            return logps, counts
         return logps
 
 
@@ -309,14 +352,14 @@ def batch_loss(
     parallel shard passes its micro-batch's total / WORLD_SIZE, so that the ranks' mean is the whole's)."""
     kinds = kinds_for(cfg.loss)
     rows, feats = scorer.encode(prefs, kinds, cfg.noisy_form)
-    policy, counts = scorer.logprobs(rows, feats, with_token_counts=True)
+    policy, counts = scorer.logprobs(rows, feats, with_token_counts=True, share_prefix=cfg.prefix_sharing)
     if reference is not None:
         ref = torch.tensor(
             [reference[p.id][k] for k in range(len(kinds)) for p in prefs], dtype=policy.dtype, device=policy.device
         )
     else:
         with torch.no_grad(), scorer.vlm.model.disable_adapter():
-            ref = scorer.logprobs(rows, feats)
+            ref = scorer.logprobs(rows, feats, share_prefix=cfg.prefix_sharing)
     result = preference_loss(cfg, policy, ref, len(prefs))
     result.update(rows=rows, policy=policy, reference=ref)
     if cfg.sft_weight:
@@ -537,7 +580,9 @@ def reference_logprobs(
     with scorer.vlm.model.disable_adapter():
         for i in range(0, len(prefs), batch_size):
             chunk = prefs[i : i + batch_size]
-            values = scorer.logprobs(*scorer.encode(chunk, kinds, cfg.noisy_form)).tolist()
+            values = scorer.logprobs(
+                *scorer.encode(chunk, kinds, cfg.noisy_form), share_prefix=cfg.prefix_sharing
+            ).tolist()
             for j, p in enumerate(chunk):
                 out[p.id] = [values[k * len(chunk) + j] for k in range(len(kinds))]
     return out

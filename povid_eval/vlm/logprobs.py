@@ -12,6 +12,7 @@ on: call under ``torch.no_grad()`` for a frozen reference model.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -61,3 +62,91 @@ def response_logprobs(
         use_cache=False,
     )
     return token_logprobs(out.logits, input_ids.to(device), response_mask.to(device))
+
+
+@dataclass(frozen=True)
+class SharedPack:
+    """Rows that share a prefix packed behind one copy of it (pack_shared): ``input_ids``, ``position_ids``
+    [G, L], ``allowed`` [G, L, L] (query i may attend key j), ``groups`` (the rows of each packed sequence) and,
+    per scored response token, its ``token_row``, ``token_group``, ``token_pred`` (the position whose logits
+    predict it) and ``token_target`` (its id)."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    allowed: torch.Tensor
+    groups: list[list[int]]
+    token_row: torch.Tensor
+    token_group: torch.Tensor
+    token_pred: torch.Tensor
+    token_target: torch.Tensor
+
+    @property
+    def first_pred(self) -> int:
+        """The first position whose logits are needed (every earlier position is prefix only)."""
+        return int(self.token_pred.min()) if len(self.token_pred) else self.input_ids.shape[1] - 1
+
+    def additive_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """[G, 1, L, L]: 0 where ``allowed``, the dtype's minimum elsewhere (what eager and SDPA attention add)."""
+        mask = torch.zeros(self.allowed.shape, dtype=dtype)
+        return mask.masked_fill(~self.allowed, torch.finfo(dtype).min).unsqueeze(1)
+
+
+def pack_shared(
+    prefix_keys: Sequence, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int
+) -> SharedPack:
+    """Prefix sharing (Wang & Hegde 2024, "Accelerating Direct Preference Optimization with Prefix Sharing"):
+    rows with the same ``prefix_keys`` entry (the same image and prompt ids) become one sequence
+
+        [P, R_1, R_2, ..., R_m]    positions 0..p-1, then p..p+|R_j|-1 for every R_j
+
+    where every R_j attends to P and causally to itself, never to another R_k, so each row's log-probs are those
+    of P + R_j alone. The first token of every R_j is predicted by P's last position. Sequences are
+    right-padded to the longest; a padding position attends only to itself."""
+    if not len(prefix_keys) == len(prompt_ids) == len(response_ids):
+        raise ValueError("prefix_keys, prompt_ids and response_ids must have one entry per row")
+    by_key: dict = {}
+    for i, key in enumerate(prefix_keys):
+        by_key.setdefault(key, []).append(i)
+    groups = list(by_key.values())
+    for rows in groups:
+        if any(tuple(prompt_ids[i]) != tuple(prompt_ids[rows[0]]) for i in rows):
+            raise ValueError("rows that share a prefix key must have the same prompt ids")
+    lengths = [len(prompt_ids[rows[0]]) + sum(len(response_ids[i]) for i in rows) for rows in groups]
+    width = max(lengths)
+    input_ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(groups), width), dtype=torch.long)
+    segment = torch.full((len(groups), width), -2, dtype=torch.long)  # -1: prefix, j: response j, -2: padding
+    token_row, token_group, token_pred, token_target = [], [], [], []
+    for g, rows in enumerate(groups):
+        prefix = list(prompt_ids[rows[0]])
+        p = len(prefix)
+        input_ids[g, :p] = torch.tensor(prefix, dtype=torch.long)
+        position_ids[g, :p] = torch.arange(p)
+        segment[g, :p] = -1
+        start = p
+        for j, i in enumerate(rows):
+            r = list(response_ids[i])
+            end = start + len(r)
+            input_ids[g, start:end] = torch.tensor(r, dtype=torch.long)
+            position_ids[g, start:end] = torch.arange(p, p + len(r))
+            segment[g, start:end] = j
+            token_row += [i] * len(r)
+            token_group += [g] * len(r)
+            token_pred += ([p - 1] + list(range(start, end - 1))) if r else []
+            token_target += r
+            start = end
+    query, key = segment.unsqueeze(2), segment.unsqueeze(1)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = causal & (query != -2) & (key != -2) & ((key == -1) | (key == query))
+    allowed |= torch.eye(width, dtype=torch.bool)  # padding attends to itself (no empty softmax row)
+    flat = [torch.tensor(xs, dtype=torch.long) for xs in (token_row, token_group, token_pred, token_target)]
+    return SharedPack(input_ids, position_ids, allowed, groups, *flat)
+
+
+def shared_logprobs(logits: torch.Tensor, pack: SharedPack, n_rows: int, offset: int = 0) -> torch.Tensor:
+    """Summed log-probs per row [n_rows] from the packed sequences' logits [G, L - offset, V] (``offset``: the
+    positions left out of the logits, e.g. with ``logits_to_keep``)."""
+    device = logits.device
+    picked = logits[pack.token_group.to(device), pack.token_pred.to(device) - offset].float()
+    logp = torch.log_softmax(picked, dim=-1).gather(-1, pack.token_target.to(device).unsqueeze(-1)).squeeze(-1)
+    return torch.zeros(n_rows, dtype=logp.dtype, device=device).index_add(0, pack.token_row.to(device), logp)
