@@ -372,8 +372,8 @@ def cmd_perf(args) -> None:
     from povid_eval import perf
 
     given = [flag for flag, value in (("--captions", args.captions), ("--gt-objects", args.gt_objects)) if value]
-    if given and (args.train or args.generate):
-        raise InputError(None, f"{given[0]} times the caption scorer; it does not go with --train or --generate")
+    if given and (args.train or args.generate or args.api):
+        raise InputError(None, f"{given[0]} times the caption scorer; it does not go with --train, --generate or --api")
     for value in (args.captions, args.gt_objects):
         if value:
             require_file(value)
@@ -385,6 +385,7 @@ def cmd_perf(args) -> None:
         device=args.device,
         batch=args.batch,
         shape=args.shape,
+        api=args.api,
     )
     if args.json:
         print(json.dumps(results))
@@ -536,6 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="for --train: the embedded base (tiny, default) or a random model with LLaVA-1.5's sequence "
         "structure (576 image tokens, ~40-token prompt, ~100-token responses; our steps with and without prefix "
         "sharing, and TRL's)",
+    )
+    p.add_argument(
+        "--api",
+        action="store_true",
+        help="instead: a POPE run of 640 items against a loopback endpoint with 200 ms per request and "
+        "concurrency 32, pipelined and batched, against the ideal 640 / 32 x 0.2 s",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perf)

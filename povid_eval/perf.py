@@ -82,6 +82,116 @@ def bootstrap_speed(n_units: int = 500, n_resamples: int = 10_000, repeat: int =
     }
 
 
+# ---------------------------------------------------------------------------------------------- API runs
+
+
+class _SlowChat:
+    """A loopback OpenAI-compatible endpoint (stdlib HTTP on 127.0.0.1) that answers "Yes" after ``latency``
+    seconds per request, counting requests and the most in flight at once."""
+
+    def __init__(self, latency: float):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.requests, self.in_flight, self.max_in_flight = 0, 0, 0
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with outer._lock:
+                    outer.requests += 1
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                time.sleep(latency)
+                with outer._lock:
+                    outer.in_flight -= 1
+                body = b'{"choices": [{"message": {"role": "assistant", "content": "Yes"}}]}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # the listen backlog (socketserver's default 5 resets a burst of connections)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def api_pipeline_speed(
+    items: int = 640,
+    latency: float = 0.2,
+    concurrency: int = 32,
+    batch_size: int = 16,
+    world: str | Path = "data/world",
+) -> dict:
+    """A `povid-eval run` of the world's POPE card (its first ``items`` items; one request per distinct image and
+    question) against a loopback endpoint answering after ``latency`` s, with the card's ``concurrency``:
+    pipelined (the runner's stream: the next request starts when one returns) and batched (one ``--batch-size``
+    group at a time, the runner before pipelining), each against the ideal requests / concurrency x latency."""
+    import os
+
+    from povid_eval import world as synthetic_world
+    from povid_eval.run import runner
+    from povid_eval.vlm import generate as generate_module
+
+    synthetic_world.ensure(cards.resolve_path(world))
+    out: dict = {"items": items, "latency_s": latency, "concurrency": concurrency, "batch_size": batch_size}
+    saved = {k: os.environ.get(k) for k in ("POVID_EVAL_MODELS", "POVID_EVAL_CACHE")}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["POVID_EVAL_MODELS"] = str(Path(tmp) / "models")
+        (Path(tmp) / "models").mkdir()
+        try:
+            for mode in ("pipelined", "batched"):
+                os.environ["POVID_EVAL_CACHE"] = str(Path(tmp) / f"cache-{mode}")  # every answer asked anew
+                with _SlowChat(latency) as server:
+                    card = {"backend": "openai", "base_url": server.url, "api_model": "m", "concurrency": concurrency}
+                    (Path(tmp) / "models" / "api.toml").write_text(cards.to_toml(card))
+                    generate = generate_module.for_card(cards.load_model_card("api"))
+                    if mode == "batched":
+                        generate = lambda *a, g=generate, **k: g(*a, **k)  # noqa: E731  (no .stream)
+                    start = time.perf_counter()
+                    runner.run(
+                        "api",
+                        "pope",
+                        results=Path(tmp) / mode,
+                        batch_size=batch_size,
+                        limit=items,
+                        generate=generate,
+                        progress=False,
+                    )
+                    wall = time.perf_counter() - start
+                    generate_module._LOADED.clear()
+                ideal = server.requests / concurrency * latency
+                out[f"{mode}_s"] = round(wall, 3)
+                out[f"{mode}_requests"] = server.requests
+                out[f"{mode}_max_in_flight"] = server.max_in_flight
+                out[f"{mode}/ideal"] = round(wall / ideal, 3)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    return out
+
+
 def main(
     captions: Path | None = None,
     gt_objects: Path | None = None,
@@ -90,6 +200,7 @@ def main(
     device: str = "cuda",
     batch: int = 16,
     shape: str = "tiny",
+    api: bool = False,
 ) -> dict:
     if train:
         if shape == "llava-1.5":
@@ -97,6 +208,8 @@ def main(
         return {"train_step": train_step_speed()}
     if generate:
         return {"generation": generation_speed(generate, device=device, batch=batch)}
+    if api:
+        return {"api_run": api_pipeline_speed()}
     results = {}
     captions = captions or DEFAULT_FIXTURES / "llava-1.5-7b_greedy_captions.jsonl"
     gt_objects = gt_objects or DEFAULT_FIXTURES / "coco2014_gt_objects.json.gz"

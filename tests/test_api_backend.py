@@ -240,3 +240,58 @@ def test_missing_key_fails_before_any_request(env, tmp_path, monkeypatch):
     assert proc.returncode == 2, proc.stderr
     assert KEY_ENV in proc.stderr and "Traceback" not in proc.stderr
     assert not server.requests and not any(p.read_text() for p in tmp_path.rglob("samples.jsonl"))
+
+
+def _echo_slowly(body):
+    """An answer made from the request (so any server gives the same one), after a latency that varies."""
+    text = user_text(body)
+    time.sleep(0.005 + 0.004 * (sum(map(ord, text)) % 7))
+    return "Yes" if len(text) % 2 else "No"
+
+
+def _rows(folder: Path) -> list[tuple[str, str]]:
+    lines = (folder / "samples.jsonl").read_text().splitlines()
+    return [(r["key"], r["text"]) for r in map(json.loads, lines)]
+
+
+def test_requests_are_pipelined_across_batches_and_appended_in_order(env, tmp_path):
+    with ChatServer(_echo_slowly) as server:
+        api_card(env, server.url, concurrency=8)
+        runner.run("api", "pope", results=tmp_path / "pipelined", batch_size=4, limit=48, progress=False)
+        pipelined_requests = len(server.requests)
+    assert server.max_in_flight == 8  # twice the batch size: no barrier between batches
+    with ChatServer(_echo_slowly) as server:  # a new server (a new url): nothing from the answer cache
+        api_card(env, server.url, concurrency=1)
+        runner.run("api", "pope", results=tmp_path / "sequential", batch_size=4, limit=48, progress=False)
+    assert server.max_in_flight == 1 and len(server.requests) == pipelined_requests
+    pipelined = _rows(tmp_path / "pipelined" / "runs" / "api" / "pope")
+    assert pipelined == _rows(tmp_path / "sequential" / "runs" / "api" / "pope")  # same samples, same order
+    assert len(pipelined) == 48 and len({k for k, _ in pipelined}) == 48
+
+
+def test_a_killed_pipelined_run_resumes_without_loss_or_duplicates(env, tmp_path):
+    def slow(body):
+        time.sleep(0.05)
+        return _echo_slowly(body)
+
+    with ChatServer(slow) as server:
+        api_card(env, server.url, concurrency=4)
+        results = tmp_path / "results"
+        command = [sys.executable, "-m", "povid_eval", "run", "--model", "api", "--bench", "pope"]
+        command += ["--limit", "48", "--batch-size", "4", "--results", str(results)]
+        proc = subprocess.Popen(command, env=dict(os.environ), stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        samples_file = results / "runs" / "api" / "pope" / "samples.jsonl"
+        deadline = time.time() + 60
+        while time.time() < deadline and (not samples_file.is_file() or len(samples_file.read_text().splitlines()) < 8):
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+        kept = len(samples_file.read_text().splitlines())
+        assert 8 <= kept < 48
+        runner.run("api", "pope", results=results, batch_size=4, limit=48, progress=False)
+    rows = _rows(results / "runs" / "api" / "pope")
+    assert len(rows) == 48 and len({k for k, _ in rows}) == 48
+    with ChatServer(_echo_slowly) as server:
+        api_card(env, server.url, concurrency=1)
+        runner.run("api", "pope", results=tmp_path / "sequential", batch_size=4, limit=48, progress=False)
+    assert rows == _rows(tmp_path / "sequential" / "runs" / "api" / "pope")  # in item order, as one run

@@ -49,7 +49,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -292,10 +293,33 @@ class ChatClient:
 
     def chat_many(self, conversations: Sequence[Sequence[Message]], workers: int = 4, **overrides: Any) -> list[str]:
         """chat() for each conversation with at most ``workers`` in flight; answers in input order."""
+        return list(self.chat_stream([lambda m=m: m for m in conversations], workers, **overrides))
+
+    def chat_stream(
+        self, conversations: Iterable[Callable[[], Sequence[Message]]], workers: int = 4, **overrides: Any
+    ) -> Iterator[str]:
+        """chat() for each conversation, built lazily by its callable on a worker thread, with at most
+        ``workers`` requests in flight at any time and the next ones starting as soon as a slot frees (no
+        barrier between groups); answers yielded in input order. At most ``4 * workers`` conversations are
+        pending at once, so a long input holds little in memory. An error is raised at its place in order."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        pending: deque = deque()
+        source = iter(conversations)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(lambda messages: self.chat(messages, **overrides), conversations))
+            try:
+                while True:
+                    while len(pending) < 4 * workers:
+                        build = next(source, None)
+                        if build is None:
+                            break
+                        pending.append(pool.submit(lambda b=build: self.chat(b(), **overrides)))
+                    if not pending:
+                        return
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
 
     # --- internals ----------------------------------------------------------------------------------
     def _read_cached(self, path: Path) -> str:

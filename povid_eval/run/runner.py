@@ -233,12 +233,14 @@ def _generate_and_score(
             disable=not progress,
             desc=f"{model.name}/{card.name}" + (f" rank {rank}" if size > 1 else ""),
         ) as bar:  # closed (its line ended) before an error is printed
-            for batch in mine:
-                images = [read_image(groups[pair][0].image, f"item {groups[pair][0].key}") for pair in batch]
-                if card.image_noise:
-                    images = [noised(card, groups[pair][0].image, im) for pair, im in zip(batch, images)]
-                answers = generate(images, [prompt for _, prompt in batch], card.decoding, **template)
-                rows = [
+
+            def image(pair):
+                first = groups[pair][0]
+                loaded = read_image(first.image, f"item {first.key}")
+                return noised(card, first.image, loaded) if card.image_noise else loaded
+
+            def rows(pairs, answers):
+                return [
                     it.record
                     | {
                         "key": it.key,
@@ -248,12 +250,29 @@ def _generate_and_score(
                         "model": model.name,
                         "model_fp": model_fp,
                     }
-                    for pair, answer in zip(batch, answers)
+                    for pair, answer in zip(pairs, answers)
                     for it in groups[pair]
                     if it.key not in done
                 ]
-                samples.append(target, rows)
-                bar.update(sum(len(groups[pair]) for pair in batch))
+
+            stream = getattr(generate, "stream", None)
+            if stream is not None and size == 1:  # an endpoint: requests pipelined across batches
+                pairs = [pair for batch in mine for pair in batch]
+                requests = ((lambda pair=pair: image(pair), pair[1]) for pair in pairs)
+                answered: list = []
+                for pair, answer in zip(pairs, stream(requests, card.decoding, **template)):
+                    answered.append((pair, answer))
+                    if len(answered) == batch_size or pair == pairs[-1]:  # appended a batch at a time, in order
+                        samples.append(target, rows(*zip(*answered)))
+                        bar.update(sum(len(groups[p]) for p, _ in answered))
+                        answered = []
+            else:
+                for batch in mine:
+                    answers = generate(
+                        [image(pair) for pair in batch], [p for _, p in batch], card.decoding, **template
+                    )
+                    samples.append(target, rows(batch, answers))
+                    bar.update(sum(len(groups[pair]) for pair in batch))
     dist.barrier(size)
     if rank != 0:
         return None

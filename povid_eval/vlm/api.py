@@ -14,8 +14,9 @@ Protocol, one request per (image, question), through povid_eval.core.http.ChatCl
     answer   choices[0].message.content, stripped of surrounding whitespace
 
 The server applies its own chat template, so the card's ``template`` is not used by this backend. Images go
-as lossless PNG. At most ``concurrency`` requests are in flight (within one runner batch, so also at most
-``--batch-size``); 429 / 5xx / timeouts are retried ``max_retries`` times with backoff (Retry-After honoured).
+as lossless PNG. At most ``concurrency`` requests are in flight, and the runner keeps that many in flight
+across its batches (``generate.stream``: the next request starts as soon as one returns; answers are appended
+in item order); 429 / 5xx / timeouts are retried ``max_retries`` times with backoff (Retry-After honoured).
 Every answer is cached under ``cache_dir()/api`` keyed by base_url and the request (never the key), so a
 rerun or a resumed run sends no request for an answer it already has. The key is read from the environment
 when requests are sent and written nowhere.
@@ -79,4 +80,16 @@ def openai_generate(card: cards.ModelCard):
         answers = client.chat_many(conversations, workers=max(1, card.concurrency), **decoding_request(decoding))
         return [answer.strip() for answer in answers]
 
+    def stream(requests, decoding: cards.Decoding, template: str = ""):
+        """Answers to ``requests``, an iterable of (load_image, question) pairs (the image is read and encoded
+        on a worker thread), in order, with ``concurrency`` requests in flight and no barrier between
+        batches (ChatClient.chat_stream)."""
+        conversations = (
+            lambda load=load, question=question: [{"role": "user", "content": image_content(load(), question)}]
+            for load, question in requests
+        )
+        for answer in client.chat_stream(conversations, workers=max(1, card.concurrency), **decoding_request(decoding)):
+            yield answer.strip()
+
+    generate.stream = stream
     return generate
