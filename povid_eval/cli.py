@@ -372,7 +372,7 @@ def cmd_perf(args) -> None:
     from povid_eval import perf
 
     given = [flag for flag, value in (("--captions", args.captions), ("--gt-objects", args.gt_objects)) if value]
-    if given and (args.train or args.generate or args.api):
+    if given and (args.train or args.generate or args.api or args.memory):
         raise InputError(None, f"{given[0]} times the caption scorer; it does not go with --train, --generate or --api")
     for value in (args.captions, args.gt_objects):
         if value:
@@ -386,6 +386,7 @@ def cmd_perf(args) -> None:
         batch=args.batch,
         shape=args.shape,
         api=args.api,
+        memory=args.memory,
     )
     if args.json:
         print(json.dumps(results))
@@ -543,6 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: a POPE run of 640 items against a loopback endpoint with 200 ms per request and "
         "concurrency 32, pipelined and batched, against the ideal 640 / 32 x 0.2 s",
+    )
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="instead: GPU memory of a LoRA POVID step on LLaVA-1.5-7B at batch 1, 2, 4, 8, derived from the "
+        "model's shapes on the meta device (seconds, no GPU)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perf)

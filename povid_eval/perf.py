@@ -82,6 +82,95 @@ def bootstrap_speed(n_units: int = 500, n_resamples: int = 10_000, repeat: int =
     }
 
 
+# ---------------------------------------------------------------------------------------------- 7B memory
+
+GPUS = (("RTX 4090 / L4", 24), ("A100 40GB", 40), ("L40S / A6000", 48), ("A100 / H100 80GB", 80), ("H200", 141))
+
+
+def llava_7b_memory(
+    batches=(1, 2, 4, 8),
+    lora_r: int = 128,
+    prompt_tokens: int = 40,
+    response_tokens: int = 100,
+    shape: str = "llava-1.5-7b",
+) -> list[dict]:
+    """GPU memory of one LoRA POVID step on LLaVA-1.5-7B, derived from the model's shapes on the meta device
+    (no weights, no GPU): the language model's forward runs on meta tensors as the trainer runs it (prefix
+    sharing: per record [576 image + ``prompt_tokens`` prompt, y_w, y_l^t] and [noisy prefix, y_l^n], responses
+    of ``response_tokens``), and the bytes autograd saves for backward are counted (parameters excluded, each
+    storage once). Per batch: weights (bf16), LoRA (r = ``lora_r`` on every linear layer of the language model)
+    with its gradients and AdamW states in fp32, saved activations in bf16, the fp32 logits of the response
+    tokens (and their log-softmax), and the total; with activation checkpointing, the saved activations shrink
+    to each layer's input plus one layer's activations (recomputed in the backward). On meta tensors SDPA takes
+    its math path, which keeps each layer's attention matrix for the backward (reported apart): a GPU's
+    memory-efficient or flash kernel keeps only a log-sum-exp per row, so the totals are upper bounds."""
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    from povid_eval.train.loop import add_lora
+    from povid_eval.vlm.logprobs import pack_shared, shared_logprobs
+
+    config = shape_config(shape)
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config).to(torch.bfloat16)
+    model = add_lora(model, r=lora_r, alpha=2 * lora_r)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    n_image = config.image_seq_length
+    weights = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
+    lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    text = config.text_config
+    layers, hidden, vocab = text.num_hidden_layers, text.hidden_size, text.vocab_size
+    rows = []
+    for batch in batches:
+        prefix = [config.image_token_index] * n_image + [5] * prompt_tokens
+        keys = [("clean", i) for i in range(batch) for _ in range(2)] + [("noisy", i) for i in range(batch)]
+        responses = [[7] * response_tokens] * (3 * batch)
+        pack = pack_shared(keys, [prefix] * len(keys), responses, 0)
+        embeds = torch.empty(*pack.input_ids.shape, hidden, device="meta", dtype=torch.bfloat16)
+        keep = pack.input_ids.shape[1] - pack.first_pred
+        with SavedActivations(model) as counted:
+            out = model(
+                inputs_embeds=embeds,
+                attention_mask=pack.additive_mask(torch.bfloat16).to("meta"),
+                position_ids=pack.position_ids.to("meta"),
+                use_cache=False,
+                logits_to_keep=keep,
+            )
+            shared_logprobs(out.logits, pack, len(keys), offset=pack.input_ids.shape[1] - keep).sum()
+        saved = counted.bytes
+        width = pack.input_ids.shape[1]
+        attention = sum(b for shape, b in counted.tensors if len(shape) == 4 and shape[-2:] == (width, width))
+        tokens = len(pack.token_target)
+        logits = 2 * tokens * vocab * 4  # fp32 logits of the scored tokens and their log-softmax
+        per_layer_input = pack.input_ids.numel() * hidden * 2
+        checkpointed = layers * per_layer_input + saved / layers
+        gb = lambda b: round(b / 1e9, 1)  # noqa: E731
+        base = weights + lora * 16  # LoRA in fp32: weights, gradients, AdamW's two moments
+        total = base + saved + logits
+        fused = total - attention  # what a memory-efficient / flash SDPA kernel needs
+        fused_ckpt = base + checkpointed - attention / layers + logits
+        fits = lambda b: next((name for name, cap in GPUS if b / 1e9 < 0.9 * cap), "none of these")  # noqa: E731
+        rows.append(
+            {
+                "batch": batch,
+                "sequence": pack.input_ids.shape[1],
+                "weights_gb": gb(weights),
+                "lora_and_adamw_gb": gb(lora * 16),
+                "saved_activations_gb": gb(saved),
+                "of_which_attention_matrices_gb": gb(attention),
+                "logits_gb": gb(logits),
+                "total_math_sdpa_gb": gb(total),
+                "total_gb": gb(fused),
+                "fits": fits(fused),
+                "checkpointed_total_gb": gb(fused_ckpt),
+                "checkpointed_fits": fits(fused_ckpt),
+            }
+        )
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------- API runs
 
 
@@ -201,6 +290,7 @@ def main(
     batch: int = 16,
     shape: str = "tiny",
     api: bool = False,
+    memory: bool = False,
 ) -> dict:
     if train:
         if shape == "llava-1.5":
@@ -210,6 +300,8 @@ def main(
         return {"generation": generation_speed(generate, device=device, batch=batch)}
     if api:
         return {"api_run": api_pipeline_speed()}
+    if memory:
+        return {f"llava-1.5-7b_lora_povid_batch_{r['batch']}": r for r in llava_7b_memory()}
     results = {}
     captions = captions or DEFAULT_FIXTURES / "llava-1.5-7b_greedy_captions.jsonl"
     gt_objects = gt_objects or DEFAULT_FIXTURES / "coco2014_gt_objects.json.gz"
@@ -384,20 +476,24 @@ LLAVA_VOCAB = 32064
 
 
 class SavedActivations:
-    """Bytes of the tensors autograd saves for backward while active (each storage counted once): the
-    activation memory of a training step's forward, on any device."""
+    """Bytes of the tensors autograd saves for backward while active, each storage counted once and the
+    ``model``'s parameters left out: the activation memory of a training step's forward, on any device (the
+    meta device included)."""
 
-    def __init__(self):
-        self.bytes, self._seen = 0, set()
+    def __init__(self, model=None):
+        self.bytes = 0
+        self.tensors: list[tuple[tuple[int, ...], int]] = []  # (shape, bytes) of each storage counted
+        self._seen = {p.untyped_storage()._cdata for p in model.parameters()} if model is not None else set()
 
     def __enter__(self):
         import torch
 
         def pack(t):
-            key = (t.untyped_storage().data_ptr(), t.device)
+            key = t.untyped_storage()._cdata
             if key not in self._seen:
                 self._seen.add(key)
                 self.bytes += t.untyped_storage().nbytes()
+                self.tensors.append((tuple(t.shape), t.untyped_storage().nbytes()))
             return t
 
         self._hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
@@ -486,7 +582,7 @@ def llava_shape_train_speed(records: int = 2, repeat: int = 3, warmup: int = 1, 
 
             def step(cfg=cfg, ref=ref, opt=opt, name=name):
                 opt.zero_grad(set_to_none=True)
-                with SavedActivations() as saved:
+                with SavedActivations(vlm.model) as saved:
                     loss = batch_loss(scorer, prefs, cfg, ref)["loss"]
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -507,7 +603,7 @@ def llava_shape_train_speed(records: int = 2, repeat: int = 3, warmup: int = 1, 
             def trl_step():
                 opt.zero_grad(set_to_none=True)
                 batch = trainer._prepare_inputs(trainer.data_collator(examples()))
-                with SavedActivations() as saved:
+                with SavedActivations(trainer.model) as saved:
                     loss = trainer.compute_loss(trainer.model, batch)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(trl_params, dpo.max_grad_norm)

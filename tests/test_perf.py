@@ -1,6 +1,7 @@
 """`povid-eval perf --generate`: the GPU generation benchmark's model has LLaVA-1.5-7B's size, and the same
 code runs at toy size on CPU (numbers are not checked: speed targets live in benchmarks, not tests)."""
 
+import pytest
 import torch
 
 from povid_eval import perf
@@ -21,3 +22,13 @@ def test_generation_speed_runs_on_cpu():
     out = perf.generation_speed("tiny", dtype="fp32", device="cpu", batch=2, prompt_tokens=5, new_tokens=4)
     assert out["prompt_tokens"] == 1 + 4 + 5 and out["new_tokens"] == 4 and out["peak_memory_gb"] is None
     assert out["tokens_per_s"] > 0
+
+
+def test_memory_table_is_derived_on_the_meta_device():
+    rows = perf.llava_7b_memory(batches=(1, 2), lora_r=4, prompt_tokens=5, response_tokens=7, shape="tiny")
+    one, two = rows
+    assert one["sequence"] == 4 + 5 + 2 * 7  # tiny's 4 image tokens, the prompt, y_w and y_l^t behind it
+    assert two["saved_activations_gb"] >= one["saved_activations_gb"]  # grows with the batch
+    assert one["weights_gb"] == two["weights_gb"] and one["checkpointed_total_gb"] <= one["total_gb"]
+    full = perf.llava_7b_memory(batches=(1,))[0]  # the real shapes, still no weights
+    assert full["weights_gb"] == pytest.approx(14.1, abs=0.2) and full["lora_and_adamw_gb"] > 4

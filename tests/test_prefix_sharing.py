@@ -86,3 +86,32 @@ def test_shared_rows_are_one_sequence_per_image(setup):
         [(r.image, r.prompt_ids) for r in rows], [r.prompt_ids for r in rows], [r.response_ids for r in rows], 0
     )
     assert len(rows) == 9 and len(pack.groups) == 6  # 3 clean prefixes with y_w, y_l^t; 3 noisy with y_l^n
+
+
+def test_gradient_checkpointing_and_bf16_steps(setup):
+    """Activation checkpointing recomputes the same step (gradients to 1e-6); bf16 autocast stays close."""
+    vlm, prefs = setup
+    scorer = Scorer(vlm, TEMPLATE)
+    base = vlm.model.get_base_model()
+
+    def step(**options):
+        vlm.model.zero_grad()
+        vlm.model.train()
+        out = batch_loss(scorer, prefs, TrainConfig(loss="povid", **options))
+        out["loss"].backward()
+        return out["loss"].item(), {n: p.grad.clone() for n, p in vlm.model.named_parameters() if p.requires_grad}
+
+    plain_loss, plain = step()
+    base.activation_checkpointing_enable({"use_reentrant": False})
+    try:
+        ckpt_loss, ckpt = step(gradient_checkpointing=True)
+    finally:
+        base.activation_checkpointing_disable()
+        vlm.model.eval()
+    assert ckpt_loss == pytest.approx(plain_loss, abs=1e-6)
+    for name in plain:
+        torch.testing.assert_close(ckpt[name], plain[name], rtol=0, atol=1e-6, msg=name)
+    bf16_loss, bf16 = step(bf16=True)
+    vlm.model.eval()
+    assert bf16_loss == pytest.approx(plain_loss, rel=0.05)
+    assert all(torch.isfinite(g).all() for g in bf16.values())
