@@ -523,9 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--generate",
-        choices=["llava-1.5-7b", "tiny"],
-        help="instead: batched greedy generation of a "
-        "randomly initialised model of that shape in bf16 (tokens/s, peak GPU memory)",
+        choices=["llava-1.5-7b", "tiny", "llava-1.5-mini"],
+        help="instead: batched greedy generation of a randomly initialised model of that shape in bf16 (tokens/s, "
+        "peak GPU memory); llava-1.5-mini: on CPU through povid-eval's own generation, batch 1 vs 16 (tokens/s, "
+        "identical outputs) and the runner's overhead in a real run",
     )
     p.add_argument(
         "--device", default="cuda", type=_device, help="device for --generate: cuda, cuda:N or cpu (default cuda)"

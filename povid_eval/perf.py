@@ -82,6 +82,80 @@ def bootstrap_speed(n_units: int = 500, n_resamples: int = 10_000, repeat: int =
     }
 
 
+def llava_shape_generation_speed(
+    prompts: int = 16, new_tokens: int = 32, run_items: int = 32, threads: int = 0, world: str | Path = "data/world"
+) -> dict:
+    """Greedy generation with the LLAVA_MINI model (random weights, LLaVA-1.5's 576 image tokens) through
+    povid-eval's own path (VLM.generate: padding to square, the processor, left-padded batches): tokens/s at batch
+    1 and at batch ``prompts`` over the same ``prompts`` questions of unequal lengths, and whether both give the
+    same outputs; then a real `povid-eval run` of the world's CHAIR card (its first ``run_items`` images, batch
+    16) with a model card for that model: the runner's wall time and its overhead, everything outside the
+    model's generate calls (reading images, caching samples, scoring, the doctor's checks, the bootstrap)."""
+    import os
+
+    import torch
+
+    from povid_eval import world as synthetic_world
+    from povid_eval.run import runner
+    from povid_eval.vlm import generate as generate_module
+    from povid_eval.vlm import load_vlm
+
+    torch.set_num_threads(threads or torch.get_num_threads())
+    synthetic_world.ensure(cards.resolve_path(world))
+    template = "USER: <image>\n{prompt} ASSISTANT:"
+    out: dict = {"shape": "llava-1.5-mini", "threads": torch.get_num_threads(), "new_tokens": new_tokens}
+    saved = {k: os.environ.get(k) for k in ("POVID_EVAL_MODELS", "POVID_EVAL_CACHE")}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = llava_mini(Path(tmp) / "model")
+        (Path(tmp) / "images").mkdir()
+        prefs = llava_mini_preferences(Path(tmp) / "images", prompts)
+        vlm = load_vlm(folder)
+        images = [read_image(p.image) for p in prefs]
+        texts = [template.replace("{prompt}", " ".join(p.prompt.split()[: 5 + i % 20])) for i, p in enumerate(prefs)]
+        timings, outputs = {}, {}
+        for batch in (1, prompts):
+            start = time.perf_counter()
+            ids = []
+            for b in range(0, prompts, batch):
+                ids += vlm.generate_ids(images[b : b + batch], texts[b : b + batch], max_new_tokens=new_tokens)
+            timings[batch] = time.perf_counter() - start
+            outputs[batch] = ids
+            out[f"batch_{batch}_tokens_per_s"] = round(sum(map(len, ids)) / timings[batch], 1)
+        out["identical_outputs"] = outputs[1] == outputs[prompts]
+        out[f"batch_{prompts}/batch_1_speedup"] = round(timings[1] / timings[prompts], 2)
+        # the runner around the same model
+        os.environ["POVID_EVAL_MODELS"] = str(Path(tmp) / "models")
+        os.environ["POVID_EVAL_CACHE"] = str(Path(tmp) / "cache")
+        (Path(tmp) / "models").mkdir()
+        (Path(tmp) / "models" / "mini.toml").write_text(cards.to_toml({"path": str(folder), "template": template}))
+        try:
+            inner = generate_module.for_card(cards.load_model_card("mini"))
+            spent = [0.0]
+
+            def timed(*args, **kwargs):
+                t0 = time.perf_counter()
+                answers = inner(*args, **kwargs)
+                spent[0] += time.perf_counter() - t0
+                return answers
+
+            start = time.perf_counter()
+            runner.run("mini", "chair", results=Path(tmp) / "results", limit=run_items, generate=timed, progress=False)
+            wall = time.perf_counter() - start
+        finally:
+            generate_module._LOADED.clear()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    out["run_items"] = run_items
+    out["run_wall_s"] = round(wall, 2)
+    out["run_generate_s"] = round(spent[0], 2)
+    out["runner_overhead_s_per_sample"] = round((wall - spent[0]) / run_items, 4)
+    out["runner_overhead_share"] = round((wall - spent[0]) / wall, 4)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- 7B memory
 
 GPUS = (("RTX 4090 / L4", 24), ("A100 40GB", 40), ("L40S / A6000", 48), ("A100 / H100 80GB", 80), ("H200", 141))
@@ -296,6 +370,8 @@ def main(
         if shape == "llava-1.5":
             return {"train_step_llava_1.5": llava_shape_train_speed()}
         return {"train_step": train_step_speed()}
+    if generate == "llava-1.5-mini":
+        return {"generation_llava_1.5_mini": llava_shape_generation_speed()}
     if generate:
         return {"generation": generation_speed(generate, device=device, batch=batch)}
     if api:
@@ -509,6 +585,7 @@ def llava_mini(folder: Path, seed: int = 0) -> Path:
     padded to LLaVA-1.5's 32,064 rows, saved to ``folder`` (a model card's layout)."""
     model, processor = build_tiny_llava(world_text.vocabulary(), seed=seed, **LLAVA_MINI)
     model.resize_token_embeddings(LLAVA_VOCAB, mean_resizing=False)
+    processor.tokenizer.model_max_length = LLAVA_MINI["max_positions"]
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
