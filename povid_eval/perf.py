@@ -390,15 +390,19 @@ def main(
 # ---------------------------------------------------------------------------------------------- training step
 
 
-def _median(fn, repeat: int, warmup: int) -> float:
+def _interleaved_medians(steps: dict, repeat: int, warmup: int) -> dict[str, float]:
+    """Median wall time of each step, the steps taken in turn (round ``r`` times every step once), so that a
+    change of load on a shared machine falls on all of them alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in steps.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def _our_step(vlm, scorer, prefs, cfg, opt, params):
@@ -508,25 +512,23 @@ def train_step_speed(
     params = [p for p in vlm.model.parameters() if p.requires_grad]
     scorer = Scorer(vlm, card.template)
     out: dict = {"records": n_records, "repeat": repeat, "threads": torch.get_num_threads()}
+    steps = {}
     for name, cfg in (("dpo", dpo), ("povid", replace(dpo, loss="povid", noisy_form="paper"))):
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        step = lambda cfg=cfg, opt=opt: _our_step(vlm, scorer, prefs, cfg, opt, params)  # noqa: E731
-        out[f"{name}_s"] = _median(step, repeat, warmup)
-    try:
-        import trl  # noqa: F401  (a test dependency: the `test` extra)
-    except ImportError:
-        out["trl_dpo_s"] = "missing (pip install trl)"
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer, examples = _trl_trainer(
-                card.resolve(card.path), card.template, prefs, dpo, Path(tmp), card.dtype, card.device
-            )
+        steps[name] = lambda cfg=cfg, opt=opt: _our_step(vlm, scorer, prefs, cfg, opt, params)  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            import trl  # noqa: F401  (a test dependency: the `test` extra)
+        except ImportError:
+            out["trl_dpo_s"] = "missing (pip install trl)"
+        else:
+            path = card.resolve(card.path)
+            trainer, examples = _trl_trainer(path, card.template, prefs, dpo, Path(tmp), card.dtype, card.device)
             trainer.model.train()
             trl_params = [p for p in trainer.model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(trl_params, lr=dpo.lr, weight_decay=dpo.weight_decay)
-            out["trl_dpo_s"] = _median(
-                lambda: _trl_step(trainer, examples, opt, trl_params, dpo.max_grad_norm), repeat, warmup
-            )
+            steps["trl_dpo"] = lambda: _trl_step(trainer, examples, opt, trl_params, dpo.max_grad_norm)
+        out |= {f"{name}_s": seconds for name, seconds in _interleaved_medians(steps, repeat, warmup).items()}
     out["povid/dpo"] = out["povid_s"] / out["dpo_s"]
     if isinstance(out["trl_dpo_s"], float):
         out["trl/dpo"] = out["trl_dpo_s"] / out["dpo_s"]
@@ -612,11 +614,12 @@ def llava_mini_preferences(folder: Path, n: int, seed: int = 0, prompt_words: in
     return prefs
 
 
-def llava_shape_train_speed(records: int = 2, repeat: int = 3, warmup: int = 1, threads: int = 0) -> dict:
+def llava_shape_train_speed(records: int = 2, repeat: int = 3, warmup: int = 1, threads: int = 1) -> dict:
     """One optimizer step (forward + backward + clip + AdamW, LoRA r 16 on the language model, fp32, reference
     computed inside the step) at LLaVA-1.5's sequence structure (LLAVA_MINI): our DPO and POVID steps with and
     without prefix sharing, our DPO with precomputed reference log-probs, and TRL DPOTrainer's step on the same
-    model, LoRA and records. Median of ``repeat`` after ``warmup``; memory = bytes autograd saves for backward."""
+    model, LoRA and records. Median of ``repeat`` after ``warmup``, the variants interleaved; ``threads`` torch
+    threads (1: steady on a shared machine); memory = bytes autograd saves for backward."""
     import torch
 
     from povid_eval.train.loop import Scorer, TrainConfig, add_lora, batch_loss
@@ -654,6 +657,7 @@ def llava_shape_train_speed(records: int = 2, repeat: int = 3, warmup: int = 1, 
             "povid": (replace(dpo, loss="povid"), None),
             "povid_unshared": (replace(dpo, loss="povid", prefix_sharing=False), None),
         }
+        steps = {}
         for name, (cfg, ref) in variants.items():
             opt = torch.optim.AdamW(params, lr=cfg.lr)
 
@@ -666,7 +670,7 @@ def llava_shape_train_speed(records: int = 2, repeat: int = 3, warmup: int = 1, 
                 opt.step()
                 out[f"{name}_saved_mb"] = round(saved.bytes / 2**20, 1)
 
-            out[f"{name}_s"] = round(_median(step, repeat, warmup), 3)
+            steps[name] = step
         try:
             import trl  # noqa: F401  (a test dependency: the `test` extra)
         except ImportError:
@@ -687,7 +691,9 @@ def llava_shape_train_speed(records: int = 2, repeat: int = 3, warmup: int = 1, 
                 opt.step()
                 out["trl_dpo_saved_mb"] = round(saved.bytes / 2**20, 1)
 
-            out["trl_dpo_s"] = round(_median(trl_step, repeat, warmup), 3)
+            steps["trl_dpo"] = trl_step
+        for name, seconds in _interleaved_medians(steps, repeat, warmup).items():
+            out[f"{name}_s"] = round(seconds, 3)
     if isinstance(out["trl_dpo_s"], float):
         out["dpo/trl"] = round(out["dpo_s"] / out["trl_dpo_s"], 3)
         out["dpo_memory/trl"] = round(out["dpo_saved_mb"] / out["trl_dpo_saved_mb"], 3)

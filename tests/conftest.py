@@ -83,3 +83,33 @@ def use_tiny_env(tiny_env, monkeypatch):
     for k, v in variables.items():
         monkeypatch.setenv(k, v)
     return root
+
+
+def models_on_base(root: Path, names) -> Path:
+    """<root>/models/<name>.toml for every name, each a card of the committed tiny base (tests fake their answers)."""
+    (root / "models").mkdir(exist_ok=True)
+    for name in names:
+        (root / "models" / f"{name}.toml").write_text(f'path = "{ROOT / "models" / "base"}"\n')
+    return root / "models"
+
+
+def point_at(monkeypatch, root: Path, benchmarks: Path) -> None:
+    """Models from <root>/models, bench cards from ``benchmarks``, caches in <root>/cache."""
+    monkeypatch.setenv("POVID_EVAL_MODELS", str(root / "models"))
+    monkeypatch.setenv("POVID_EVAL_BENCHMARKS", str(benchmarks))
+    monkeypatch.setenv("POVID_EVAL_CACHE", str(root / "cache"))
+
+
+def patched_benchmarks(tiny_env, tmp_path: Path, monkeypatch, card: str, old: str, new: str) -> Path:
+    """The tiny env's variables set, and its bench cards copied to tmp_path/benchmarks with ``old`` replaced by
+    ``new`` in ``card``.toml, used as the bench cards."""
+    import shutil
+
+    root, variables = tiny_env
+    for k, v in variables.items():
+        monkeypatch.setenv(k, v)
+    benches = tmp_path / "benchmarks"
+    shutil.copytree(root / "benchmarks", benches)
+    (benches / f"{card}.toml").write_text((benches / f"{card}.toml").read_text().replace(old, new))
+    monkeypatch.setenv("POVID_EVAL_BENCHMARKS", str(benches))
+    return benches

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import models_on_base, point_at
 
 from povid_eval import cli
 from povid_eval.core.errors import InputError
@@ -18,18 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def env(tiny_env, tmp_path_factory):
     """The shared tiny world's cards; models a, b, c (the committed base; their answers are faked)."""
     root = tmp_path_factory.mktemp("compare")
-    (root / "models").mkdir()
-    for name in ("a", "b", "c"):
-        (root / "models" / f"{name}.toml").write_text(f'path = "{ROOT / "models" / "base"}"\n')
+    models_on_base(root, ("a", "b", "c"))
     return root, tiny_env[0] / "benchmarks"
 
 
 @pytest.fixture
 def results(env, monkeypatch):
     root, benchmarks = env
-    monkeypatch.setenv("POVID_EVAL_MODELS", str(root / "models"))
-    monkeypatch.setenv("POVID_EVAL_BENCHMARKS", str(benchmarks))
-    monkeypatch.setenv("POVID_EVAL_CACHE", str(root / "cache"))
+    point_at(monkeypatch, root, benchmarks)
     out = root / "results"
 
     def fake(answer_yes: bool):

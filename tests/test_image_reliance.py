@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import models_on_base, point_at
 
 from povid_eval import cli
 from povid_eval.benches import registry
@@ -42,18 +43,14 @@ def blind_model(images, prompts, decoding):
 @pytest.fixture(scope="module")
 def env(tiny_env, tmp_path_factory):
     root = tmp_path_factory.mktemp("reliance")
-    (root / "models").mkdir()
-    for name in ("a", "b"):
-        (root / "models" / f"{name}.toml").write_text(f'path = "{ROOT / "models" / "base"}"\n')
+    models_on_base(root, ("a", "b"))
     return root, tiny_env[0] / "benchmarks"
 
 
 @pytest.fixture
 def results(env, monkeypatch):
     root, benchmarks = env
-    monkeypatch.setenv("POVID_EVAL_MODELS", str(root / "models"))
-    monkeypatch.setenv("POVID_EVAL_BENCHMARKS", str(benchmarks))
-    monkeypatch.setenv("POVID_EVAL_CACHE", str(root / "cache"))
+    point_at(monkeypatch, root, benchmarks)
     out = root / "results"
     for model, generate in (("a", blind_model), ("b", fake_model())):
         for bench in ("chair", "pope"):

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import patched_benchmarks
 from PIL import Image
 
 from povid_eval import cards
@@ -153,14 +154,9 @@ def test_mmhal_is_prompted_with_llava_v1(tiny_env, tmp_path, monkeypatch):
         "assistant gives helpful, detailed, and polite answers to the human's questions. "
     )
     assert llava_v1.endswith("USER: <image>\n{prompt} ASSISTANT:")
-    root, variables = tiny_env
-    for k, v in variables.items():
-        monkeypatch.setenv(k, v)
-    benches = tmp_path / "benchmarks"
-    shutil.copytree(root / "benchmarks", benches)
-    text = (benches / "mmhal.toml").read_text().replace('judge = "rule"', 'judge = "rule"\ntemplate = "llava_v1"')
-    (benches / "mmhal.toml").write_text(text)
-    monkeypatch.setenv("POVID_EVAL_BENCHMARKS", str(benches))
+    patched_benchmarks(
+        tiny_env, tmp_path, monkeypatch, "mmhal", 'judge = "rule"', 'judge = "rule"\ntemplate = "llava_v1"'
+    )
     seen = set()
 
     def generate(images, prompts, decoding, template=""):
@@ -176,14 +172,7 @@ def test_release_chair_card_samples_one_image_at_a_time(tiny_env, tmp_path, monk
     d = card.decoding
     assert (d.do_sample, d.temperature, d.top_p, d.max_new_tokens, d.batch_size) == (True, 0.2, 1.0, 1024, 1)
     assert card.options.image_ids == registry.load_card("real/chair-coco").options.image_ids
-    root, variables = tiny_env
-    for k, v in variables.items():
-        monkeypatch.setenv(k, v)
-    benches = tmp_path / "benchmarks"
-    shutil.copytree(root / "benchmarks", benches)
-    text = (benches / "chair.toml").read_text().replace("[decoding]", "[decoding]\nbatch_size = 1")
-    (benches / "chair.toml").write_text(text)
-    monkeypatch.setenv("POVID_EVAL_BENCHMARKS", str(benches))
+    patched_benchmarks(tiny_env, tmp_path, monkeypatch, "chair", "[decoding]", "[decoding]\nbatch_size = 1")
     sizes = []
 
     def generate(images, prompts, decoding):
