@@ -14,10 +14,13 @@ memory, without downloading weights. ``--generate tiny --device cpu`` runs the s
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
+import threading
 import time
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ from povid_eval.benches.chair import scorer as chair
 from povid_eval.core import stats
 from povid_eval.core.io import read_image, read_records
 from povid_eval.train.preferences import Preference
+from povid_eval.vlm import generate as generate_module
 from povid_eval.vlm.build import build_tiny_llava
 from povid_eval.world import text as world_text
 
@@ -91,13 +95,10 @@ def llava_shape_generation_speed(
     same outputs; then a real `povid-eval run` of the world's CHAIR card (its first ``run_items`` images, batch
     16) with a model card for that model: the runner's wall time and its overhead, everything outside the
     model's generate calls (reading images, caching samples, scoring, the doctor's checks, the bootstrap)."""
-    import os
-
     import torch
 
     from povid_eval import world as synthetic_world
     from povid_eval.run import runner
-    from povid_eval.vlm import generate as generate_module
     from povid_eval.vlm import load_vlm
 
     torch.set_num_threads(threads or torch.get_num_threads())
@@ -253,9 +254,6 @@ class _SlowChat:
     seconds per request, counting requests and the most in flight at once."""
 
     def __init__(self, latency: float):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         outer = self
         self.requests, self.in_flight, self.max_in_flight = 0, 0, 0
         self._lock = threading.Lock()
@@ -308,11 +306,8 @@ def api_pipeline_speed(
     question) against a loopback endpoint answering after ``latency`` s, with the card's ``concurrency``:
     pipelined (the runner's stream: the next request starts when one returns) and batched (one ``--batch-size``
     group at a time, the runner before pipelining), each against the ideal requests / concurrency x latency."""
-    import os
-
     from povid_eval import world as synthetic_world
     from povid_eval.run import runner
-    from povid_eval.vlm import generate as generate_module
 
     synthetic_world.ensure(cards.resolve_path(world))
     out: dict = {"items": items, "latency_s": latency, "concurrency": concurrency, "batch_size": batch_size}

@@ -96,7 +96,7 @@ def test_sweep_cli_plain_run_and_cached_rerun(bench_env, monkeypatch, capsys, tm
     )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"frontier of base on chair (n = {LIMIT})"
-    assert lines[2].split() == ["bias", "CHAIRs", "CHAIRi", "Recall", "mean_words"]
+    assert lines[2].split() == ["bias", "CHAIRs", "CHAIRi", "Recall", "mean_words", "grounding_gap"]
     assert [line.split()[0] for line in lines[3:]] == ["0", "5", "6"]
 
     path = out / "runs" / "base" / "frontier" / "chair" / "frontier.json"
