@@ -51,7 +51,7 @@ MAX_TRIES = 500
 def build_world(
     out: Path,
     seed: int = 0,
-    n_train: int = 4000,
+    n_train: int = 8000,
     n_val: int = 500,
     *,
     n_pope_images: int = 500,
