@@ -45,7 +45,7 @@ from povid_eval.train.preferences import Preference, import_povid_release, read_
 from povid_eval.vlm.noise import DEFAULT_STEP
 
 RECIPES = ("povid", "dpo", "noise-only")
-CHOSEN = ("reference", "corrected")
+CHOSEN = ("reference", "corrected", "first")
 CAPTION_PROMPT = "Describe this image."
 
 
@@ -148,7 +148,9 @@ def world_preferences(
     y_l^n  the base's greedy answer under the noised image (add_noisy_rejections)
     y_w    ``cfg.chosen == "corrected"``: y_l^n with every object the annotations contradict deleted
            (inject.correct_answer): the ground truth in the model's own words; records where nothing
-           sensible is left are dropped. ``"reference"``: the image's longest reference caption.
+           sensible is left are dropped. ``"reference"``: the image's longest reference caption. ``"first"``:
+           its first reference caption (a COCO image's first annotator's) with every object the annotations
+           contradict deleted, so annotators' slips do not become preferred answers.
     y_l^t  y_w with one injected hallucination (the co-occurrence injector unless one is given)
     """
     from povid_eval.benches.coco import load_split
@@ -187,7 +189,12 @@ def world_preferences(
     )
     out = []
     for p, r in zip(stubs, picked):
-        chosen = correct_answer(p.rejected_noisy, r.counts) if cfg.chosen == "corrected" else p.chosen
+        if cfg.chosen == "corrected":
+            chosen = correct_answer(p.rejected_noisy, r.counts)
+        elif cfg.chosen == "first":
+            chosen = correct_answer(r.captions[0], r.counts)
+        else:
+            chosen = p.chosen
         injected = injector(chosen, r.counts, p.id) if chosen else None
         if injected is not None:
             out.append(replace(p, chosen=chosen, rejected_text=injected.text))

@@ -12,15 +12,17 @@
                       colour, ``canonical_caption`` of the time, else a random one; also in stage 3: a
                       deterministic target that depends on the layout makes the captioner look at the image)
     stage 3  tune     projector + LLM (tower frozen) on a mixture of the train split: captions, "Is there a
-                      {object} in the image?" -> Yes/No (balanced; ``partner_negatives`` of the negatives an
-                      absent usual partner of the scene, the others any absent category) and short answers
+                      {object} in the image?" -> Yes/No (``existence_sampling``: "image", 50/50 a visible
+                      category of the image or any absent one, as LLaVA's data; "object", balanced per object
+                      with ``partner_negatives`` of the negatives an absent usual partner: left the tiny model
+                      at chance on POPE) and short answers
                       (count, colour, place), half of the short questions with LLaVA-1.5's "Answer the
                       question using a single word or phrase."
 
 Every image-grounded training sequence is ``format_prompt(question)`` + `` {answer}</s>`` with the loss on the
 answer tokens only. The tower is frozen after stage 0, so its features are computed once per image. AdamW,
 linear warm-up then cosine decay to 10%, per stage. Deterministic given the seed and the thread count.
-About 13-14 minutes on one CPU thread (threads=1: on a shared 2-core machine two threads ran 10x slower).
+About 10 minutes on one CPU thread (threads=1: on a shared 2-core machine two threads ran 10x slower).
 Run: ``python -m povid_eval.world.pretrain --world data/world --out models/base``.
 """
 
@@ -77,15 +79,18 @@ class PretrainConfig:
 
     seed: int = 0
     text_scenes: int = 30000  # captions of freshly sampled scenes for stage 1
-    vision: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=2e-3, batch_size=64))
-    text: StageConfig = field(default_factory=lambda: StageConfig(steps=400, lr=3e-3, batch_size=64))
-    align: StageConfig = field(default_factory=lambda: StageConfig(steps=150, lr=2e-3, batch_size=32))
-    tune: StageConfig = field(default_factory=lambda: StageConfig(steps=1250, lr=1e-3, batch_size=32))
-    mix: tuple[float, ...] = (0.5, 0.25, 0.1, 0.15)  # tune: captions, yes/no, short answers, MME-style yes/no
+    vision: StageConfig = field(default_factory=lambda: StageConfig(steps=3000, lr=3e-3, batch_size=64))
+    text: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=3e-3, batch_size=64))
+    align: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=2e-3, batch_size=32))
+    tune: StageConfig = field(default_factory=lambda: StageConfig(steps=2500, lr=1e-3, batch_size=32))
+    mix: tuple[float, ...] = (0.4, 0.35, 0.1, 0.15)  # tune: captions, yes/no, short answers, MME-style yes/no
     canonical_caption: float = 1.0  # align/tune: share of caption targets that are the canonical caption
-    partner_negatives: float = 0.3  # tune yes/no: share of "No" questions about an absent usual partner
+    existence_sampling: str = "image"  # tune yes/no: "object" (yes_no_example) | "image" (yes_no_by_image)
+    partner_negatives: float = 0.5  # tune yes/no: share of "No" questions about an absent usual partner
     text_format: str = "chat"  # stage 1 text: "chat" (template without image, loss on the caption) | "plain"
-    sizes: dict = field(default_factory=dict)  # build_tiny_llava sizes
+    # build_tiny_llava sizes: a wider vision tower than DEFAULT_SIZES (it must tell 33 categories and 10 colours
+    # apart in 16 x 16 patches)
+    sizes: dict = field(default_factory=lambda: {"vision_hidden": 128, "vision_intermediate": 384})
     threads: int = 1  # on a shared 2-core machine, 2 intra-op threads ran 10x slower than 1 (oversubscription)
 
 
@@ -125,9 +130,7 @@ def sampled_scene_captions(n: int, seed: int) -> list[str]:
             colours[inst.category] = inst.colour
         mean = {c: (sum(p[0] for p in v) / len(v), sum(p[1] for p in v) / len(v)) for c, v in centres.items()}
         order = sorted(mean, key=lambda c: (round(mean[c][0]), round(mean[c][1]), c))
-        mentions = [
-            world_text.mention(c, len(centres[c]), colours[c], world_text.position_of(*mean[c])) for c in order
-        ]
+        mentions = [world_text.mention(c, len(centres[c]), colours[c], world_text.position_of(*mean[c])) for c in order]
         scene = next(s for s in SCENES if s.name == layout.scene)
         out.append(world_text.canonical_caption(scene.phrase, mentions))
     return out
@@ -280,22 +283,55 @@ def short_suffix() -> str:
     return LLAVA_SUFFIX
 
 
-def yes_no_example(
-    record: ImageRecord, categories: list[str], rng: random.Random, partner_negatives: float = 0.0
-) -> tuple[str, str]:
-    """'Is there a {object} in the image?' about a visible category (Yes) or an absent one (No), 50/50; the
-    absent one is a usual partner of the image's scene ``partner_negatives`` of the time, else any absent
-    category; half the time with the short-answer instruction."""
-    present = sorted(record.seen)
-    absent = [c for c in categories if c not in record.counts]
-    scene = SCENE_BY_NAME.get(record.scene)
-    partners = [c for c in (scene.core + scene.extras if scene else ()) if c not in record.counts]
+class ExistenceIndex:
+    """Which train images hold each category (visible), and which lack it though their scene usually has it."""
+
+    def __init__(self, records: Sequence[ImageRecord], categories: list[str]):
+        self.categories = list(categories)
+        self.present: dict[str, list[int]] = {c: [] for c in categories}
+        self.absent: dict[str, list[int]] = {c: [] for c in categories}
+        self.partner_absent: dict[str, list[int]] = {c: [] for c in categories}
+        for i, r in enumerate(records):
+            scene = SCENE_BY_NAME.get(r.scene)
+            usual = set(scene.core + scene.extras) if scene else set()
+            for c in categories:
+                if c in r.seen:
+                    self.present[c].append(i)
+                elif c not in r.counts:
+                    self.absent[c].append(i)
+                    if c in usual:
+                        self.partner_absent[c].append(i)
+
+
+def yes_no_by_image(records: Sequence[ImageRecord], index: ExistenceIndex, rng: random.Random) -> tuple[int, str, str]:
+    """(image, 'Is there a {object} in the image?', Yes/No), the image drawn first: a visible category of it
+    (Yes) or any category it lacks (No), 50/50 (LLaVA-style data: frequent objects are asked about, and
+    answered Yes, more often). Half the time with the short-answer instruction."""
+    i = rng.randrange(len(records))
+    present = sorted(records[i].seen)
+    absent = [c for c in index.categories if c not in records[i].counts]
     if present and (rng.random() < 0.5 or not absent):
-        question, answer = EXISTENCE_QUESTION.format(object=rng.choice(present)), "Yes"
+        name, answer = rng.choice(present), "Yes"
     else:
-        pool = partners if partners and rng.random() < partner_negatives else absent
-        question, answer = EXISTENCE_QUESTION.format(object=rng.choice(pool)), "No"
-    return (question + short_suffix(), answer) if rng.random() < 0.5 else (question, f"{answer}.")
+        name, answer = rng.choice(absent), "No"
+    question = EXISTENCE_QUESTION.format(object=name)
+    return (i, question + short_suffix(), answer) if rng.random() < 0.5 else (i, question, f"{answer}.")
+
+
+def yes_no_example(index: ExistenceIndex, rng: random.Random, partner_negatives: float = 0.0) -> tuple[int, str, str]:
+    """(image, 'Is there a {object} in the image?', Yes/No): the object is drawn first (uniformly), then the
+    answer (50/50), then an image that fits: one where the object is visible (Yes), or one that lacks it,
+    ``partner_negatives`` of the time an image whose scene usually has it (No). Every object is thus as often
+    a Yes as a No: the question alone tells nothing, the answer is in the pixels. Half the time with the
+    short-answer instruction."""
+    name = rng.choice([c for c in index.categories if index.present[c] and index.absent[c]])
+    if rng.random() < 0.5:
+        i, answer = rng.choice(index.present[name]), "Yes"
+    else:
+        pool = index.partner_absent[name] if index.partner_absent[name] and rng.random() < partner_negatives else []
+        i, answer = rng.choice(pool or index.absent[name]), "No"
+    question = EXISTENCE_QUESTION.format(object=name)
+    return (i, question + short_suffix(), answer) if rng.random() < 0.5 else (i, question, f"{answer}.")
 
 
 def short_answer_example(record: ImageRecord, rng: random.Random) -> tuple[str, str] | None:
@@ -471,13 +507,17 @@ def pretrain(
         "align", params, cfg.align, lambda s: batch_loss([caption_item() for _ in range(cfg.align.batch_size)]), log
     )
 
+    existence = ExistenceIndex(records, categories)
+
     def tune_item():
         kind = rng.choices(range(len(cfg.mix)), weights=cfg.mix)[0]
+        if kind == 1 and cfg.existence_sampling == "image":
+            return yes_no_by_image(records, existence, rng)
+        if kind == 1:
+            return yes_no_example(existence, rng, cfg.partner_negatives)
         i = rng.randrange(len(records))
         qa = (
-            yes_no_example(records[i], categories, rng, cfg.partner_negatives)
-            if kind == 1
-            else short_answer_example(records[i], rng)
+            short_answer_example(records[i], rng)
             if kind == 2
             else mme_style_example(records[i], categories, rng)
             if kind == 3
@@ -505,6 +545,7 @@ def pretrain(
             "text_scenes": cfg.text_scenes,
             "mix": list(cfg.mix),
             "canonical_caption": cfg.canonical_caption,
+            "existence_sampling": cfg.existence_sampling,
             "partner_negatives": cfg.partner_negatives,
             "text_format": cfg.text_format,
             "sizes": {**DEFAULT_SIZES, **cfg.sizes},
