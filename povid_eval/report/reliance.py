@@ -60,6 +60,17 @@ def bench_reliance(
             run_results.check_current(cards.load_model_card(model), registry.load_card(bench).name, results, step)
     card = run_results.run_card(a, bench, results)
     kind = registry.bench_of(card)
+    noised = [run_results.run_card(m, bench, results, step) for m in (a, b)]
+    if (
+        card.protocol_hash() != run_results.run_card(b, bench, results).protocol_hash()
+        or len({c.protocol_hash() for c in noised}) != 1
+        or any(c.image_noise != step for c in noised)
+    ):
+        raise InputError(
+            None,
+            f"bench '{bench}': {a} and {b} ran different protocols on the clean or the noised (t = {step}) images; "
+            "rerun one of them like the other",
+        )
     runs, units = {}, {}
     for model in (a, b):
         for noise in (0, step):
