@@ -113,3 +113,19 @@ def patched_benchmarks(tiny_env, tmp_path: Path, monkeypatch, card: str, old: st
     (benches / f"{card}.toml").write_text((benches / f"{card}.toml").read_text().replace(old, new))
     monkeypatch.setenv("POVID_EVAL_BENCHMARKS", str(benches))
     return benches
+
+
+# A small tiny-LLaVA (vlm/build.py sizes) for tests that build their own model.
+SMALL_SIZES = dict(
+    image_size=32,
+    patch_size=16,
+    vision_hidden=32,
+    vision_layers=1,
+    vision_heads=2,
+    vision_intermediate=64,
+    text_hidden=32,
+    text_layers=2,
+    text_heads=2,
+    text_intermediate=64,
+    max_positions=64,
+)

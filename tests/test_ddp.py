@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_SIZES
 from PIL import Image
 
 from povid_eval.core.errors import InputError
@@ -22,19 +23,7 @@ from povid_eval.train.loop import TrainConfig, train
 from povid_eval.train.preferences import Preference, write_preferences
 
 TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
-SMALL = dict(
-    image_size=32,
-    patch_size=16,
-    vision_hidden=32,
-    vision_layers=1,
-    vision_heads=2,
-    vision_intermediate=64,
-    text_hidden=32,
-    text_layers=2,
-    text_heads=2,
-    text_intermediate=64,
-    max_positions=64,
-)
+SMALL = SMALL_SIZES
 OBJECTS = ["dog", "cat", "car", "cup", "bowl", "sink", "person", "chair"]
 COMMON = dict(steps=3, batch_size=4, lr=5e-3, warmup=1, lora_r=4, lora_alpha=8, seed=3)
 CASES = {  # name: (TrainConfig fields, stop_after of a first run that is then resumed)

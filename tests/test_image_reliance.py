@@ -139,3 +139,17 @@ def test_compare_refuses_a_stale_noised_run(results, env, monkeypatch):
             reliance.reliance_sections("a", "b", ["chair"], results)
     finally:
         card.write_text(before)
+
+
+def test_compare_refuses_noised_runs_of_another_protocol(results):
+    path = results / "runs/b/noised-t500/chair/metrics.json"
+    before = path.read_text()
+    try:
+        path.write_text(before.replace('"image_noise": 500', '"image_noise": 400'))
+        with pytest.raises(InputError, match="different protocols"):
+            reliance.reliance_sections("a", "b", ["chair"], results)
+        path.write_text(before.replace('"image_noise": 500', '"image_noise": "500"'))
+        with pytest.raises(InputError, match="overrides"):
+            reliance.reliance_sections("a", "b", ["chair"], results)
+    finally:
+        path.write_text(before)

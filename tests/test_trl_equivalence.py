@@ -19,6 +19,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_SIZES
 from PIL import Image
 
 trl = pytest.importorskip("trl")
@@ -35,19 +36,7 @@ RECORDS = [  # (image, prompt, chosen, rejected); two records share an image
     (1, "Describe this image.", "Two cats are next to a bowl.", "Two cats are next to a car."),
     (0, "Is there a cat in the image?", "No", "Yes, a cat is on the right."),
 ]
-SMALL = dict(
-    image_size=32,
-    patch_size=16,
-    vision_hidden=32,
-    vision_layers=1,
-    vision_heads=2,
-    vision_intermediate=64,
-    text_hidden=32,
-    text_layers=2,
-    text_heads=2,
-    text_intermediate=64,
-    max_positions=64,
-)
+SMALL = SMALL_SIZES
 TOL = 1e-5  # absolute, on the loss and on every gradient element (gradients are O(1e-3 .. 1e-1) here)
 
 

@@ -58,14 +58,24 @@ def bench_reliance(
     for model in (a, b):  # a stale noised run is never reported (run/results.check_current)
         if run_results.card_exists(model):
             run_results.check_current(cards.load_model_card(model), registry.load_card(bench).name, results, step)
-    card = run_results.run_card(a, bench, results)
+    run_cards = {(m, noise): run_results.run_card(m, bench, results, noise) for m in (a, b) for noise in (0, step)}
+    card = run_cards[a, 0]
     kind = registry.bench_of(card)
+    noised = [run_cards[m, step] for m in (a, b)]
+    if (
+        card.protocol_hash() != run_cards[b, 0].protocol_hash()
+        or len({c.protocol_hash() for c in noised}) != 1
+        or any(c.image_noise != step for c in noised)
+    ):
+        raise InputError(
+            None,
+            f"bench '{bench}': {a} and {b} ran different protocols on the clean or the noised (t = {step}) images; "
+            "rerun one of them like the other",
+        )
     runs, units = {}, {}
-    for model in (a, b):
-        for noise in (0, step):
-            c = run_results.run_card(model, bench, results, noise)
-            runs[model, noise] = aligned_samples(model, bench, results, noise)
-            units[model, noise], from_sums = units_of(c, runs[model, noise], run_arguments(model, c, results, noise))
+    for (model, noise), c in run_cards.items():
+        runs[model, noise] = aligned_samples(model, bench, results, noise)
+        units[model, noise], from_sums = units_of(c, runs[model, noise], run_arguments(model, c, results, noise))
     shapes = {m.shape for m in units.values()}
     if len(shapes) != 1:
         raise InputError(

@@ -40,7 +40,7 @@ def read_metrics(path: Path) -> dict:
             raise InputError(path, f"expected [lo, hi] numbers, got {json.dumps(pair)[:60]}", field=f"intervals.{key}")
     overrides = data.get("overrides", {})
     if not isinstance(overrides, dict) or not all(
-        isinstance(v, str) or (k == "image_noise" and type(v) is int and 0 < v < 1000) for k, v in overrides.items()
+        (type(v) is int and 0 < v < 1000) if k == "image_noise" else isinstance(v, str) for k, v in overrides.items()
     ):
         raise InputError(
             path, "expected an object of paths (data, the bench's own options) and image_noise", field="overrides"

@@ -276,15 +276,19 @@ class Scorer:
         )
         device = self.vlm.device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        embeds = model.get_input_embeddings()(input_ids)
-        image_mask = input_ids == self.vlm.image_token_id
-        image_embeds = torch.cat([features[r.image] for r in rows]).to(embeds.dtype)
-        embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_embeds)
+        embeds = self._embeds(input_ids, [features[r.image] for r in rows])
         out = model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
         logps = token_logprobs(out.logits, input_ids, response_mask.to(device))
         if with_token_counts:
             return logps, response_mask[:, 1:].sum(-1).to(device)
         return logps
+
+    def _embeds(self, input_ids: torch.Tensor, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Token embeddings of ``input_ids`` with each sequence's image tokens replaced by its image's features
+        (``images``: one [n_image_tokens, hidden] tensor per sequence, in order)."""
+        embeds = self.vlm.model.get_input_embeddings()(input_ids)
+        image_mask = (input_ids == self.vlm.image_token_id).unsqueeze(-1)
+        return embeds.masked_scatter(image_mask, torch.cat(list(images)).to(embeds.dtype))
 
     def _shared_logprobs(self, rows: Sequence[Row], features: dict[tuple, torch.Tensor], with_token_counts: bool):
         model = self.vlm.model
@@ -296,10 +300,7 @@ class Scorer:
         )
         device = self.vlm.device
         input_ids = pack.input_ids.to(device)
-        embeds = model.get_input_embeddings()(input_ids)
-        image_mask = input_ids == self.vlm.image_token_id
-        image_embeds = torch.cat([features[rows[g[0]].image] for g in pack.groups]).to(embeds.dtype)
-        embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_embeds)
+        embeds = self._embeds(input_ids, [features[rows[g[0]].image] for g in pack.groups])
         keep = input_ids.shape[1] - pack.first_pred  # logits only from the first predicting position on
         out = model(
             inputs_embeds=embeds,
