@@ -11,8 +11,10 @@ Visibility of an instance (from the render's visible fraction f and the sampling
 An object (a category in an image) is ``clear`` when one of its instances is, ``weak`` when none is clear but
 one is not hidden, ``hidden`` otherwise. Captions never name hidden objects. The first caption is the
 canonical one: "A {scene} with {list}." naming every other object left to right (canonical_order) with its
-count and colour, under the category's own name; like a real annotator it is sometimes wrong: in 10% of the
-images (RATES["caption_noise"]) it also names one absent usual partner of the scene (noise_partner). The four
+count and colour, under the category's own name. Training captions are noisy the way detailed-caption data
+is: in 40% of the train images (RATES["caption_noise"]) the canonical caption also names one absent usual
+partner of the scene (noise_partner), at a random place in the list; a captioner trained on them learns to
+name partners it cannot see. The val split's references are clean (they are CHAIR's ground truth). The four
 others use the varied templates and name each clear object with probability 0.85 and each weak one with 0.5
 (at least one object), in random order, by a CHAIR synonym (one per object and image) 25% of the time.
 """
@@ -166,8 +168,10 @@ def noise_partner(image: WorldImage, rng: random.Random) -> WorldObject | None:
     return WorldObject(name, colour, 1, text.position_of(*centre), "noise", 0, centre, (0, 0, 0, 0))
 
 
-def captions(image: WorldImage, seed: int, n: int = 5) -> list[str]:
-    """n reference captions of an image (see module docstring), from their own random stream."""
+def captions(image: WorldImage, seed: int, n: int = 5, noise: float = RATES["caption_noise"]) -> list[str]:
+    """n reference captions of an image (see module docstring), from their own random stream; ``noise``: the
+    chance that the canonical one names an absent usual partner (0 for the benchmark split: its references are
+    ground truth)."""
     rng = image_rng(seed, "captions", image.image_id)
     seen = [o for o in image.objects if o.salience != "hidden"]
     scene = SCENE_BY_NAME[image.scene].phrase
@@ -176,7 +180,7 @@ def captions(image: WorldImage, seed: int, n: int = 5) -> list[str]:
     if not seen:
         return [text.capitalize(f"an image of {text.scene_a(scene)}.")] * n
     canonical = canonical_order(seen)
-    if rng.random() < RATES["caption_noise"] and (extra := noise_partner(image, rng)):
+    if rng.random() < noise and (extra := noise_partner(image, rng)):
         canonical.insert(rng.randrange(len(canonical) + 1), extra)
     out = [text.canonical_caption(scene, [o.mention() for o in canonical])]
     for template in templates:
