@@ -15,7 +15,7 @@ from povid_eval.run import runner
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "models" / "base"
 LIMIT = 20
-BIASES = "0,5,6"
+BIASES = "0,7,7.5"
 needs_base = pytest.mark.skipif(not (BASE / "model.safetensors").is_file(), reason="models/base not built")
 
 
@@ -97,20 +97,20 @@ def test_sweep_cli_plain_run_and_cached_rerun(bench_env, monkeypatch, capsys, tm
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"frontier of base on chair (n = {LIMIT})"
     assert lines[2].split() == ["bias", "CHAIRs", "CHAIRi", "Recall", "mean_words", "grounding_gap"]
-    assert [line.split()[0] for line in lines[3:]] == ["0", "5", "6"]
+    assert [line.split()[0] for line in lines[3:]] == ["0", "7", "7.5"]
 
     path = out / "runs" / "base" / "frontier" / "chair" / "frontier.json"
     written = path.read_bytes()
     result = json.loads(written)
-    assert result["model"] == "base" and result["bench"] == "chair" and result["biases"] == [0.0, 5.0, 6.0]
+    assert result["model"] == "base" and result["bench"] == "chair" and result["biases"] == [0.0, 7.0, 7.5]
     points = result["points"]
     assert [p["Recall"] for p in points] == sorted(p["Recall"] for p in points)
     by_bias = {p["bias"]: p for p in points}
-    for bias in (0, 5, 6):
+    for bias in (0, 7, 7.5):
         samples = out / "runs" / "base" / "frontier" / "chair" / f"bias_{bias}" / "samples.jsonl"
         assert len(samples.read_text().splitlines()) == LIMIT
-    assert by_bias[6.0]["mean_words"] < by_bias[5.0]["mean_words"] < by_bias[0.0]["mean_words"]
-    assert by_bias[6.0]["Recall"] < by_bias[0.0]["Recall"]
+    assert by_bias[7.5]["mean_words"] < by_bias[7.0]["mean_words"] < by_bias[0.0]["mean_words"]
+    assert by_bias[7.5]["Recall"] < by_bias[0.0]["Recall"]
 
     plain = runner.run("base", "chair", limit=LIMIT, results=tmp_path / "plain", progress=False)
     assert all(by_bias[0.0][k] == v for k, v in plain["metrics"].items() if isinstance(v, (int, float)))
@@ -120,5 +120,5 @@ def test_sweep_cli_plain_run_and_cached_rerun(bench_env, monkeypatch, capsys, tm
         raise AssertionError("a cached frontier must not generate")
 
     monkeypatch.setattr(fr, "for_card", no_generation)
-    again = fr.frontier("base", "chair", biases=[6, 0, 5], limit=LIMIT, results=out, progress=False)
+    again = fr.frontier("base", "chair", biases=[7.5, 0, 7], limit=LIMIT, results=out, progress=False)
     assert again == result and path.read_bytes() == written

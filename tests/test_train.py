@@ -55,7 +55,9 @@ def vlm():
 
 @pytest.fixture(scope="module")
 def prefs(world, vlm):
-    prefs = world_preferences(vlm, world, RecipeConfig(images=12, gen_batch_size=12), TEMPLATE, progress=False)
+    prefs = world_preferences(
+        vlm, world, RecipeConfig(images=12, gen_batch_size=12, chosen="first"), TEMPLATE, progress=False
+    )
     assert len(prefs) >= 8
     return prefs[:8]
 
@@ -89,10 +91,34 @@ def test_swap_keeps_number_and_article():
 def test_add_and_attribute_edits(injector):
     rng = __import__("random").Random(1)
     added = injector.add("A street with a car, a person and a stop sign.", {"car", "person", "stop sign"}, rng)
-    assert added.text.count(",") == 2 and added.text.endswith("and a stop sign.")
+    assert added.text.count(",") == 2 and added.text.endswith(" and a stop sign.")
     changed = injector.attribute("Two red cups on the left.", {"cup"}, rng)
     assert changed.text != "Two red cups on the left." and len(changed.text.split()) >= 5
     assert injector("Nothing to see.", set(), "x") is None
+
+
+def test_add_puts_the_object_into_the_list_in_its_style_at_any_position(injector):
+    caption = "A kitchen with a white oven, a gray sink and two blue cups."
+    present = {"oven", "sink", "cup"}
+    add = inject.CooccurrenceInjector(injector.cooc, injector.freq, weights={"add": 1})
+    texts = {add(caption, present, str(k)).text for k in range(40)}
+    starts = set()
+    for text in texts:  # one new item "a <colour> <object>", the list still "x, y, z and w."
+        new = [m for m in inject.find_mentions(text) if m.category not in present]
+        assert len(new) == 1 and text.startswith("A kitchen with a ") and text.endswith(" and two blue cups.")
+        words = text[: new[0].start].split()
+        assert words[-1] in ("white", "gray", "blue") and words[-2] in ("a", "an")
+        starts.add(sum(1 for m in inject.find_mentions(text) if m.start < new[0].start))
+    assert starts == {0, 1, 2}  # before the first, the second and the last item
+    assert add("A living room with a red couch.", {"couch"}, "k").text.endswith(" and a red couch.")
+    assert " and " in add("Two puppies in a park.", {"dog"}, "k").text  # no list: after the first mention
+
+
+def test_omit_deletes_a_present_object_and_keeps_a_list(injector):
+    omit = inject.CooccurrenceInjector(injector.cooc, injector.freq, weights={"omit": 1})
+    result = omit("A kitchen with a white oven, a gray sink and two blue cups.", {"oven", "sink", "cup"}, "k")
+    assert result.op == "omit" and len(inject.find_mentions(result.text)) == 2
+    assert omit("A living room with a red couch.", {"couch"}, "k") is None
 
 
 def test_llm_injection_gets_cooccurring_candidates(injector):

@@ -22,6 +22,7 @@ Comparing model A with model B on the same bench (units aligned row by row: row 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -30,10 +31,15 @@ import numpy as np
 FromSums = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
+@functools.lru_cache(maxsize=8)
 def resample_counts(n_units: int, n_resamples: int = 10_000, seed: int = 0) -> np.ndarray:
-    """(n_resamples, n_units) counts: how often each unit is drawn in each resample (each row sums to n)."""
+    """(n_resamples, n_units) counts: how often each unit is drawn in each resample (each row sums to n).
+    A pure function of its arguments, kept for the next caller (a report draws the same matrix for every
+    metric of a bench; read-only, so no caller can change it for the others)."""
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_resamples)
+    counts = rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_resamples)
+    counts.setflags(write=False)
+    return counts
 
 
 def bootstrap_intervals(

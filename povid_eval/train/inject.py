@@ -8,8 +8,12 @@ annotations alone (no network), one edit of the correct caption y_w per call:
     swap       a correctly named object -> an ABSENT object that co-occurs with the image's objects
                (same number, article fixed): y_l^t has y_w's length, so DPO cannot win by preferring
                shorter answers; it must prefer the object that is in the image
-    add        an absent co-occurring object inserted into the caption's list ("a, b and c" -> "a, b, X and c")
+    add        an absent co-occurring object inserted into the caption's list at a random item, in the style of
+               its neighbour ("a red a, a blue b and c" -> "a red a, a red X, a blue b and c")
     attribute  a colour, a count or a position/relation word changed (red -> blue, two -> three, left -> right)
+    omit       (not one of POVID's edits, weight 0 by default) a correctly named object deleted: the opposite
+               error, for length-neutral pairs with ``add`` (every add makes y_l^t one item longer than y_w,
+               and DPO then also learns "end the list earlier")
 
 Absent candidates are the categories not annotated in the image, drawn with probability proportional to
 
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 
 from povid_eval.benches.chair.scorer import Vocabulary, load_vocabulary
 
-OPS = ("swap", "add", "attribute")
+OPS = ("swap", "add", "attribute", "omit")
 DEFAULT_WEIGHTS = {"swap": 0.6, "add": 0.2, "attribute": 0.2}
 
 COLOURS = ("red", "blue", "green", "yellow", "brown", "gray", "white", "black", "pink", "purple")
@@ -133,6 +137,11 @@ def _replace_noun(text: str, mention: Mention, new: str) -> str:
     return before + word + after
 
 
+_NOUN_PHRASE_HEAD = re.compile(
+    rf"\b(?:a|an|one|two|three|four|the)\s+(?:(?P<colour>{'|'.join(COLOURS)})\s+)?$", re.IGNORECASE
+)
+
+
 class CooccurrenceInjector:
     """Rule-based y_l^t from co-occurrence statistics (module docstring). Call it as
     ``injector(caption, present_categories, key)``; returns an Injection, or None when no edit applies."""
@@ -192,17 +201,36 @@ class CooccurrenceInjector:
         return Injection(_replace_noun(caption, mention, new), "swap", f"{mention.category} -> {new}")
 
     def add(self, caption: str, present: set[str], rng: random.Random) -> Injection | None:
+        """An absent co-occurring object inserted as a new item of the caption's object list, in the style of
+        the item it is put before (with a colour word when that item has one, the colour drawn from the
+        caption's own colour words), at a position drawn uniformly among the list's items (noun phrases
+        after "with", a comma or "and"): "a white oven, a gray sink and two cups" -> "a white oven, a white
+        refrigerator, a gray sink and two cups". The position varies so that y_l^t differs from y_w by the
+        object, not by where lists end. A caption without a list gets it after its first mention ("two
+        puppies and a bench in a park")."""
         new = self._draw_absent(present, rng)
         mentions = find_mentions(caption, self.vocab)
         if new is None or not mentions:
             return None
-        phrase = f"{article(new)} {new}"
-        last_and = caption.rfind(" and ")
-        if last_and > mentions[0].start:
-            text = caption[:last_and] + f", {phrase}" + caption[last_and:]
-        else:
+        anchors = []
+        for m in mentions:
+            head = _NOUN_PHRASE_HEAD.search(caption[: m.start])
+            start = head.start() if head else m.start
+            if caption[:start].endswith((", ", " and ", " with ")):
+                anchors.append((start, head))
+        if not anchors:  # no list: "two puppies in a park" -> "two puppies and a bench in a park"
             end = mentions[0].end
-            text = caption[:end] + f" and {phrase}" + caption[end:]
+            return Injection(caption[:end] + f" and {article(new)} {new}" + caption[end:], "add", f"+ {new}")
+        start, head = rng.choice(anchors)
+        colours = [w for w in re.findall(r"\b[a-z]+\b", caption.lower()) if w in COLOURS]
+        words = f"{rng.choice(colours)} {new}" if head and head.group("colour") and colours else new
+        before, item = caption[:start], f"{article(words)} {words}"
+        if before.endswith(" and "):  # before the last item: "b and c" -> "b, X and c"
+            text = before[: -len(" and ")] + f", {item} and " + caption[start:]
+        elif not re.search(r", | and ", caption[start:].split(".")[0]):  # a list of one: "with X and c"
+            text = before + f"{item} and " + caption[start:]
+        else:
+            text = before + f"{item}, " + caption[start:]
         return Injection(text, "add", f"+ {new}")
 
     def attribute(self, caption: str, present: set[str], rng: random.Random) -> Injection | None:
@@ -220,6 +248,17 @@ class CooccurrenceInjector:
             return None
         m, new = rng.choice(options)
         return Injection(caption[: m.start()] + new + caption[m.end() :], "attribute", f"{m.group(0)} -> {new}")
+
+    def omit(self, caption: str, present: set[str], rng: random.Random) -> Injection | None:
+        """A correctly named object deleted (its list item, or its sentence): an omission, the error opposite
+        to ``add``. Not one of POVID's edits; with ``add`` it makes the text pairs length-neutral (see the
+        module docstring)."""
+        correct = [m for m in find_mentions(caption, self.vocab) if m.category in present]
+        for m in rng.sample(correct, len(correct)):
+            text = _remove_mention(caption, m)
+            if text and find_mentions(text, self.vocab):
+                return Injection(text, "omit", f"- {m.category}")
+        return None
 
     def __call__(self, caption: str, present: Iterable[str], key: str) -> Injection | None:
         """One edit, the op drawn by weight; an op that does not apply falls back to the others in OPS order."""

@@ -11,10 +11,9 @@ Recipes (``--recipe``): ``povid`` (both stages), ``dpo`` (text pairs only: stage
 ``noise-only`` (the paper's ablation: DPO on (y_w, y_l^n) only). The result is a PEFT adapter on the base and
 a model card (models/<out>.toml) so that ``povid-eval run --model <out>`` evaluates it.
 
-The embedded default's numbers (RecipeConfig) were chosen by measurement on the world (README): stage 2 is
-short because the tiny base answers every image of a scene with one templated caption, so y_l^n is always
-in that template while y_w varies; a long noisy term teaches "avoid the base's template" (noise-only DPO
-collapses the captions) rather than "avoid what is not in the image".
+The embedded default's numbers (povid.toml) were chosen by measurement on the world (README, "POVID
+training"): y_w is the image's canonical caption (every visible object, left to right) with the annotators'
+slips deleted, so that no absent object is ever preferred.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ from povid_eval.train.preferences import Preference, import_povid_release, read_
 from povid_eval.vlm.noise import DEFAULT_STEP
 
 RECIPES = ("povid", "dpo", "noise-only")
-CHOSEN = ("reference", "corrected")
+CHOSEN = ("reference", "corrected", "first")
 CAPTION_PROMPT = "Describe this image."
 
 
@@ -56,8 +55,9 @@ class RecipeConfig:
     in the adapter's train_info.json."""
 
     images: int = 2000  # training images of the world's train split (first N by a seeded shuffle)
-    chosen: str = "reference"  # y_w: "reference" (the longest reference caption) or "corrected" (y_l^n minus
-    #                            what the annotations contradict: the model's words, the world's facts)
+    chosen: str = "reference"  # y_w: "reference" (the longest reference caption), "first" (the first one minus
+    #                            what the annotations contradict) or "corrected" (y_l^n minus what they
+    #                            contradict: the model's words, the world's facts)
     injector_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     noise_step: int = DEFAULT_STEP
     max_new_tokens: int = 64
@@ -148,7 +148,9 @@ def world_preferences(
     y_l^n  the base's greedy answer under the noised image (add_noisy_rejections)
     y_w    ``cfg.chosen == "corrected"``: y_l^n with every object the annotations contradict deleted
            (inject.correct_answer): the ground truth in the model's own words; records where nothing
-           sensible is left are dropped. ``"reference"``: the image's longest reference caption.
+           sensible is left are dropped. ``"reference"``: the image's longest reference caption. ``"first"``:
+           its first reference caption (a COCO image's first annotator's) with every object the annotations
+           contradict deleted, so annotators' slips do not become preferred answers.
     y_l^t  y_w with one injected hallucination (the co-occurrence injector unless one is given)
     """
     from povid_eval.benches.coco import load_split
@@ -187,7 +189,12 @@ def world_preferences(
     )
     out = []
     for p, r in zip(stubs, picked):
-        chosen = correct_answer(p.rejected_noisy, r.counts) if cfg.chosen == "corrected" else p.chosen
+        if cfg.chosen == "corrected":
+            chosen = correct_answer(p.rejected_noisy, r.counts)
+        elif cfg.chosen == "first":
+            chosen = correct_answer(r.captions[0], r.counts)
+        else:
+            chosen = p.chosen
         injected = injector(chosen, r.counts, p.id) if chosen else None
         if injected is not None:
             out.append(replace(p, chosen=chosen, rejected_text=injected.text))

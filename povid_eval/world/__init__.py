@@ -51,7 +51,7 @@ MAX_TRIES = 500
 def build_world(
     out: Path,
     seed: int = 0,
-    n_train: int = 4000,
+    n_train: int = 8000,
     n_val: int = 500,
     *,
     n_pope_images: int = 500,
@@ -118,7 +118,8 @@ def _build(root: Path, seed: int, n_train: int, n_val: int, n_pope_images: int, 
         images = [make_image(seed, "coco", first + k) for k in range(1, n + 1)]
         for im in images:
             export.write(root, f"images/{split}/{im.file_name}", im.png)
-        caps = {im.image_id: captions(im, seed) for im in images}
+        noise = RATES["caption_noise"] if split == "train" else 0.0  # val references are CHAIR's ground truth
+        caps = {im.image_id: captions(im, seed, noise=noise) for im in images}
         instances = export.instances_json(images, ann_id)
         ann_id += len(instances["annotations"])
         export.write(root, f"annotations/instances_{split}.json", export.dumps(instances))

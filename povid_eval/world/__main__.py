@@ -18,12 +18,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m povid_eval.world", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-train", type=int, default=4000)
+    ap.add_argument("--n-train", type=int, default=8000)
     ap.add_argument("--n-val", type=int, default=500)
     args = ap.parse_args(argv)
     default = args.out.resolve() == (ROOT / DEFAULT_OUT).resolve() and (args.seed, args.n_train, args.n_val) == (
         0,
-        4000,
+        8000,
         500,
     )
     start = time.perf_counter()

@@ -9,10 +9,14 @@ Visibility of an instance (from the render's visible fraction f and the sampling
     clear      otherwise
 
 An object (a category in an image) is ``clear`` when one of its instances is, ``weak`` when none is clear but
-one is not hidden, ``hidden`` otherwise. Captions never name hidden objects: the first caption names every
-other object (largest first), the four others name each clear object with probability 0.85 and each weak one
-with 0.5 (at least one object). An object is called by a CHAIR synonym (one per object and image) 25% of the
-time.
+one is not hidden, ``hidden`` otherwise. Captions never name hidden objects. The first caption is the
+canonical one: "A {scene} with {list}." naming every other object left to right (canonical_order) with its
+count and colour, under the category's own name. Training captions are noisy the way detailed-caption data
+is: in 40% of the train images (RATES["caption_noise"]) the canonical caption also names one absent usual
+partner of the scene (noise_partner), at a random place in the list; a captioner trained on them learns to
+name partners it cannot see. The val split's references are clean (they are CHAIR's ground truth). The four
+others use the varied templates and name each clear object with probability 0.85 and each weak one with 0.5
+(at least one object), in random order, by a CHAIR synonym (one per object and image) 25% of the time.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from povid_eval.world import text
-from povid_eval.world.catalog import SCENE_BY_NAME, Scene
+from povid_eval.world.catalog import CATEGORY_BY_NAME, RATES, SCENE_BY_NAME, Scene
 from povid_eval.world.render import png_bytes, render
 from povid_eval.world.sampling import Instance, sample_layout
 
@@ -144,24 +148,45 @@ def make_image(
     )
 
 
-def captions(image: WorldImage, seed: int, n: int = 5) -> list[str]:
-    """n reference captions of an image (see module docstring), from their own random stream."""
+def canonical_order(objects) -> list[WorldObject]:
+    """Objects left to right (by the mean centre of their instances; top to bottom, then name, on ties)."""
+    return sorted(objects, key=lambda o: (round(o.center[0]), round(o.center[1]), o.category))
+
+
+def noise_partner(image: WorldImage, rng: random.Random) -> WorldObject | None:
+    """An absent usual partner of the image's scene (a dropped core category first, else an absent extra) as
+    an annotator might wrongly add it: one instance, a usual colour, a random place."""
+    scene = SCENE_BY_NAME[image.scene]
+    present = {o.category for o in image.objects}
+    pool = list(image.missing) or [c for c in scene.extras if c not in present]
+    if not pool:
+        return None
+    name = rng.choice(pool)
+    names, weights = zip(*CATEGORY_BY_NAME[name].colours)
+    colour = rng.choices(names, weights=weights)[0]
+    centre = (rng.uniform(8, 56), rng.uniform(8, 56))
+    return WorldObject(name, colour, 1, text.position_of(*centre), "noise", 0, centre, (0, 0, 0, 0))
+
+
+def captions(image: WorldImage, seed: int, n: int = 5, noise: float = RATES["caption_noise"]) -> list[str]:
+    """n reference captions of an image (see module docstring), from their own random stream; ``noise``: the
+    chance that the canonical one names an absent usual partner (0 for the benchmark split: its references are
+    ground truth)."""
     rng = image_rng(seed, "captions", image.image_id)
     seen = [o for o in image.objects if o.salience != "hidden"]
     scene = SCENE_BY_NAME[image.scene].phrase
-    templates = rng.sample(text.CAPTION_TEMPLATES, n)
+    templates = rng.sample(text.CAPTION_TEMPLATES, n - 1)
     synonyms = {o.category: rng.choice(text.SYNONYMS[o.category]) for o in seen if o.category in text.SYNONYMS}
-    out = []
-    for k, template in enumerate(templates):
-        if not seen:
-            out.append(text.capitalize(f"an image of {text.scene_a(scene)}."))
-            continue
-        if k == 0:
-            chosen = sorted(seen, key=lambda o: -o.area)
-        else:
-            chosen = [o for o in seen if rng.random() < (0.85 if o.salience == "clear" else 0.5)]
-            chosen = chosen or [max(seen, key=lambda o: o.area)]
-            rng.shuffle(chosen)
+    if not seen:
+        return [text.capitalize(f"an image of {text.scene_a(scene)}.")] * n
+    canonical = canonical_order(seen)
+    if rng.random() < noise and (extra := noise_partner(image, rng)):
+        canonical.insert(rng.randrange(len(canonical) + 1), extra)
+    out = [text.canonical_caption(scene, [o.mention() for o in canonical])]
+    for template in templates:
+        chosen = [o for o in seen if rng.random() < (0.85 if o.salience == "clear" else 0.5)]
+        chosen = chosen or [max(seen, key=lambda o: o.area)]
+        rng.shuffle(chosen)
         mentions = [o.mention(synonyms.get(o.category) if rng.random() < SYNONYM_RATE else None) for o in chosen]
         out.append(text.caption(scene, mentions, rng, template))
     return out

@@ -2,9 +2,9 @@
 
 Per image (rates in catalog.RATES):
     scene      uniform over the scene types
-    core       all four core categories, except in a "break" image (30%), which drops one of them (or two,
-               one break in four); the dropped ones are recorded as ``missing``
-    extras     each extra category of the scene with probability 0.3; one outsider (a category of another
+    core       all four core categories, except in a "break" image (50%), which drops one of them (or two,
+               two breaks in five); the dropped ones are recorded as ``missing``
+    extras     each extra category of the scene with probability 0.25; one outsider (a category of another
                scene) with probability 0.12; at most 6 categories (extras and outsiders give way first)
     count      1, 2 (20%) or 3 (8%) instances, within the category's max_count; at most 9 instances
     colour     one per category (its instances share it): the category's usual colours by weight, a uniform

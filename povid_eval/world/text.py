@@ -49,6 +49,7 @@ POSITIONS = {
 }
 RELATIONS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
 
+CANONICAL_TEMPLATE = "{Scene_a} with {list}."  # the first reference caption: every object, left to right
 CAPTION_TEMPLATES = (
     "{Scene_a} with {list}.",
     "{List} in {scene_a}.",
@@ -190,6 +191,13 @@ def caption(scene: str, mentions: list[Mention], rng: random.Random, template: s
     return text
 
 
+def canonical_caption(scene: str, mentions: list[Mention]) -> str:
+    """The canonical caption: CANONICAL_TEMPLATE with every mention's count and colour, in the order given
+    (the world lists objects left to right): 'A kitchen with a white oven, two blue cups and a gray sink.'"""
+    listed = join([m.phrase(colour=True) for m in mentions])
+    return CANONICAL_TEMPLATE.format(Scene_a=capitalize(scene_a(scene)), list=listed)
+
+
 def sentences(mentions: list[Mention]) -> str:
     """A detailed description: every object with its colour, then each single object's position."""
     first = mentions[0]
@@ -203,7 +211,7 @@ def sentences(mentions: list[Mention]) -> str:
 def vocabulary() -> list[str]:
     """Every word the world's texts can contain (sorted): templates, object names, synonyms, plurals,
     colours, numbers, positions, scenes."""
-    texts = list(CAPTION_TEMPLATES) + list(COLOUR_SENTENCE) + list(POSITION_SENTENCE)
+    texts = [CANONICAL_TEMPLATE, *CAPTION_TEMPLATES, *COLOUR_SENTENCE] + list(POSITION_SENTENCE)
     texts += [POPE_QUESTION, LLAVA_SUFFIX, MME_SUFFIX, *EXTRA_WORDS]
     texts += [t for ts in MME_TEMPLATES.values() for t in ts]
     texts += [t for pair in MMHAL_TEMPLATES.values() for t in pair]
