@@ -1505,6 +1505,7 @@ RECIPE_VALUES = [
     ("max-new-tokens-0", {"max_new_tokens": "0"}, {}, "max_new_tokens"),
     ("gen-batch-size-0", {"gen_batch_size": "0"}, {}, "gen_batch_size"),
     ("injector-weights-not-table", {"injector_weights": "3"}, {}, "injector_weights"),
+    ("injector-weights-unknown-op", {"injector_weights": "{ drop = 1.0 }"}, {}, "unknown injection op(s) drop"),
     ("stage1-unknown-key", {}, {"epochs": "2"}, "stage1.epochs"),
     ("stage1-loss-foo", {}, {"loss": '"foo"'}, "stage1.loss"),
     ("stage1-noisy-form-foo", {}, {"noisy_form": '"foo"'}, "stage1.noisy_form"),

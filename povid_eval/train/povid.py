@@ -38,7 +38,7 @@ from povid_eval.core.errors import InputError, PovidError
 from povid_eval.core.io import atomic_write_json, read_json, require_file
 from povid_eval.core.paths import cache_dir
 from povid_eval.run.fingerprint import fingerprint, fingerprint_hash
-from povid_eval.train.inject import DEFAULT_WEIGHTS
+from povid_eval.train.inject import DEFAULT_WEIGHTS, OPS
 from povid_eval.train.loop import LOSSES, NOISY_FORMS, TrainConfig, train
 from povid_eval.train.preferences import Preference, import_povid_release, read_preferences, write_preferences
 from povid_eval.vlm.noise import DEFAULT_STEP
@@ -111,7 +111,9 @@ RECIPE_RULES = {
     "gen_batch_size": cards.at_least(1),
     "seed": cards.at_least(0),
     "injector_weights": lambda v: (
-        None
+        f"unknown injection op(s) {', '.join(sorted(set(v) - set(OPS)))} (known: {', '.join(OPS)})"
+        if set(v) - set(OPS)
+        else None
         if all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v.values())
         else "expected a table of weights >= 0"
     ),
