@@ -6,6 +6,7 @@ import errno
 import gzip
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,18 @@ MAX_TEXT_CHARS = 200_000  # a text field longer than this (a caption, an answer,
 
 def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` (a sibling of ``out``) in ``out``'s place: a reader sees the old folder or
+    the new one, never a half-written one (the old one is moved aside first, then removed)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:

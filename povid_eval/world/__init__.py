@@ -19,7 +19,6 @@ Why models hallucinate here: see catalog.py (co-occurrence, breaks) and generate
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from povid_eval.benches.mmhal import judges
 from povid_eval.benches.mmhal.scorer import TYPES as mmhal_types
 from povid_eval.core import paths
 from povid_eval.core.errors import MissingAssetError, PovidError
-from povid_eval.core.io import atomic_write_json, read_json
+from povid_eval.core.io import atomic_write_json, read_json, replace_dir
 from povid_eval.world import benchsets, export, text
 from povid_eval.world.catalog import RATES, SCENES
 from povid_eval.world.generate import WorldImage, captions, image_rng, make_image
@@ -69,7 +68,7 @@ def build_world(
     try:
         manifest = _build(tmp, seed, n_train, n_val, n_pope_images, n_mme_images)
         paths.mark(tmp, "world")
-        _replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -96,16 +95,6 @@ def load_manifest(out: Path = DEFAULT_OUT, verify: bool = False) -> dict:
 
 def summary(manifest: dict) -> dict:
     return {k: manifest[k] for k in ("format_version", "seed", "counts", "sha256", "files")}
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def _build(root: Path, seed: int, n_train: int, n_val: int, n_pope_images: int, n_mme_images: int) -> dict:

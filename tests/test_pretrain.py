@@ -1,0 +1,49 @@
+"""The tiny base's pretraining (world/pretrain.py) on the shared tiny world, a few steps per stage: it writes a
+loadable model with its train_info, and a failure while saving leaves the earlier folder as it was."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from povid_eval.world import pretrain as pt
+
+SIZES = {"vision_hidden": 32, "vision_intermediate": 64, "text_hidden": 32, "text_intermediate": 64}
+
+
+def _config():
+    cfg = pt.PretrainConfig(text_scenes=40, sizes={**pt.PretrainConfig().sizes, **SIZES})
+    for stage in ("vision", "text", "align", "tune"):
+        setattr(cfg, stage, replace(getattr(cfg, stage), steps=2, warmup=1, batch_size=4))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain") / "base"
+    info = pt.pretrain(tiny_env[0] / "world", out, config=_config(), command="test", log=lambda line: None)
+    return out, info
+
+
+def test_pretrain_writes_a_loadable_model_and_its_train_info(trained):
+    from povid_eval.vlm import load_vlm
+
+    out, info = trained
+    assert json.loads((out / "train_info.json").read_text()) == info
+    assert [s["steps"] for s in info["stages"].values()] == [2, 2, 2, 2]
+    assert load_vlm(out).model.config.text_config.num_hidden_layers == 4
+    assert [p.name for p in out.parent.iterdir()] == ["base"]  # no temporary folder left beside it
+
+
+def test_a_failed_save_leaves_the_earlier_model(trained, tiny_env, monkeypatch):
+    out, _ = trained
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pt, "atomic_write_json", fail)
+    with pytest.raises(OSError):
+        pt.pretrain(tiny_env[0] / "world", out, config=_config(), command="test", log=lambda line: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in out.parent.iterdir()] == ["base"]
