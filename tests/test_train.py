@@ -335,6 +335,15 @@ def test_corrected_answer_deletes_what_the_image_lacks():
     assert inject.correct_answer("A view of a street with a car.", {"person"}) is None
 
 
+def test_world_preferences_skip_the_noisy_answers_a_recipe_does_not_use(world, vlm):
+    cfg = RecipeConfig(images=4, gen_batch_size=4, chosen="first")
+    text_only = world_preferences(vlm, world, cfg, TEMPLATE, progress=False, noisy=False)
+    assert text_only and all(p.rejected_noisy is None and p.rejected_noisy_ids is None for p in text_only)
+    cfg.chosen = "corrected"  # y_w is made from y_l^n: it is generated all the same
+    corrected = world_preferences(vlm, world, cfg, TEMPLATE, progress=False, noisy=False)
+    assert all(p.rejected_noisy_ids is not None for p in corrected)
+
+
 def test_world_preferences_are_grounded(prefs, world):
     from povid_eval.benches import coco
 

@@ -143,11 +143,12 @@ TRAIN_RULES = {
 
 
 def world_preferences(
-    vlm, world_dir: Path, cfg: RecipeConfig, template: str, injector=None, progress: bool = True
+    vlm, world_dir: Path, cfg: RecipeConfig, template: str, injector=None, progress: bool = True, noisy: bool = True
 ) -> list[Preference]:
     """Preference records for ``cfg.images`` train images of the synthetic world (a seeded shuffle):
 
-    y_l^n  the base's greedy answer under the noised image (add_noisy_rejections)
+    y_l^n  the base's greedy answer under the noised image (add_noisy_rejections); only when ``noisy`` (a recipe
+           without the noisy term skips the generation) or when y_w is made from it ("corrected")
     y_w    ``cfg.chosen == "corrected"``: y_l^n with every object the annotations contradict deleted
            (inject.correct_answer): the ground truth in the model's own words; records where nothing
            sensible is left are dropped. ``"reference"``: the image's longest reference caption. ``"first"``:
@@ -179,16 +180,17 @@ def world_preferences(
                 rejected_text=longest,
             )
         )
-    stubs = add_noisy_rejections(
-        vlm,
-        stubs,
-        template,
-        step=cfg.noise_step,
-        seed=cfg.seed,
-        batch_size=cfg.gen_batch_size,
-        max_new_tokens=cfg.max_new_tokens,
-        progress=progress,
-    )
+    if noisy or cfg.chosen == "corrected":
+        stubs = add_noisy_rejections(
+            vlm,
+            stubs,
+            template,
+            step=cfg.noise_step,
+            seed=cfg.seed,
+            batch_size=cfg.gen_batch_size,
+            max_new_tokens=cfg.max_new_tokens,
+            progress=progress,
+        )
     out = []
     for p, r in zip(stubs, picked):
         if cfg.chosen == "corrected":
@@ -575,7 +577,7 @@ def _train(
     if rank == 0:
         if prefs is None:
             injector = prepare_world() if prepare_world else None
-            prefs = world_preferences(vlm, world, cfg, base_card.template, injector)
+            prefs = world_preferences(vlm, world, cfg, base_card.template, injector, noisy=needs_noisy)
         if needs_noisy and any(p.rejected_noisy_ids is None and p.rejected_noisy is None for p in prefs):
             prefs = add_noisy_rejections(
                 vlm,
