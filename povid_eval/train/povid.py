@@ -181,16 +181,7 @@ def world_preferences(
             )
         )
     if noisy or cfg.chosen == "corrected":
-        stubs = add_noisy_rejections(
-            vlm,
-            stubs,
-            template,
-            step=cfg.noise_step,
-            seed=cfg.seed,
-            batch_size=cfg.gen_batch_size,
-            max_new_tokens=cfg.max_new_tokens,
-            progress=progress,
-        )
+        stubs = recipe_noisy_rejections(vlm, stubs, template, cfg, progress=progress)
     out = []
     for p, r in zip(stubs, picked):
         if cfg.chosen == "corrected":
@@ -235,6 +226,22 @@ def add_noisy_rejections(
             for p, x in zip(chunk, ids)
         ]
     return out
+
+
+def recipe_noisy_rejections(
+    vlm, prefs: Sequence[Preference], template: str, cfg: RecipeConfig, progress: bool = True
+) -> list[Preference]:
+    """add_noisy_rejections with the recipe's noise step, seed, batch size and answer length."""
+    return add_noisy_rejections(
+        vlm,
+        prefs,
+        template,
+        step=cfg.noise_step,
+        seed=cfg.seed,
+        batch_size=cfg.gen_batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+        progress=progress,
+    )
 
 
 def _project_path(path: Path) -> str:
@@ -579,15 +586,7 @@ def _train(
             injector = prepare_world() if prepare_world else None
             prefs = world_preferences(vlm, world, cfg, base_card.template, injector, noisy=needs_noisy)
         if needs_noisy and any(p.rejected_noisy_ids is None and p.rejected_noisy is None for p in prefs):
-            prefs = add_noisy_rejections(
-                vlm,
-                prefs,
-                base_card.template,
-                step=cfg.noise_step,
-                seed=cfg.seed,
-                batch_size=cfg.gen_batch_size,
-                max_new_tokens=cfg.max_new_tokens,
-            )
+            prefs = recipe_noisy_rejections(vlm, prefs, base_card.template, cfg)
         if given is None:
             # image paths written relative to the project root (paths.py), read back with image_root = ROOT
             write_preferences(data_path, [replace(p, image=_project_path(p.image)) for p in prefs])
