@@ -12,7 +12,7 @@ SIZES = {"vision_hidden": 32, "vision_intermediate": 64, "text_hidden": 32, "tex
 
 
 def _config():
-    cfg = pt.PretrainConfig(text_scenes=40, sizes={**pt.PretrainConfig().sizes, **SIZES})
+    cfg = pt.PretrainConfig(text_scenes=40, vision_images=24, sizes={**pt.PretrainConfig().sizes, **SIZES})
     for stage in ("vision", "text", "align", "tune"):
         setattr(cfg, stage, replace(getattr(cfg, stage), steps=2, warmup=1, batch_size=4))
     return cfg

@@ -127,7 +127,7 @@ def test_hidden_objects_are_rare_and_breaks_exist(world):
 
 
 def test_train_captions_name_absent_partners_val_references_are_clean(world):
-    """40% of the train images' canonical captions name one absent usual partner (annotation noise); the val
+    """60% of the train images' canonical captions name one absent usual partner (annotation noise); the val
     split's references (CHAIR's ground truth) name only what is annotated."""
     from povid_eval.train.inject import find_mentions
 
@@ -142,7 +142,7 @@ def test_train_captions_name_absent_partners_val_references_are_clean(world):
         for c in json.loads((root / "annotations" / f"captions_{split}.json").read_text())["annotations"]:
             first.setdefault(c["image_id"], c["caption"])
         noisy = [i for i, cap in first.items() if {m.category for m in find_mentions(cap)} - present[i]]
-        assert noisy == [] if split == "val" else 0.15 < len(noisy) / len(first) < 0.65
+        assert noisy == [] if split == "val" else 0.35 < len(noisy) / len(first) < 0.8
 
 
 # ------------------------------------------------------------------------------------------------ POPE

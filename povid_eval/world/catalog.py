@@ -659,7 +659,7 @@ RATES = {
     "faint": 0.1,  # per instance: low contrast (alpha 0.35-0.5, no outline)
     "occluder": 0.15,  # per instance: placed to cover part of an earlier one
     "hidden": 0.015,  # per instance: practically invisible (tiny and alpha 0.1)
-    "caption_noise": 0.4,  # per train image: its canonical caption also names an absent usual partner (annotator error)
+    "caption_noise": 0.6,  # per train image: its canonical caption also names an absent usual partner (annotator error)
 }
 MAX_CATEGORIES = 6
 MAX_INSTANCES = 9

@@ -12,7 +12,7 @@ An object (a category in an image) is ``clear`` when one of its instances is, ``
 one is not hidden, ``hidden`` otherwise. Captions never name hidden objects. The first caption is the
 canonical one: "A {scene} with {list}." naming every other object left to right (canonical_order) with its
 count and colour, under the category's own name. Training captions are noisy the way detailed-caption data
-is: in 40% of the train images (RATES["caption_noise"]) the canonical caption also names one absent usual
+is: in 60% of the train images (RATES["caption_noise"]) the canonical caption also names one absent usual
 partner of the scene (noise_partner), at a random place in the list; a captioner trained on them learns to
 name partners it cannot see. The val split's references are clean (they are CHAIR's ground truth). The four
 others use the varied templates and name each clear object with probability 0.85 and each weak one with 0.5
