@@ -510,7 +510,9 @@ def pretrain(
 
     info_stages["vision"] = run_stage("vision", params, cfg.vision, vision_loss, log)
     model.model.vision_tower.requires_grad_(False)
-    feats = vision_features(model, pixels if not cfg.vision_images else pixel_tensor(processor, records))
+    if cfg.vision_images:  # the language stages read the train split's images
+        pixels = pixel_tensor(processor, records)
+    feats = vision_features(model, pixels)
     pixels = targets = vision_records = None  # free them for the language stages
 
     # stage 1: language model alone on scene captions: after the chat template without the image, or plain
