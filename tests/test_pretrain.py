@@ -47,3 +47,18 @@ def test_a_failed_save_leaves_the_earlier_model(trained, tiny_env, monkeypatch):
         pt.pretrain(tiny_env[0] / "world", out, config=_config(), command="test", log=lambda line: None)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in out.parent.iterdir()] == ["base"]
+
+
+def test_fresh_vision_images_carry_the_annotations_patch_targets_read():
+    """Stage 0's fresh renders: one record per image with its boxes, counts, colours and visible categories
+    (never a category the image lacks), and pixel values as the processor makes them."""
+    from povid_eval.vlm.build import build_tiny_llava
+
+    _, processor = build_tiny_llava(["a"])
+    records, pixels = pt.fresh_vision_images(5, 0, processor)
+    assert pixels.shape == (5, 3, 64, 64) and [r.image_id for r in records] == list(range(5))
+    for r in records:
+        assert sum(r.counts.values()) == len(r.boxes) and r.seen <= set(r.counts) and r.seen
+        assert set(r.colours) == set(r.counts)
+    again, _ = pt.fresh_vision_images(5, 0, processor)
+    assert [r.boxes for r in again] == [r.boxes for r in records]
