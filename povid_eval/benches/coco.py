@@ -189,12 +189,22 @@ def load_split(world_dir: str | Path, split: str = "train") -> tuple[list[ImageR
     for p in (inst_path, cap_path):
         if not p.is_file():
             raise MissingAssetError(f"{p}: not found (build the world first: povid_eval.world.build_world)")
-    inst, caps = read_json(inst_path), read_json(cap_path)
-    names = {c["id"]: c["name"] for c in inst["categories"]}
+    records, categories = image_records(read_json(inst_path), world / "images" / split)
+    by_id = {r.image_id: r for r in records}
+    for a in read_json(cap_path)["annotations"]:
+        by_id[a["image_id"]].captions.append(a["caption"].strip())
+    return records, categories
+
+
+def image_records(instances: dict, image_dir: Path) -> tuple[list[ImageRecord], list[str]]:
+    """The images of a COCO instances dict (sorted by id, no captions yet) with their instances, and all
+    category names (by id). The world's extra annotation fields are read where present: colour, and
+    visibility (a category is ``seen`` when one of its instances is not 'hidden')."""
+    names = {c["id"]: c["name"] for c in instances["categories"]}
     records = {
         im["id"]: ImageRecord(
             im["id"],
-            world / "images" / split / im["file_name"],
+            image_dir / im["file_name"],
             im["width"],
             im["height"],
             {},
@@ -202,9 +212,9 @@ def load_split(world_dir: str | Path, split: str = "train") -> tuple[list[ImageR
             [],
             im.get("scene", ""),
         )
-        for im in inst["images"]
+        for im in instances["images"]
     }
-    for a in inst["annotations"]:
+    for a in instances["annotations"]:
         r, name = records[a["image_id"]], names[a["category_id"]]
         r.counts[name] = r.counts.get(name, 0) + 1
         r.boxes.append((name, tuple(a["bbox"])))
@@ -212,8 +222,6 @@ def load_split(world_dir: str | Path, split: str = "train") -> tuple[list[ImageR
             r.colours[name] = a["colour"]
         if a.get("visibility") != "hidden":
             r.seen.add(name)
-    for a in caps["annotations"]:
-        records[a["image_id"]].captions.append(a["caption"].strip())
     return [records[k] for k in sorted(records)], [names[k] for k in sorted(names)]
 
 

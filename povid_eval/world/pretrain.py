@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from povid_eval.benches.coco import ImageRecord, load_split
+from povid_eval.benches.coco import ImageRecord, image_records, load_split
 from povid_eval.core.errors import MissingAssetError
 from povid_eval.core.io import atomic_write_json, read_json, replace_dir
 from povid_eval.vlm.build import DEFAULT_SIZES, build_tiny_llava
@@ -147,29 +147,17 @@ def sampled_scene_captions(n: int, seed: int) -> list[str]:
 
 
 def fresh_vision_images(n: int, seed: int, processor) -> tuple[list[ImageRecord], torch.Tensor]:
-    """``n`` freshly rendered world images (stream "tower": no image of any split) as annotation records
-    (boxes, colours, visible categories: what patch_targets reads) and their [n, 3, H, W] pixel values."""
+    """``n`` freshly rendered world images (stream "tower": no image of any split) as annotation records, read
+    from their COCO instances as a split's are (``image_records``: boxes, colours, visible categories, what
+    patch_targets reads), and their [n, 3, H, W] pixel values."""
+    from povid_eval.world.export import instances_json
     from povid_eval.world.generate import make_image
 
     records, pixels = [], []
     for start in range(0, n, 256):
         images = [make_image(seed, "tower", i) for i in range(start, min(n, start + 256))]
         pixels.append(processor.image_processor([im.pixels for im in images], return_tensors="pt")["pixel_values"])
-        for im in images:
-            records.append(
-                ImageRecord(
-                    im.image_id,
-                    Path(im.file_name),
-                    im.pixels.width,
-                    im.pixels.height,
-                    {o.category: o.count for o in im.objects},
-                    [(i.category, i.bbox) for i in im.instances],
-                    [],
-                    im.scene,
-                    {o.category: o.colour for o in im.objects},
-                    {o.category for o in im.objects if o.salience != "hidden"},
-                )
-            )
+        records += image_records(instances_json(images, first_ann_id=1), Path("."))[0]
     return records, torch.cat(pixels)
 
 
