@@ -274,9 +274,16 @@ def cmd_world_build(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from povid_eval.world.pretrain import pretrain
+    from povid_eval.world.pretrain import PretrainConfig, pretrain
 
-    pretrain(paths.from_cli(args.world, "data/world"), paths.from_cli(args.out, "models/base"), seed=args.seed)
+    given = [f"--{k} {v}" for k, v in (("world", args.world), ("out", args.out)) if v is not None]
+    pretrain(
+        paths.from_cli(args.world, "data/world"),
+        paths.from_cli(args.out, "models/base"),
+        seed=args.seed,
+        config=PretrainConfig(seed=args.seed, threads=args.threads),
+        command=" ".join(["povid-eval pretrain", *given, f"--seed {args.seed}", f"--threads {args.threads}"]),
+    )
 
 
 def cmd_train(args) -> None:
@@ -633,6 +640,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", help="the synthetic world (default: the project's data/world)")
     p.add_argument("--out", help="model folder to write (default: the project's models/base)")
     p.add_argument("--seed", type=_count(0), default=0)
+    p.add_argument(
+        "--threads",
+        type=_count(1),
+        default=1,
+        help="torch intra-op threads (default: 1; on a shared 2-core machine 2 threads ran 10x slower)",
+    )
     p.set_defaults(func=cmd_pretrain)
     return parser
 

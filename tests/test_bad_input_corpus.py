@@ -1807,6 +1807,11 @@ COUNT_FLAGS = [
         lambda ctx: ["pretrain", "--seed", "x", "--world", ctx.tmp / "no-world", "--results", ctx.out("model")],
         "--seed",
     ),
+    (
+        "pretrain-threads-0",
+        lambda ctx: ["pretrain", "--threads", "0", "--world", ctx.tmp / "no-world", "--out", ctx.out("model")],
+        "--threads",
+    ),
     ("perf-batch-0", lambda ctx: ["perf", "--generate", "tiny", "--device", "cpu", "--batch", "0"], "--batch"),
     ("perf-batch-word", lambda ctx: ["perf", "--generate", "tiny", "--device", "cpu", "--batch", "x"], "--batch"),
 ]

@@ -2,6 +2,8 @@
 loadable model with its train_info, and a failure while saving leaves the earlier folder as it was."""
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -62,3 +64,18 @@ def test_fresh_vision_images_carry_the_annotations_patch_targets_read():
         assert set(r.colours) == set(r.counts)
     again, _ = pt.fresh_vision_images(5, 0, processor)
     assert [r.boxes for r in again] == [r.boxes for r in records]
+
+
+def test_the_module_entry_is_the_cli_subcommand(tmp_path):
+    """``python -m povid_eval.world.pretrain`` reports a missing world as ``povid-eval pretrain`` does: one line,
+    exit 2, nothing written."""
+    out = tmp_path / "model"
+    run = subprocess.run(
+        [sys.executable, "-m", "povid_eval.world.pretrain", "--world", str(tmp_path / "no-world"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("povid-eval: error: ") and len(run.stderr.strip().splitlines()) == 1
+    assert "no-world" in run.stderr and not out.exists()

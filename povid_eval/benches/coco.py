@@ -188,7 +188,7 @@ def load_split(world_dir: str | Path, split: str = "train") -> tuple[list[ImageR
     cap_path = world / "annotations" / f"captions_{split}.json"
     for p in (inst_path, cap_path):
         if not p.is_file():
-            raise MissingAssetError(f"{p}: not found (build the world first: povid_eval.world.build_world)")
+            raise MissingAssetError(f"{p}: not found (build the world first: povid-eval world build --out {world})")
     records, categories = image_records(read_json(inst_path), world / "images" / split)
     by_id = {r.image_id: r for r in records}
     for a in read_json(cap_path)["annotations"]:

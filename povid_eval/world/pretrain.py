@@ -34,7 +34,6 @@ Run: ``python -m povid_eval.world.pretrain --world data/world --out models/base`
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import random
@@ -111,7 +110,9 @@ def world_hash(world_dir: str | Path) -> str:
     """The world's identity: its manifest's own hash field if it has one, else sha256 of manifest.json."""
     manifest = Path(world_dir) / "manifest.json"
     if not manifest.is_file():
-        raise MissingAssetError(f"{manifest}: not found (build the world first: povid_eval.world.build_world)")
+        raise MissingAssetError(
+            f"{manifest}: not found (build the world first: povid-eval world build --out {manifest.parent})"
+        )
     data = read_json(manifest)
     for key in ("hash", "world_hash", "sha256"):
         if isinstance(data, dict) and isinstance(data.get(key), str):
@@ -602,20 +603,11 @@ def pretrain(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m povid_eval.world.pretrain", description=__doc__.splitlines()[0])
-    parser.add_argument("--world", default="data/world", help="synthetic world folder (default: data/world)")
-    parser.add_argument("--out", default="models/base", help="output folder (default: models/base)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
-    args = parser.parse_args(argv)
-    pretrain(
-        args.world,
-        args.out,
-        args.seed,
-        config=PretrainConfig(seed=args.seed, threads=args.threads),
-        command=" ".join(["python -m povid_eval.world.pretrain", *(argv if argv is not None else sys.argv[1:])]),
-    )
-    return 0
+    """``python -m povid_eval.world.pretrain ARGS`` is ``povid-eval pretrain ARGS`` (same options, same one-line
+    errors and exit codes)."""
+    from povid_eval.cli import main as cli_main
+
+    return cli_main(["pretrain", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
