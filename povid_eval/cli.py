@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import math
 import re
@@ -15,8 +14,9 @@ from povid_eval import __version__, cards
 from povid_eval import world as _world  # noqa: F401  (registers the synthetic world's judge, "rule")
 from povid_eval.benches import registry
 from povid_eval.core import dist, paths
+from povid_eval.core.entry import run_reporting
 from povid_eval.core.errors import InputError, PovidError
-from povid_eval.core.io import STORAGE_ERRNOS, require_file
+from povid_eval.core.io import require_file
 from povid_eval.core.paths import name_problem
 
 
@@ -650,26 +650,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _storage_hint(code: int) -> str:
-
-    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return "free some space and run the same command again: it resumes where it stopped"
-    return "give a folder you can write to (e.g. --out DIR), or fix its permissions"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except PovidError as e:
-        print(f"povid-eval: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # the machine's: a full disk, a read-only folder (io.STORAGE_ERRNOS); not a bug
-        if e.errno not in STORAGE_ERRNOS:
-            raise
-        print(f"povid-eval: error: {e.filename or 'writing'}: {e.strerror}; {_storage_hint(e.errno)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("povid-eval: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_reporting(lambda: args.func(args))

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
+from povid_eval.core.entry import run_reporting
 from povid_eval.world import DEFAULT_OUT, ROOT, SUMMARY_FILE, build_world, summary
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m povid_eval.world", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--seed", type=int, default=0)
@@ -27,12 +29,16 @@ def main(argv: list[str] | None = None) -> None:
         500,
     )
     start = time.perf_counter()
-    manifest = build_world(
-        args.out, args.seed, args.n_train, args.n_val, summary_path=SUMMARY_FILE if default else None
-    )
-    print(json.dumps(summary(manifest), sort_keys=True))
-    print(f"built {args.out} in {time.perf_counter() - start:.1f} s")
+
+    def build() -> None:
+        manifest = build_world(
+            args.out, args.seed, args.n_train, args.n_val, summary_path=SUMMARY_FILE if default else None
+        )
+        print(json.dumps(summary(manifest), sort_keys=True))
+        print(f"built {args.out} in {time.perf_counter() - start:.1f} s")
+
+    return run_reporting(build)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -34,6 +34,7 @@ Run: ``python -m povid_eval.world.pretrain --world data/world --out models/base`
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import math
 import random
@@ -49,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from povid_eval.benches.coco import ImageRecord, image_records, load_split
+from povid_eval.core.entry import run_reporting
 from povid_eval.core.errors import MissingAssetError
 from povid_eval.core.io import atomic_write_json, read_json, replace_dir
 from povid_eval.vlm.build import DEFAULT_SIZES, build_tiny_llava
@@ -603,11 +605,17 @@ def pretrain(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m povid_eval.world.pretrain ARGS`` is ``povid-eval pretrain ARGS`` (same options, same one-line
-    errors and exit codes)."""
-    from povid_eval.cli import main as cli_main
-
-    return cli_main(["pretrain", *(sys.argv[1:] if argv is None else argv)])
+    """``python -m povid_eval.world.pretrain``: the same options as ``povid-eval pretrain``, the same one-line
+    errors (core/entry.py)."""
+    parser = argparse.ArgumentParser(prog="python -m povid_eval.world.pretrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--world", default="data/world", help="synthetic world folder (default: data/world)")
+    parser.add_argument("--out", default="models/base", help="output folder (default: models/base)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
+    args = parser.parse_args(argv)
+    command = " ".join(["python -m povid_eval.world.pretrain", *(argv if argv is not None else sys.argv[1:])])
+    config = PretrainConfig(seed=args.seed, threads=args.threads)
+    return run_reporting(lambda: pretrain(args.world, args.out, args.seed, config=config, command=command))
 
 
 if __name__ == "__main__":
