@@ -14,7 +14,7 @@ from povid_eval import __version__, cards
 from povid_eval import world as _world  # noqa: F401  (registers the synthetic world's judge, "rule")
 from povid_eval.benches import registry
 from povid_eval.core import dist, paths
-from povid_eval.core.entry import run_reporting
+from povid_eval.core.entry import count, run_reporting
 from povid_eval.core.errors import InputError, PovidError
 from povid_eval.core.io import require_file
 from povid_eval.core.paths import name_problem
@@ -26,22 +26,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"povid-eval: error: {self.prog}: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
-
-
-def _count(minimum: int):
-    """An argparse type for an integer >= minimum."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    parse.__name__ = "count"
-    return parse
 
 
 def _name(what: str):
@@ -435,10 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
         "embedded world's cards) or a bench set folder such as 'real' (benchmarks/real/*.toml)",
     )
     p.add_argument("--model", default="base", help="a model card name (models/<name>.toml); default base")
-    p.add_argument("--batch-size", type=_count(1), default=16, help="prompts per generation batch (default 16)")
+    p.add_argument("--batch-size", type=count(1), default=16, help="prompts per generation batch (default 16)")
     p.add_argument(
         "--limit",
-        type=_count(0),
+        type=count(0),
         default=0,
         help="first N items (as the bench counts them, e.g. MME: N image pairs; 0 = all)",
     )
@@ -499,8 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated logit biases (default: povid_eval.run.frontier.DEFAULT_BIASES)",
     )
-    p.add_argument("--batch-size", type=_count(1), default=16, help="prompts per generation batch (default 16)")
-    p.add_argument("--limit", type=_count(0), default=0, help="first N images (0 = all)")
+    p.add_argument("--batch-size", type=count(1), default=16, help="prompts per generation batch (default 16)")
+    p.add_argument("--limit", type=count(0), default=0, help="first N images (0 = all)")
     p.add_argument("--results", metavar="DIR", help="results folder (default: the project's results/)")
     p.set_defaults(func=cmd_frontier)
 
@@ -508,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, metavar="ACTION", parser_class=Parser
     )
     p = world.add_parser("build", help="build the synthetic COCO-format world (deterministic)")
-    p.add_argument("--seed", type=_count(0), default=0)
+    p.add_argument("--seed", type=count(0), default=0)
     p.add_argument(
         "--out", help="folder to build into: new, empty, or a world built before (default: the project's data/world)"
     )
@@ -538,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", default="cuda", type=_device, help="device for --generate: cuda, cuda:N or cpu (default cuda)"
     )
-    p.add_argument("--batch", type=_count(1), default=16, help="batch size for --generate (default 16)")
+    p.add_argument("--batch", type=count(1), default=16, help="batch size for --generate (default 16)")
     p.add_argument(
         "--shape",
         choices=["tiny", "llava-1.5"],
@@ -618,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-key-env", help="environment variable holding the API key (never written anywhere)")
     p.add_argument("--preferences", help="preference jsonl (or the POVID release json) instead of the world's")
     p.add_argument("--image-root", help="folder the preference records' image paths are relative to")
-    p.add_argument("--images", type=_count(0), default=0, help="training images of the world (default: the recipe's)")
+    p.add_argument("--images", type=count(0), default=0, help="training images of the world (default: the recipe's)")
     p.add_argument("--merge", action="store_true", help="also write the merged model and point the card at it")
     p.add_argument("--config", help="recipe TOML: RecipeConfig keys, [stage1] / [stage2] TrainConfig keys")
     p.add_argument(
@@ -633,16 +617,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="results folder; training goes to <results>/train/<out> (default: the project's results/)",
     )
-    p.add_argument("--seed", type=_count(0), default=None, help="seed (default: the recipe's, 0)")
+    p.add_argument("--seed", type=count(0), default=None, help="seed (default: the recipe's, 0)")
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("pretrain", help="build and train the tiny base LLaVA on the synthetic world")
     p.add_argument("--world", help="the synthetic world (default: the project's data/world)")
     p.add_argument("--out", help="model folder to write (default: the project's models/base)")
-    p.add_argument("--seed", type=_count(0), default=0)
+    p.add_argument("--seed", type=count(0), default=0)
     p.add_argument(
         "--threads",
-        type=_count(1),
+        type=count(1),
         default=1,
         help="torch intra-op threads (default: 1; on a shared 2-core machine 2 threads ran 10x slower)",
     )

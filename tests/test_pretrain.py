@@ -66,7 +66,7 @@ def test_fresh_vision_images_carry_the_annotations_patch_targets_read():
     assert [r.boxes for r in again] == [r.boxes for r in records]
 
 
-def test_the_module_entry_is_the_cli_subcommand(tmp_path):
+def test_the_module_entry_reports_errors_as_the_cli_does(tmp_path):
     """``python -m povid_eval.world.pretrain`` reports a missing world as ``povid-eval pretrain`` does: one line,
     exit 2, nothing written."""
     out = tmp_path / "model"

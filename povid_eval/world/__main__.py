@@ -12,16 +12,16 @@ import sys
 import time
 from pathlib import Path
 
-from povid_eval.core.entry import run_reporting
+from povid_eval.core.entry import count, run_reporting
 from povid_eval.world import DEFAULT_OUT, ROOT, SUMMARY_FILE, build_world, summary
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m povid_eval.world", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-train", type=int, default=8000)
-    ap.add_argument("--n-val", type=int, default=500)
+    ap.add_argument("--seed", type=count(0), default=0)
+    ap.add_argument("--n-train", type=count(1), default=8000)
+    ap.add_argument("--n-val", type=count(1), default=500)
     args = ap.parse_args(argv)
     default = args.out.resolve() == (ROOT / DEFAULT_OUT).resolve() and (args.seed, args.n_train, args.n_val) == (
         0,

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from povid_eval.benches.coco import ImageRecord, image_records, load_split
-from povid_eval.core.entry import run_reporting
+from povid_eval.core.entry import count, run_reporting
 from povid_eval.core.errors import MissingAssetError
 from povid_eval.core.io import atomic_write_json, read_json, replace_dir
 from povid_eval.vlm.build import DEFAULT_SIZES, build_tiny_llava
@@ -610,8 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m povid_eval.world.pretrain", description=__doc__.splitlines()[0])
     parser.add_argument("--world", default="data/world", help="synthetic world folder (default: data/world)")
     parser.add_argument("--out", default="models/base", help="output folder (default: models/base)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
+    parser.add_argument("--seed", type=count(0), default=0)
+    parser.add_argument("--threads", type=count(1), default=1, help="torch intra-op threads (default: 1)")
     args = parser.parse_args(argv)
     command = " ".join(["python -m povid_eval.world.pretrain", *(argv if argv is not None else sys.argv[1:])])
     config = PretrainConfig(seed=args.seed, threads=args.threads)
