@@ -66,6 +66,42 @@ def test_fresh_vision_images_carry_the_annotations_patch_targets_read():
     assert [r.boxes for r in again] == [r.boxes for r in records]
 
 
+def test_grounding_targets_are_what_the_patches_up_to_each_one_show():
+    import torch
+
+    patch = torch.zeros(1, 4, 3)
+    patch[0, 1, 0] = 1  # category 0 in patch 1
+    patch[0, 3, 2] = 1  # category 2 in the last patch
+    running = pt.grounding_targets(patch)
+    assert running[0].tolist() == [[0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 1]]
+    assert torch.equal(running[:, -1], patch.amax(1))  # the last image token: the whole image
+
+
+def test_grounding_loss_reads_the_category_words_at_the_image_positions_only():
+    """The loss sees the image positions' hidden states and nothing else: changing a text position's hidden
+    state leaves it as it was; its gradient reaches the projector through the language model."""
+    import torch
+
+    from povid_eval.vlm.build import build_tiny_llava
+
+    model, processor = build_tiny_llava(["cup", "dog", "a"], seed=0, **SIZES)
+    n = model.config.image_seq_length
+    tok = processor.tokenizer
+    input_ids = torch.tensor([[tok.bos_token_id] + [model.config.image_token_id] * n + tok("a cup")["input_ids"][1:]])
+    features = torch.randn(1, n, model.config.vision_config.hidden_size)
+    word_ids = torch.tensor(
+        [tok(" cup", add_special_tokens=False)["input_ids"][-1], tok(" dog", add_special_tokens=False)["input_ids"][-1]]
+    )
+    targets = pt.grounding_targets(torch.randint(0, 2, (1, n, 2)).float())
+    hidden = pt.lm_hidden(model, input_ids, torch.ones_like(input_ids), features)
+    loss = pt.grounding_loss(model, hidden, input_ids, word_ids, targets)
+    edited = hidden.detach().clone()
+    edited[0, -1] += 1.0  # a text position
+    assert torch.allclose(pt.grounding_loss(model, edited, input_ids, word_ids, targets), loss.detach())
+    loss.backward()
+    assert model.model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+
+
 def test_the_module_entry_reports_errors_as_the_cli_does(tmp_path):
     """``python -m povid_eval.world.pretrain`` reports a missing world as ``povid-eval pretrain`` does: one line,
     exit 2, nothing written."""

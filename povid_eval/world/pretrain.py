@@ -23,6 +23,12 @@
                       at chance on POPE) and short answers
                       (count, colour, place), half of the short questions with LLaVA-1.5's "Answer the
                       question using a single word or phrase."
+                      ``grounding`` > 0 adds, in this stage, a dense loss at the image positions
+                      (``grounding_loss``): the language model's head, over the category words, predicts what the
+                      patches up to each image token show. Off by default: at weight 5 it made the answers read
+                      the pixels more (Yes to the val images' missing core objects 96% -> 73%) but Yes to the
+                      visible ones fell too (87% -> 64%, POPE mean F1 0.794 -> 0.676), and the captions barely
+                      moved (CHAIR_i 0.2585 -> 0.232).
 
 Every image-grounded training sequence is ``format_prompt(question)`` + `` {answer}</s>`` with the loss on the
 answer tokens only. The tower is frozen after stage 0, so its features are computed once per image. AdamW,
@@ -97,6 +103,9 @@ class PretrainConfig:
     canonical_caption: float = 1.0  # align/tune: share of caption targets that are the canonical caption
     existence_sampling: str = "image"  # tune yes/no: "object" (yes_no_example) | "image" (yes_no_by_image)
     partner_negatives: float = 0.5  # tune yes/no: share of "No" questions about an absent usual partner
+    # tune: weight of the image-token grounding loss (0: off): at every image position the language model's
+    # head predicts, over the category words, what the patches up to it show (``grounding_targets``)
+    grounding: float = 0.0
     text_format: str = "chat"  # stage 1 text: "chat" (template without image, loss on the caption) | "plain"
     # build_tiny_llava sizes: a wider vision tower than DEFAULT_SIZES (it must tell 33 categories and 10 colours
     # apart in 16 x 16 patches) and a fourth language-model layer (with three, the yes/no answers depended on
@@ -210,18 +219,43 @@ def vision_features(model, pixel_values: torch.Tensor, batch_size: int = 256) ->
     return torch.cat(out)
 
 
-def lm_logits(
+def lm_hidden(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_features: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Logits of the Llava model with the tower's features given (cached) instead of pixels: same maths as
-    LlavaForConditionalGeneration.forward (projector output replaces the <image> token embeddings)."""
+    """Last hidden states of the Llava model with the tower's features given (cached) instead of pixels: same
+    maths as LlavaForConditionalGeneration.forward (projector output replaces the <image> token embeddings)."""
     embeds = model.model.get_input_embeddings()(input_ids)
     if image_features is not None:
         projected = model.model.multi_modal_projector(image_features).to(embeds.dtype)
         mask = (input_ids == model.config.image_token_id).unsqueeze(-1)
         embeds = embeds.masked_scatter(mask, projected)
-    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
-    return model.lm_head(hidden)
+    return model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+
+
+def lm_logits(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_features: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Next-token logits of ``lm_hidden``."""
+    return model.lm_head(lm_hidden(model, input_ids, attention_mask, image_features))
+
+
+def grounding_targets(patch: torch.Tensor) -> torch.Tensor:
+    """[N, P, C] what the patches up to each one (CLIP's row-major order) show: the running maximum of the
+    category columns of ``patch_targets``. The last image token's target is the image's visible categories."""
+    return patch.cummax(1).values
+
+
+def grounding_loss(
+    model, hidden: torch.Tensor, input_ids: torch.Tensor, word_ids: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """BCE of the language-model head's logits of the category words (``word_ids``, one per category) at the image
+    positions against ``targets`` [B, P, C] (``grounding_targets``): the image tokens learn to say which objects
+    they show. Measured on the committed base, retrained on yes/no questions alone (1,500 steps) with the loss at
+    weight 5: the image positions' own readout (max over patches) names 13% of the val images' missing core
+    objects at 90% of the present ones; the answers still say Yes to 34% of them (24% with the running
+    targets), against 41% without the loss: what the answer fails at is gathering it from the image tokens."""
+    image = hidden[input_ids == model.config.image_token_id].view(len(targets), targets.shape[1], -1)
+    return F.binary_cross_entropy_with_logits(model.lm_head(image)[..., word_ids], targets)
 
 
 def pack(rows: Sequence[tuple[list[int], list[int]]], pad_id: int):
@@ -522,11 +556,19 @@ def pretrain(
     info_stages["text"] = run_stage("text", params, cfg.text, text_loss, log)
 
     # stages 2 and 3: image-grounded
-    def batch_loss(batch: list[tuple[int, str, str]]) -> torch.Tensor:
+    if cfg.grounding:
+        seen = grounding_targets(patch_targets(records, categories, grid)[..., : len(categories)])
+        word_ids = torch.tensor([ids(" " + c)[-1] for c in categories])  # a name's last word: "stop sign" -> sign
+
+    def batch_loss(batch: list[tuple[int, str, str]], grounding: float = 0.0) -> torch.Tensor:
         rows = [(prompt(q), response(a)) for _, q, a in batch]
         input_ids, mask, labels = pack(rows, tok.pad_token_id)
         image_idx = torch.tensor([i for i, _, _ in batch])
-        return next_token_loss(lm_logits(model, input_ids, mask, feats[image_idx]), labels)
+        hidden = lm_hidden(model, input_ids, mask, feats[image_idx])
+        loss = next_token_loss(model.lm_head(hidden), labels)
+        if grounding:
+            loss = loss + grounding * grounding_loss(model, hidden, input_ids, word_ids, seen[image_idx])
+        return loss
 
     def caption_item():
         i = rng.randrange(len(records))
@@ -561,7 +603,11 @@ def pretrain(
     rng.seed(seed)  # the tune stage's draws restart from the seed: it can be rerun from the aligned weights alone
     params = _set_trainable(model, ["projector", "llm"])
     info_stages["tune"] = run_stage(
-        "tune", params, cfg.tune, lambda s: batch_loss([tune_item() for _ in range(cfg.tune.batch_size)]), log
+        "tune",
+        params,
+        cfg.tune,
+        lambda s: batch_loss([tune_item() for _ in range(cfg.tune.batch_size)], cfg.grounding),
+        log,
     )
 
     model.requires_grad_(True)
@@ -579,6 +625,7 @@ def pretrain(
             "existence_sampling": cfg.existence_sampling,
             "partner_negatives": cfg.partner_negatives,
             "text_format": cfg.text_format,
+            "grounding": cfg.grounding,
             "sizes": {**DEFAULT_SIZES, **cfg.sizes},
             "threads": cfg.threads,
         },
