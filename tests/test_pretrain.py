@@ -77,6 +77,13 @@ def test_grounding_targets_are_what_the_patches_up_to_each_one_show():
     assert torch.equal(running[:, -1], patch.amax(1))  # the last image token: the whole image
 
 
+def test_pretrain_with_the_grounding_loss_records_it(tiny_env, tmp_path):
+    cfg = replace(_config(), grounding=5.0)
+    info = pt.pretrain(tiny_env[0] / "world", tmp_path / "base", config=cfg, command="test", log=lambda line: None)
+    assert info["config"]["grounding"] == 5.0
+    assert all(loss == loss for stage in ("align", "tune") for _, loss in info["stages"][stage]["losses"])  # no NaN
+
+
 def test_grounding_loss_reads_the_category_words_at_the_image_positions_only():
     """The loss sees the image positions' hidden states and nothing else: changing a text position's hidden
     state leaves it as it was; its gradient reaches the projector through the language model."""

@@ -23,12 +23,13 @@
                       at chance on POPE) and short answers
                       (count, colour, place), half of the short questions with LLaVA-1.5's "Answer the
                       question using a single word or phrase."
-                      ``grounding`` > 0 adds, in this stage, a dense loss at the image positions
+                      ``grounding`` > 0 adds, here and in stage 2, a dense loss at the image positions
                       (``grounding_loss``): the language model's head, over the category words, predicts what the
-                      patches up to each image token show. Off by default: at weight 5 it made the answers read
-                      the pixels more (Yes to the val images' missing core objects 96% -> 73%) but Yes to the
-                      visible ones fell too (87% -> 64%, POPE mean F1 0.794 -> 0.676), and the captions barely
-                      moved (CHAIR_i 0.2585 -> 0.232).
+                      patches up to each image token show. Off by default: at weight 5 the answers read the
+                      pixels a little more (Yes to the val images' missing core objects 96% -> 89%, POPE mean F1
+                      0.794 -> 0.824) but the captions do not (CHAIR_i 0.2585 -> 0.235), and POVID from it
+                      trades recall as before. In stage 3 alone it cost the answers their Yes to visible objects
+                      (87% -> 64%, POPE mean F1 0.676).
 
 Every image-grounded training sequence is ``format_prompt(question)`` + `` {answer}</s>`` with the loss on the
 answer tokens only. The tower is frozen after stage 0, so its features are computed once per image. AdamW,
@@ -103,7 +104,7 @@ class PretrainConfig:
     canonical_caption: float = 1.0  # align/tune: share of caption targets that are the canonical caption
     existence_sampling: str = "image"  # tune yes/no: "object" (yes_no_example) | "image" (yes_no_by_image)
     partner_negatives: float = 0.5  # tune yes/no: share of "No" questions about an absent usual partner
-    # tune: weight of the image-token grounding loss (0: off): at every image position the language model's
+    # align/tune: weight of the image-token grounding loss (0: off): at every image position the language model's
     # head predicts, over the category words, what the patches up to it show (``grounding_targets``)
     grounding: float = 0.0
     text_format: str = "chat"  # stage 1 text: "chat" (template without image, loss on the caption) | "plain"
@@ -560,14 +561,14 @@ def pretrain(
         seen = grounding_targets(patch_targets(records, categories, grid)[..., : len(categories)])
         word_ids = torch.tensor([ids(" " + c)[-1] for c in categories])  # a name's last word: "stop sign" -> sign
 
-    def batch_loss(batch: list[tuple[int, str, str]], grounding: float = 0.0) -> torch.Tensor:
+    def batch_loss(batch: list[tuple[int, str, str]]) -> torch.Tensor:
         rows = [(prompt(q), response(a)) for _, q, a in batch]
         input_ids, mask, labels = pack(rows, tok.pad_token_id)
         image_idx = torch.tensor([i for i, _, _ in batch])
         hidden = lm_hidden(model, input_ids, mask, feats[image_idx])
         loss = next_token_loss(model.lm_head(hidden), labels)
-        if grounding:
-            loss = loss + grounding * grounding_loss(model, hidden, input_ids, word_ids, seen[image_idx])
+        if cfg.grounding:
+            loss = loss + cfg.grounding * grounding_loss(model, hidden, input_ids, word_ids, seen[image_idx])
         return loss
 
     def caption_item():
@@ -603,11 +604,7 @@ def pretrain(
     rng.seed(seed)  # the tune stage's draws restart from the seed: it can be rerun from the aligned weights alone
     params = _set_trainable(model, ["projector", "llm"])
     info_stages["tune"] = run_stage(
-        "tune",
-        params,
-        cfg.tune,
-        lambda s: batch_loss([tune_item() for _ in range(cfg.tune.batch_size)], cfg.grounding),
-        log,
+        "tune", params, cfg.tune, lambda s: batch_loss([tune_item() for _ in range(cfg.tune.batch_size)]), log
     )
 
     model.requires_grad_(True)
