@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 from povid_eval.benches.coco import ImageRecord, image_records, load_split
 from povid_eval.core.entry import count, run_reporting
-from povid_eval.core.errors import MissingAssetError
+from povid_eval.core.errors import InputError, MissingAssetError
 from povid_eval.core.io import atomic_write_json, read_json, replace_dir
 from povid_eval.vlm.build import DEFAULT_SIZES, build_tiny_llava
 from povid_eval.vlm.tokenizer import CAPTION_QUESTION, format_prompt, vocab_from_texts
@@ -560,6 +560,8 @@ def pretrain(
     if cfg.grounding:
         seen = grounding_targets(patch_targets(records, categories, grid)[..., : len(categories)])
         word_ids = torch.tensor([ids(" " + c)[-1] for c in categories])  # a name's last word: "stop sign" -> sign
+        if len(set(word_ids.tolist())) < len(categories):
+            raise InputError(f"{world}: two categories end in the same word; the grounding loss needs one word each")
 
     def batch_loss(batch: list[tuple[int, str, str]]) -> torch.Tensor:
         rows = [(prompt(q), response(a)) for _, q, a in batch]
