@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from povid_eval.core.errors import InputError
 from povid_eval.world import pretrain as pt
 
 SIZES = {"vision_hidden": 32, "vision_intermediate": 64, "text_hidden": 32, "text_intermediate": 64}
@@ -107,6 +108,66 @@ def test_grounding_loss_reads_the_category_words_at_the_image_positions_only():
     assert torch.allclose(pt.grounding_loss(model, edited, input_ids, word_ids, targets), loss.detach())
     loss.backward()
     assert model.model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+
+
+def test_patch_words_name_the_dominant_category_and_keep_every_visible_one():
+    """A 32 x 32 image in 2 x 2 patches: a laptop fills the top row, a mouse sits in the top-right patch beside
+    it (it wins no patch by area, so it takes the laptop's repeated one), a dog covers most of bottom-left."""
+    boxes = [("laptop", (0, 0, 32, 16)), ("mouse", (26, 10, 4, 4)), ("dog", (0, 16, 12, 16))]
+    assert pt.patch_words(boxes, 32, 32, 2) == ["laptop", "mouse", "dog", None]
+    assert pt.patch_words([], 32, 32, 2) == [None] * 4
+    assert pt.patch_words([("cup", (0, 0, 32, 32))], 32, 32, 2) == ["cup"] * 4
+
+
+def test_reading_loss_pulls_the_projector_to_the_patch_words_embeddings():
+    """Zero when the projector outputs each patch word's embedding; its gradient reaches the projector, not the
+    embeddings (they are the target)."""
+    import torch
+
+    from povid_eval.vlm.build import build_tiny_llava
+
+    model, _ = build_tiny_llava(["cup", "dog", "a"], seed=0, **SIZES)
+    n = model.config.image_seq_length
+    features = torch.randn(2, n, model.config.vision_config.hidden_size)
+    target_ids = torch.full((2, n), model.config.image_token_id)
+    loss = pt.reading_loss(model, features, target_ids)
+    loss.backward()
+    assert loss.item() > 0
+    assert model.model.multi_modal_projector.linear_2.weight.grad.abs().sum() > 0
+    assert model.model.get_input_embeddings().weight.grad is None
+    with torch.no_grad():
+        target = model.model.get_input_embeddings()(target_ids)
+        model.model.multi_modal_projector.linear_2.weight.zero_()
+        model.model.multi_modal_projector.linear_2.bias.copy_(target[0, 0])
+    assert pt.reading_loss(model, features, target_ids).item() < 1e-10
+
+
+def test_pretrain_with_the_reading_curriculum_records_it(tiny_env, tmp_path):
+    cfg = replace(_config(), text_context=0.5, reading=1.0)
+    info = pt.pretrain(tiny_env[0] / "world", tmp_path / "base", config=cfg, command="test", log=lambda line: None)
+    assert (info["config"]["text_context"], info["config"]["reading"]) == (0.5, 1.0)
+    assert all(loss == loss for stage in ("text", "align", "tune") for _, loss in info["stages"][stage]["losses"])
+
+
+@pytest.mark.parametrize("option", ["grounding", "text_context", "reading"])
+def test_the_word_reading_options_refuse_categories_that_share_a_last_word(tiny_env, tmp_path, option):
+    """They read one word per category (its name's last word): a world with "dog" and "hot dog" is refused with
+    an input error naming the world, before any training, and nothing is written."""
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(tiny_env[0] / "world", world)
+    path = world / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
+    names = {c["name"] for c in data["categories"]}
+    victim = next(c for c in data["categories"] if c["name"] != "dog")
+    assert "dog" in names
+    victim["name"] = "hot dog"
+    path.write_text(json.dumps(data))
+    cfg = replace(_config(), **{option: 0.5})
+    with pytest.raises(InputError, match="same word"):
+        pt.pretrain(world, tmp_path / "base", config=cfg, command="test", log=lambda line: None)
+    assert not (tmp_path / "base").exists()
 
 
 def test_the_module_entry_reports_errors_as_the_cli_does(tmp_path):
