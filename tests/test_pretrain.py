@@ -130,7 +130,7 @@ def test_reading_loss_pulls_the_projector_to_the_patch_words_embeddings():
     n = model.config.image_seq_length
     features = torch.randn(2, n, model.config.vision_config.hidden_size)
     target_ids = torch.full((2, n), model.config.image_token_id)
-    loss = pt.reading_loss(model, features, target_ids)
+    loss = pt.reading_loss(model, model.model.multi_modal_projector(features), target_ids)
     loss.backward()
     assert loss.item() > 0
     assert model.model.multi_modal_projector.linear_2.weight.grad.abs().sum() > 0
@@ -139,7 +139,7 @@ def test_reading_loss_pulls_the_projector_to_the_patch_words_embeddings():
         target = model.model.get_input_embeddings()(target_ids)
         model.model.multi_modal_projector.linear_2.weight.zero_()
         model.model.multi_modal_projector.linear_2.bias.copy_(target[0, 0])
-    assert pt.reading_loss(model, features, target_ids).item() < 1e-10
+    assert pt.reading_loss(model, model.model.multi_modal_projector(features), target_ids).item() < 1e-10
 
 
 def test_pretrain_with_the_reading_curriculum_records_it(tiny_env, tmp_path):

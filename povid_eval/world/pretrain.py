@@ -9,7 +9,7 @@
                       patches), named 28% of the val images' absent core objects and missed 10% of the present
                       ones; trained on 60,000 fresh images for 8,000 steps, 15% and 8%.
     stage 1  text     the Llama model alone on canonical captions of many freshly sampled scenes
-                      (``sampled_scene_captions``), after the chat template with the image left out (loss on
+                      (``sampled_scenes``), after the chat template with the image left out (loss on
                       the caption; ``text_format="plain"``: "<s> caption</s>"). This is where the object
                       co-occurrence prior comes from, as a real LLM brings it from web text.
                       ``text_context`` > 0 (off by default) puts, in that share of the rows, the word of what
@@ -148,11 +148,6 @@ def world_hash(world_dir: str | Path) -> str:
     return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
 
 
-def sampled_scene_captions(n: int, seed: int) -> list[str]:
-    """The captions of ``sampled_scenes``."""
-    return [caption for caption, _ in sampled_scenes(n, seed)]
-
-
 def sampled_scenes(n: int, seed: int) -> list[tuple[str, list[tuple[str, tuple[int, ...]]]]]:
     """One canonical caption for each of ``n`` freshly sampled scenes of the world, text only (nothing is
     rendered).
@@ -211,6 +206,12 @@ def pixel_tensor(processor, records: Sequence[ImageRecord]) -> torch.Tensor:
     return torch.cat(out)
 
 
+def visible_boxes(record: ImageRecord) -> list[tuple[str, tuple[float, ...]]]:
+    """The record's boxes of categories not hidden (in ``seen``; all of them where visibility is not annotated):
+    what the tower can be asked to see."""
+    return [(name, box) for name, box in record.boxes if not record.seen or name in record.seen]
+
+
 def patch_targets(records: Sequence[ImageRecord], categories: list[str], grid: int) -> torch.Tensor:
     """[N, grid*grid, C + K] float: 1 where a category's box overlaps the patch (first C columns), and where a
     box of that colour does (K = the palette's colours), row-major as CLIP orders patches. Hidden objects
@@ -220,9 +221,7 @@ def patch_targets(records: Sequence[ImageRecord], categories: list[str], grid: i
     target = torch.zeros(len(records), grid, grid, len(categories) + len(PALETTE))
     for n, r in enumerate(records):
         sx, sy = grid / r.width, grid / r.height
-        for name, (x, y, w, h) in r.boxes:
-            if r.seen and name not in r.seen:
-                continue
+        for name, (x, y, w, h) in visible_boxes(r):
             x0, y0 = int(x * sx), int(y * sy)
             x1, y1 = max(x0 + 1, math.ceil((x + w) * sx)), max(y0 + 1, math.ceil((y + h) * sy))
             target[n, y0:y1, x0:x1, index[name]] = 1.0
@@ -244,13 +243,20 @@ def vision_features(model, pixel_values: torch.Tensor, batch_size: int = 256) ->
 
 
 def lm_hidden(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_features: torch.Tensor | None = None
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    image_features: torch.Tensor | None = None,
+    projected: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Last hidden states of the Llava model with the tower's features given (cached) instead of pixels: same
-    maths as LlavaForConditionalGeneration.forward (projector output replaces the <image> token embeddings)."""
+    maths as LlavaForConditionalGeneration.forward (projector output replaces the <image> token embeddings).
+    ``projected``: the projector's output of those features, when the caller has it already."""
     embeds = model.model.get_input_embeddings()(input_ids)
-    if image_features is not None:
-        projected = model.model.multi_modal_projector(image_features).to(embeds.dtype)
+    if projected is None and image_features is not None:
+        projected = model.model.multi_modal_projector(image_features)
+    if projected is not None:
+        projected = projected.to(embeds.dtype)
         mask = (input_ids == model.config.image_token_id).unsqueeze(-1)
         embeds = embeds.masked_scatter(mask, projected)
     return model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
@@ -318,11 +324,11 @@ def category_word_ids(categories: Sequence[str], ids: Callable[[str], list[int]]
     return {c: ids(" " + c)[-1] for c in categories}
 
 
-def reading_loss(model, image_features: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
-    """Relative squared distance of the projector's output at each patch to the (detached) input embedding of
-    that patch's word, ``target_ids`` [B, P] (the image token's own id where the patch shows nothing):
-    sum ||proj - emb||^2 / sum ||emb||^2. The image tokens become the words the stage-1 copier learned to read."""
-    projected = model.model.multi_modal_projector(image_features)
+def reading_loss(model, projected: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+    """Relative squared distance of the projector's output at each patch (``projected`` [B, P, D]) to the
+    (detached) input embedding of that patch's word, ``target_ids`` [B, P] (the image token's own id where the
+    patch shows nothing): sum ||proj - emb||^2 / sum ||emb||^2. The image tokens become the words the stage-1
+    copier learned to read."""
     target = model.model.get_input_embeddings()(target_ids).detach()
     return (projected - target).pow(2).sum() / target.pow(2).sum()
 
@@ -657,20 +663,19 @@ def pretrain(
         seen = grounding_targets(patch_targets(records, categories, grid)[..., : len(categories)])
         word_ids = torch.tensor([word_id[c] for c in categories])
     if cfg.reading:  # what each patch of each train image shows, as the token the copier reads
-        reads = torch.tensor(
-            [slot_ids([b for b in r.boxes if not r.seen or b[0] in r.seen], r.width, r.height) for r in records]
-        )
+        reads = torch.tensor([slot_ids(visible_boxes(r), r.width, r.height) for r in records])
 
     def batch_loss(batch: list[tuple[int, str, str]]) -> torch.Tensor:
         rows = [(prompt(q), response(a)) for _, q, a in batch]
         input_ids, mask, labels = pack(rows, tok.pad_token_id)
         image_idx = torch.tensor([i for i, _, _ in batch])
-        hidden = lm_hidden(model, input_ids, mask, feats[image_idx])
+        projected = model.model.multi_modal_projector(feats[image_idx])
+        hidden = lm_hidden(model, input_ids, mask, projected=projected)
         loss = next_token_loss(model.lm_head(hidden), labels)
         if cfg.grounding:
             loss = loss + cfg.grounding * grounding_loss(model, hidden, input_ids, word_ids, seen[image_idx])
         if cfg.reading:
-            loss = loss + cfg.reading * reading_loss(model, feats[image_idx], reads[image_idx])
+            loss = loss + cfg.reading * reading_loss(model, projected, reads[image_idx])
         return loss
 
     def caption_item():
