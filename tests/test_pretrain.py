@@ -101,7 +101,7 @@ def test_grounding_loss_reads_the_category_words_at_the_image_positions_only():
         [tok(" cup", add_special_tokens=False)["input_ids"][-1], tok(" dog", add_special_tokens=False)["input_ids"][-1]]
     )
     targets = pt.grounding_targets(torch.randint(0, 2, (1, n, 2)).float())
-    hidden = pt.lm_hidden(model, input_ids, torch.ones_like(input_ids), features)
+    hidden = pt.lm_hidden(model, input_ids, torch.ones_like(input_ids), model.model.multi_modal_projector(features))
     loss = pt.grounding_loss(model, hidden, input_ids, word_ids, targets)
     edited = hidden.detach().clone()
     edited[0, -1] += 1.0  # a text position

@@ -73,7 +73,7 @@ from povid_eval.core.io import atomic_write_json, read_json, replace_dir
 from povid_eval.vlm.build import DEFAULT_SIZES, build_tiny_llava
 from povid_eval.vlm.tokenizer import CAPTION_QUESTION, format_prompt, vocab_from_texts
 from povid_eval.world import text as world_text
-from povid_eval.world.catalog import SCENE_BY_NAME, SCENES
+from povid_eval.world.catalog import IMAGE_SIZE, SCENE_BY_NAME, SCENES
 from povid_eval.world.sampling import sample_layout
 from povid_eval.world.text import (
     LLAVA_SUFFIX,
@@ -243,30 +243,23 @@ def vision_features(model, pixel_values: torch.Tensor, batch_size: int = 256) ->
 
 
 def lm_hidden(
-    model,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    image_features: torch.Tensor | None = None,
-    projected: torch.Tensor | None = None,
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Last hidden states of the Llava model with the tower's features given (cached) instead of pixels: same
-    maths as LlavaForConditionalGeneration.forward (projector output replaces the <image> token embeddings).
-    ``projected``: the projector's output of those features, when the caller has it already."""
+    """Last hidden states of the Llava model with the image tokens' embeddings given (the projector's output of
+    the tower's cached features, [B, P, D]) instead of pixels: same maths as LlavaForConditionalGeneration.forward
+    (they replace the <image> token embeddings)."""
     embeds = model.model.get_input_embeddings()(input_ids)
-    if projected is None and image_features is not None:
-        projected = model.model.multi_modal_projector(image_features)
-    if projected is not None:
-        projected = projected.to(embeds.dtype)
+    if image_embeds is not None:
         mask = (input_ids == model.config.image_token_id).unsqueeze(-1)
-        embeds = embeds.masked_scatter(mask, projected)
+        embeds = embeds.masked_scatter(mask, image_embeds.to(embeds.dtype))
     return model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
 
 
 def lm_logits(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_features: torch.Tensor | None = None
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Next-token logits of ``lm_hidden``."""
-    return model.lm_head(lm_hidden(model, input_ids, attention_mask, image_features))
+    return model.lm_head(lm_hidden(model, input_ids, attention_mask, image_embeds))
 
 
 def grounding_targets(patch: torch.Tensor) -> torch.Tensor:
@@ -639,14 +632,13 @@ def pretrain(
         return [model.config.image_token_id if w is None else word_id[w] for w in words]
 
     if cfg.text_context:  # a share of the rows read the scene's patch words where the image tokens go
-        size = model.config.vision_config.image_size
         context_prompt = prompt(CAPTION_QUESTION)
         slots = [k for k, t in enumerate(context_prompt) if t == model.config.image_token_id]
         pick = random.Random(f"povid-pretrain-context:{seed}")
         for k, (_, boxes) in enumerate(scenes):
             if pick.random() < cfg.text_context:
                 row = list(context_prompt)
-                for slot, token in zip(slots, slot_ids(boxes, size, size)):
+                for slot, token in zip(slots, slot_ids(boxes, IMAGE_SIZE, IMAGE_SIZE)):  # world pixels
                     row[slot] = token
                 text_rows[k] = (row, text_rows[k][1])
     params = _set_trainable(model, ["llm"])
@@ -670,7 +662,7 @@ def pretrain(
         input_ids, mask, labels = pack(rows, tok.pad_token_id)
         image_idx = torch.tensor([i for i, _, _ in batch])
         projected = model.model.multi_modal_projector(feats[image_idx])
-        hidden = lm_hidden(model, input_ids, mask, projected=projected)
+        hidden = lm_hidden(model, input_ids, mask, projected)
         loss = next_token_loss(model.lm_head(hidden), labels)
         if cfg.grounding:
             loss = loss + cfg.grounding * grounding_loss(model, hidden, input_ids, word_ids, seen[image_idx])
