@@ -13,10 +13,10 @@
                       the caption; ``text_format="plain"``: "<s> caption</s>"). This is where the object
                       co-occurrence prior comes from, as a real LLM brings it from web text.
                       ``text_context`` > 0 (off by default) puts, in that share of the rows, the word of what
-                      each patch shows (``patch_words``) in the 16 slots the image tokens fill later, so the
-                      language model also learns to copy objects from its context; ``reading`` > 0 then pulls
-                      the projector's output at each patch to that word's embedding in stages 2 and 3
-                      (``reading_loss``). Measured (val, 200 images, the words of the true patches as the
+                      each patch shows (``patch_words``) in the slots the image tokens fill later (one per
+                      patch), so the language model also learns to copy objects from its context; ``reading``
+                      > 0 then pulls the projector's output at each patch to that word's embedding in stages 2
+                      and 3 (``reading_loss``). Measured (val, 200 images, the words of the true patches as the
                       context): after 1,000 text steps the copier named 38% of the missing core objects, after
                       3,000 10% (present core 97%, present others 87%): the skill appears late. A base built
                       on it (text 0.5 / 3,000 steps, reading 1, committed tower) reads its image tokens less
@@ -117,8 +117,8 @@ class PretrainConfig:
     # align/tune: weight of the image-token grounding loss (0: off): at every image position the language model's
     # head predicts, over the category words, what the patches up to it show (``grounding_targets``)
     grounding: float = 0.0
-    # stage 1: share of scene captions whose prompt holds, in the image's 16 slots, the word of what each patch
-    # shows (``patch_words``): the language model learns to copy objects from its context (0: off)
+    # stage 1: share of scene captions whose prompt holds, in the image's slots (one per patch), the word of what
+    # each patch shows (``patch_words``): the language model learns to copy objects from its context (0: off)
     text_context: float = 0.0
     # align/tune: weight of the reading loss (0: off): the projector's output at each patch is pulled to the
     # input embedding of that patch's word (``reading_loss``), the tokens the stage-1 copier reads
