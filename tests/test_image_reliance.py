@@ -19,14 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fake_model(seen: list | None = None):
-    """Answers that depend on the pixels' spread: a noised image makes the 'model' see a dog and say yes."""
+    """Answers that depend on the pixels' roughness (mean step between neighbouring pixels: under 20 for the
+    world's clean images, over 90 at t = 500): a noised image makes the 'model' see a dog and say yes."""
 
     def generate(images, prompts, decoding):
         if seen is not None:
             seen.extend(np.asarray(im).copy() for im in images)
         out = []
         for im, p in zip(images, prompts):
-            noisy = float(np.asarray(im, dtype=float).std()) > 60
+            noisy = float(np.abs(np.diff(np.asarray(im, dtype=float), axis=1)).mean()) > 50
             if "Is there" in p:
                 out.append("Yes" if noisy else "No")
             else:

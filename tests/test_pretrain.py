@@ -63,8 +63,35 @@ def test_fresh_vision_images_carry_the_annotations_patch_targets_read():
     for r in records:
         assert sum(r.counts.values()) == len(r.boxes) and r.seen <= set(r.counts) and r.seen
         assert set(r.colours) == set(r.counts)
+        assert set(r.masks) == r.seen  # a visible-pixel mask for each category the tower can see
     again, _ = pt.fresh_vision_images(5, 0, processor)
     assert [r.boxes for r in again] == [r.boxes for r in records]
+
+
+def test_patch_targets_follow_the_visible_pixels_where_masks_are_known():
+    """A 32 x 32 image in 2 x 2 patches. A cup's box spans all four patches, but its pixels fill the top-left
+    patch and stray 3 pixels into the top-right one (under MASK_SHARE of its pixels and PATCH_SHARE of the
+    patch): from the mask, only the top-left patch shows a cup; from the box alone, all four do."""
+    import numpy as np
+
+    from povid_eval.benches.coco import ImageRecord
+
+    mask = np.zeros((32, 32), bool)
+    mask[2:14, 2:14] = True
+    mask[5, 16:19] = True
+    box = [("cup", (2, 2, 20, 20))]
+    record = ImageRecord(1, None, 32, 32, {"cup": 1}, box, [], seen={"cup"}, colours={"cup": "red"})
+    categories = ["cup", "dog"]
+    by_box = pt.patch_targets([record], categories, 2)
+    record.masks = {"cup": np.packbits(mask)}
+    by_mask = pt.patch_targets([record], categories, 2)
+    cup, red = 0, len(categories) + list(pt.PALETTE).index("red")
+    assert by_box[0, :, cup].tolist() == [1, 1, 1, 1]
+    assert by_mask[0, :, cup].tolist() == by_mask[0, :, red].tolist() == [1, 0, 0, 0]
+    assert by_mask[0, :, 1].sum() == 0
+    mask[20:30, 20:30] = True  # a second instance covering most of the bottom-right patch
+    record.masks = {"cup": np.packbits(mask)}
+    assert pt.patch_targets([record], categories, 2)[0, :, cup].tolist() == [1, 0, 0, 1]
 
 
 def test_grounding_targets_are_what_the_patches_up_to_each_one_show():

@@ -118,6 +118,29 @@ def test_categories_are_real_coco(world):
         assert vocab.synonyms.get(c["name"]) == c["name"] and official[c["name"]] == c["id"]
 
 
+def test_visible_masks_are_what_each_instance_shows():
+    """Each instance's mask: inside its box (1 pixel of outline either side), disjoint from the others'
+    (one owner per pixel), empty only when nothing of it shows; a category's mask leaves out hidden
+    instances."""
+    import numpy as np
+
+    from povid_eval.world.generate import make_image
+
+    for image_id in range(12):
+        im = make_image(0, "val", image_id)
+        masks = [np.unpackbits(m, count=64 * 64).reshape(64, 64).astype(bool) for m in im.masks]
+        assert len(masks) == len(im.instances) and max(sum(m.astype(int) for m in masks).ravel()) <= 1
+        for inst, fraction, mask in zip(im.instances, im.visible_fraction, masks):
+            x, y, w, h = inst.bbox
+            outside = mask.copy()
+            outside[max(0, y - 1) : y + h + 1, max(0, x - 1) : x + w + 1] = False
+            assert not outside.any() and (mask.any() or fraction < 0.05)
+        for obj in im.objects:
+            rows = zip(im.instances, im.visibility, masks)
+            shown = [m for i, v, m in rows if i.category == obj.category and v != "hidden"]
+            assert (im.visible_mask(obj.category) == np.logical_or.reduce(shown + [np.zeros((64, 64), bool)])).all()
+
+
 def test_hidden_objects_are_rare_and_breaks_exist(world):
     _, manifest = world
     for split in ("train", "val"):

@@ -13,6 +13,7 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from povid_eval.benches.chair import scorer as chair
 from povid_eval.core.errors import InputError, MissingAssetError
@@ -176,6 +177,8 @@ class ImageRecord:
     scene: str = ""
     colours: dict[str, str] = field(default_factory=dict)  # category -> colour (when annotated)
     seen: set[str] = field(default_factory=set)  # categories with an instance not 'hidden'
+    # category -> np.packbits of its visible pixels (height x width), where known (freshly rendered world images)
+    masks: dict[str, Any] = field(default_factory=dict)
 
 
 def load_split(world_dir: str | Path, split: str = "train") -> tuple[list[ImageRecord], list[str]]:

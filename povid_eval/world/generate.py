@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
 from povid_eval.world import text
@@ -59,6 +60,16 @@ class WorldImage:
     visible_fraction: tuple[float, ...]
     objects: tuple[WorldObject, ...]  # per category, in order of first annotation
     pixels: Image.Image = field(compare=False, repr=False)
+    masks: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)  # per instance, np.packbits
+
+    def visible_mask(self, category: str) -> np.ndarray:
+        """Bool (height, width): the pixels that show ``category`` (its instances not hidden)."""
+        size = self.pixels.height * self.pixels.width
+        union = np.zeros(size, bool)
+        for inst, label, packed in zip(self.instances, self.visibility, self.masks):
+            if inst.category == category and label != "hidden":
+                union |= np.unpackbits(packed, count=size).astype(bool)
+        return union.reshape(self.pixels.height, self.pixels.width)
 
     @property
     def png(self) -> bytes:
@@ -130,7 +141,7 @@ def make_image(
         scene = SCENE_BY_NAME[scene]
     rng = image_rng(seed, stream, image_id)
     layout = sample_layout(rng, scene, drop, include)
-    img, fractions = render(layout, rng)
+    img, fractions, masks = render(layout, rng)
     labels = [visibility(i, f) for i, f in zip(layout.instances, fractions)]
     order = list(range(len(layout.instances)))
     rng.shuffle(order)
@@ -145,6 +156,7 @@ def make_image(
         visible_fraction=tuple(round(fractions[k], 3) for k in order),
         objects=_objects(instances, labels),
         pixels=img,
+        masks=tuple(np.packbits(masks[k]) for k in order),
     )
 
 

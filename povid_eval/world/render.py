@@ -8,6 +8,8 @@ each instance stays visible.
     blend        alpha composite in drawing order (faint: alpha 0.35-0.5; hidden: 0.1)
     noise        Gaussian, sigma 4, after downsampling
     visible      share of an instance's pixels not covered by later instances
+    masks        each instance's visible pixels in the 64 x 64 image: a pixel belongs to the instance that owns
+                 (drew last over) most of the 4 drawing pixels behind it, at least 2 (the later one on a tie)
 PNG bytes are fixed by the pixels (compress level 6, no metadata).
 """
 
@@ -141,8 +143,9 @@ def glyph(inst: Instance, rng: random.Random) -> tuple[np.ndarray, np.ndarray, t
     return rgb, alpha, (y - pad, x - pad)
 
 
-def render(layout: Layout, rng: random.Random) -> tuple[Image.Image, list[float]]:
-    """The 64 x 64 RGB image of a layout, and each instance's visible fraction (in drawing order)."""
+def render(layout: Layout, rng: random.Random) -> tuple[Image.Image, list[float], list[np.ndarray]]:
+    """The 64 x 64 RGB image of a layout, each instance's visible fraction and its visible-pixel mask (bool
+    (64, 64)), in drawing order."""
     canvas = background(SCENE_BY_NAME[layout.scene].background, rng)
     owner = np.full((S, S), -1, np.int16)
     sizes = []
@@ -158,10 +161,22 @@ def render(layout: Layout, rng: random.Random) -> tuple[Image.Image, list[float]
         owner[t0:t1, l0:l1][alpha > 0] = i
         sizes.append(int((alpha > 0).sum()))
     visible = [float((owner == i).sum()) / n if n else 0.0 for i, n in enumerate(sizes)]
+    masks = _pixel_owners(owner, len(sizes))
     img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX)
     noise = np.random.default_rng(rng.getrandbits(32)).normal(0, 4, (IMAGE_SIZE, IMAGE_SIZE, 3))
     pixels = np.clip(np.asarray(img, np.float32) + noise, 0, 255).round().astype(np.uint8)
-    return Image.fromarray(pixels), visible
+    return Image.fromarray(pixels), visible, masks
+
+
+def _pixel_owners(owner: np.ndarray, n: int) -> list[np.ndarray]:
+    """The owner map at the drawing scale (S, S; -1 for background) -> each of the n instances' bool
+    (IMAGE_SIZE, IMAGE_SIZE) mask of the image pixels it owns (see the module docstring): disjoint masks."""
+    if n == 0:
+        return []
+    blocks = np.stack([(owner == i).reshape(IMAGE_SIZE, SCALE, IMAGE_SIZE, SCALE).sum(axis=(1, 3)) for i in range(n)])
+    best = n - 1 - blocks[::-1].argmax(axis=0)  # the later instance on a tie
+    kept = blocks.max(axis=0) * 2 >= SCALE * SCALE
+    return [(best == i) & kept for i in range(n)]
 
 
 def png_bytes(img: Image.Image) -> bytes:
