@@ -52,7 +52,7 @@
 Every image-grounded training sequence is ``format_prompt(question)`` + `` {answer}</s>`` with the loss on the
 answer tokens only. The tower is frozen after stage 0, so its features are computed once per image. AdamW,
 linear warm-up then cosine decay to 10%, per stage. Deterministic given the seed and the thread count.
-About 24 minutes on one CPU thread, 7 of them stage 0 with its 50,000 renders (threads=1: on a shared
+About 29 minutes on one CPU thread (1,747 s), 11 of them stage 0 with its 75,000 renders (threads=1: on a shared
 2-core machine two threads ran 10x slower).
 Run: ``python -m povid_eval.world.pretrain --world data/world --out models/base``.
 """
