@@ -27,8 +27,8 @@
                       context): after 1,000 text steps the copier named 38% of the missing core objects, after
                       3,000 10% (present core 97%, present others 87%): the skill appears late. A base built
                       on it (text 0.5 / 3,000 steps, reading 1, the box-target tower and small glyphs of
-                      cb4a8ac's base) reads its image tokens less
-                      well than words (present others named 53-60%) and POVID from it still trades recall:
+                      cb4a8ac's base) reads its image tokens less well than words (present others named
+                      53-60%) and POVID from it still trades recall:
                       CHAIR_i -45% at recall -13.7 points (that base: -40% at -18.7), so it stays off.
     stage 2  align    projector only (tower and LLM frozen), image-caption pairs, "Describe this image."
                       (the image's canonical reference caption, every object left to right with count and
