@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -51,10 +52,14 @@ def _brute_force(captions, gt, variant="singularize", k=3):
         absent += len(a)
         halluc += sum(o not in g for o in m.objects)
         halluc_cooc += sum(o not in g and o in a for o in m.objects)
+    z = NormalDist().inv_cdf
+    z_hit, z_false = z((named_present + 0.5) / (present + 1)), z((named_absent + 0.5) / (absent + 1))
     return {
         "named_cooc_absent": named_absent / absent,
         "grounding_gap": named_present / present - named_absent / absent,
         "cooc_share": halluc_cooc / halluc,
+        "d_prime": z_hit - z_false,
+        "criterion": -(z_hit + z_false) / 2,
     }
 
 
@@ -109,3 +114,28 @@ def test_units_bootstrap_and_details(tmp_path):
     }
     assert per["person"]["named_present"] == 1.0 and per["person"]["cooc_absent"] == 1
     assert per["frisbee"]["gap"] == 0.5 and "cat" not in per  # named in 1 of its 2 images, never when absent
+
+
+def _sums(hits, present, false_alarms, absent):
+    """CHAIR and grounding unit sums holding only what the signal-detection numbers read."""
+    c = np.zeros(len(chair.UNIT_COLUMNS))
+    c[chair.UNIT_COLUMNS.index("recalled")], c[chair.UNIT_COLUMNS.index("gt_objects")] = hits, present
+    return c, np.array([false_alarms, absent, 0.0])
+
+
+def test_d_prime_separates_discrimination_from_criterion():
+    z, phi = NormalDist().inv_cdf, NormalDist().cdf
+    n = 10**7  # the log-linear correction is negligible at this size
+    # one observer (d' = 2) at three criteria: saying less of everything moves c, not d'
+    for c in (-0.5, 0.0, 0.7):
+        hits, false_alarms = round(n * phi(1 - c)), round(n * phi(-1 - c))
+        m = grounding.from_sums(*_sums(hits, n, false_alarms, n))
+        assert m["d_prime"] == pytest.approx(2.0, abs=1e-3) and m["criterion"] == pytest.approx(c, abs=1e-3)
+    # small counts: Hautus's (k + 0.5) / (n + 1), finite at rates of 0 and 1
+    m = grounding.from_sums(*_sums(20, 20, 0, 10))
+    assert m["d_prime"] == pytest.approx(z(20.5 / 21) - z(0.5 / 11), rel=1e-12)
+    assert m["criterion"] == pytest.approx(-(z(20.5 / 21) + z(0.5 / 11)) / 2, rel=1e-12)
+    chance = grounding.from_sums(*_sums(30, 60, 15, 30))  # names half of each: no discrimination, c = 0
+    assert chance["d_prime"] == pytest.approx(0.0, abs=1e-12) and chance["criterion"] == pytest.approx(0.0, abs=1e-12)
+    batched = grounding.from_sums(np.stack(_sums(30, 60, 15, 30)[0:1] * 2), np.array([[15, 30, 0], [3, 30, 0]]))
+    assert batched["d_prime"].shape == (2,) and batched["d_prime"][1] > batched["d_prime"][0]

@@ -58,6 +58,8 @@ class ChairBench(Bench):
         Metric("grounding_gap", "grounding gap", True),
         Metric("named_cooc_absent", "names absent partners", False),
         Metric("cooc_share", "hallucinations that are partners", None),
+        Metric("d_prime", "naming d' (present vs absent partners)", True),
+        Metric("criterion", "naming criterion", None),
     )
     columns = ("CHAIRs", "CHAIRi", "Recall", "mean_words", "grounding_gap")
     tradeoff = Tradeoff(metric="CHAIRi", recall="Recall", length="mean_words")

@@ -17,11 +17,27 @@ instance categories and objects the reference captions name; Rohrbach et al. 201
     cooc_share         = hallucinated mentions whose object is in A_I / hallucinated mentions
 
 and per category c the same two rates over the images where c is present, and where c is in A_I.
+
+The gap mixes two things a tuning can change. Signal detection theory (Green & Swets 1966; Macmillan &
+Creelman 2005, "Detection Theory: A User's Guide", ch. 1-2) separates them, with hit rate H = named_present and
+false-alarm rate F = named_cooc_absent, each with the log-linear correction (Hautus 1995): (k + 0.5) / (n + 1)
+for k named of n, so that rates of 0 or 1 stay finite:
+
+    d_prime    = z(H) - z(F)              how well naming tells present objects from their absent partners
+                                          (0: not at all; unchanged when a model only says more or less)
+    criterion  = -(z(H) + z(F)) / 2       how much evidence the model needs before it names an object
+                                          (higher: names less, whether present or absent)
+
+with z the standard normal quantile. Under the model behind them (present and absent objects give normally
+distributed evidence of equal spread; an object is named above a threshold), a tuning that only moves the
+threshold (says less of everything) lowers F and H together and leaves d_prime where it was; one that grounds
+the captions raises d_prime.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from statistics import NormalDist
 
 import numpy as np
 
@@ -70,13 +86,28 @@ def from_sums(chair_sums, grounding_sums) -> dict:
     (..., 8) and (..., 3)); named_present is CHAIR's Recall."""
     c = np.asarray(chair_sums, dtype=float)
     g = np.asarray(grounding_sums, dtype=float)
-    present = ratio(c[..., CHAIR_COLUMNS.index("recalled")], c[..., CHAIR_COLUMNS.index("gt_objects")])
+    hits, n_present = c[..., CHAIR_COLUMNS.index("recalled")], c[..., CHAIR_COLUMNS.index("gt_objects")]
+    present = ratio(hits, n_present)
     absent = ratio(g[..., 0], g[..., 1])
+    d_prime, criterion = signal_detection(hits, n_present, g[..., 0], g[..., 1])
     return {
         "named_cooc_absent": absent,
         "grounding_gap": present - absent,
         "cooc_share": ratio(g[..., 2], c[..., CHAIR_COLUMNS.index("hallucinated")]),
+        "d_prime": d_prime,
+        "criterion": criterion,
     }
+
+
+_z = np.vectorize(NormalDist().inv_cdf, otypes=[float])  # standard normal quantile, elementwise
+
+
+def signal_detection(hits, present, false_alarms, absent):
+    """(d_prime, criterion) of the module docstring from counts (floats or arrays), with the log-linear
+    correction (k + 0.5) / (n + 1) of both rates."""
+    z_hit = _z((np.asarray(hits, dtype=float) + 0.5) / (np.asarray(present, dtype=float) + 1))
+    z_false = _z((np.asarray(false_alarms, dtype=float) + 0.5) / (np.asarray(absent, dtype=float) + 1))
+    return z_hit - z_false, -(z_hit + z_false) / 2
 
 
 def chair_and_grounding(sums) -> dict:
