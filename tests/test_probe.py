@@ -73,3 +73,32 @@ def test_a_broken_details_line_is_named(use_tiny_env, tmp_path, capsys):
     rc = probe.main(["--model", "tiny", "--world", str(use_tiny_env / "world"), "--results", str(tmp_path / "results")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "details.jsonl:2" in err and "expected a CHAIR details row" in err
+
+
+def test_an_api_model_has_no_tower_to_probe(tmp_path, monkeypatch, capsys):
+    (tmp_path / "api.toml").write_text('backend = "openai"\nbase_url = "http://127.0.0.1:9/v1"\napi_model = "m"\n')
+    monkeypatch.setenv("POVID_EVAL_MODELS", str(tmp_path))
+    rc = probe.main(["--model", "api", "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "served over an API" in err and len(err.splitlines()) == 1
+
+
+def test_a_lora_model_is_probed_through_its_base_tower(use_tiny_env, tmp_path, monkeypatch):
+    from transformers import LlavaForConditionalGeneration
+
+    from povid_eval.train.loop import add_lora
+
+    root = use_tiny_env
+    add_lora(LlavaForConditionalGeneration.from_pretrained(root / "tiny"), r=2, alpha=4).save_pretrained(
+        tmp_path / "adapter"
+    )
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tuned.toml").write_text(f'path = "{root / "tiny"}"\nadapter = "{tmp_path / "adapter"}"\n')
+    monkeypatch.setenv("POVID_EVAL_MODELS", str(tmp_path / "models"))
+    folder = tmp_path / "results" / "runs" / "tuned" / "chair"
+    folder.mkdir(parents=True)
+    image = json.loads((root / "world" / "annotations" / "instances_val.json").read_text())["images"][0]["id"]
+    row = {"image_id": image, "gt_objects": [], "cooc_absent": [], "mentions": []}
+    (folder / "details.jsonl").write_text(json.dumps(row) + "\n")
+    out = probe.probe("tuned", root / "world", tmp_path / "results", steps=5)
+    assert out["images"] == 1 and out["tower"]["named_present"] == 0.0

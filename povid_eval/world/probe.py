@@ -98,12 +98,13 @@ def probe(
     model_name: str, world: str | Path, results: str | Path, bench: str = "chair", steps: int = 3000, seed: int = 0
 ):
     """The probe's and the captions' numbers on ``bench``'s images (module docstring), as a dict."""
-    from povid_eval.vlm.model import load_vlm
+    from povid_eval.vlm.model import load_vlm_card
     from povid_eval.world.pretrain import pixel_tensor, vision_features
 
     card = cards.load_model_card(model_name)
+    if card.backend != "hf":
+        raise InputError(None, f"model {card.name!r} is served over an API: the probe reads a local model's tower")
     details = read_details(paths.run_folder(Path(results), card.name, bench) / "details.jsonl")
-    vlm = load_vlm(paths.project(card.path), format=card.format, dtype="fp32", device="cpu")
     train, categories = load_split(world, "train")
     val, _ = load_split(world, "val")
     by_id = {str(r.image_id): r for r in val}
@@ -112,11 +113,13 @@ def probe(
         raise InputError(
             None, f"{len(missing)} images of the CHAIR run are not in {world}'s val split (e.g. {missing[0]})"
         )
+    vlm = load_vlm_card(card)
+    model = vlm.model.get_base_model() if hasattr(vlm.model, "get_base_model") else vlm.model  # a LoRA: its base
     torch.set_num_threads(1)
     labels = torch.tensor([[c in r.seen for c in categories] for r in train], dtype=torch.float)
-    head = fit_probe(vision_features(vlm.model, pixel_tensor(vlm.processor, train)), labels, steps, seed)
+    head = fit_probe(vision_features(model, pixel_tensor(vlm.processor, train)), labels, steps, seed)
     images = [by_id[str(r["image_id"])] for r in details]
-    scores = probe_scores(head, vision_features(vlm.model, pixel_tensor(vlm.processor, images)))
+    scores = probe_scores(head, vision_features(model, pixel_tensor(vlm.processor, images)))
     tower = {str(r.image_id): {c for c, s in zip(categories, row) if s > 0} for r, row in zip(images, scores.tolist())}
     captions = {str(r["image_id"]): {o for _, o in r["mentions"]} for r in details}
     return {
