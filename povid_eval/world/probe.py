@@ -113,13 +113,19 @@ def probe(
         raise InputError(
             None, f"{len(missing)} images of the CHAIR run are not in {world}'s val split (e.g. {missing[0]})"
         )
+    if card.threads:
+        torch.set_num_threads(card.threads)
     vlm = load_vlm_card(card)
     model = vlm.model.get_base_model() if hasattr(vlm.model, "get_base_model") else vlm.model  # a LoRA: its base
-    torch.set_num_threads(1)
+
+    def features(records) -> torch.Tensor:  # on the card's device and dtype, then fp32 on the CPU for the probe
+        pixels = pixel_tensor(vlm.processor, records).to(model.device, model.dtype)
+        return vision_features(model, pixels).float().cpu()
+
     labels = torch.tensor([[c in r.seen for c in categories] for r in train], dtype=torch.float)
-    head = fit_probe(vision_features(model, pixel_tensor(vlm.processor, train)), labels, steps, seed)
+    head = fit_probe(features(train), labels, steps, seed)
     images = [by_id[str(r["image_id"])] for r in details]
-    scores = probe_scores(head, vision_features(model, pixel_tensor(vlm.processor, images)))
+    scores = probe_scores(head, features(images))
     tower = {str(r.image_id): {c for c, s in zip(categories, row) if s > 0} for r, row in zip(images, scores.tolist())}
     captions = {str(r["image_id"]): {o for _, o in r["mentions"]} for r in details}
     return {
