@@ -265,6 +265,53 @@ def test_merge_equals_the_adapter(trained, prefs, tmp_path):
     torch.testing.assert_close(after, before, rtol=0, atol=1e-4)
 
 
+def test_projector_lr_trains_the_projector_as_llava_lora_does(tmp_path, prefs):
+    """LLaVA's LoRA training (POVID's scripts: --mm_projector_lr) also trains the projector in full: with
+    projector_lr the adapter holds a trained copy, the scorer's cached tower features go through it (equal to a
+    full forward of the reloaded adapter), the reference is the untouched base, and --merge keeps it."""
+    from povid_eval.train.loop import merge_adapter
+    from povid_eval.vlm import load_vlm
+
+    model = load_vlm(BASE)
+    cfg = TrainConfig(loss="povid", steps=2, batch_size=4, lr=5e-3, projector_lr=5e-2, warmup=1)
+    info = train(model, prefs, cfg, tmp_path / "run", template=TEMPLATE, log=lambda s: None)
+    parts = info["parameters"]
+    assert parts["multi_modal_projector"]["trainable"] == parts["multi_modal_projector"]["total"] // 2 > 0
+    assert parts["vision_tower"]["trainable"] == 0 and parts["language_model"]["trainable"] > 0
+    log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["projector_lr"] == pytest.approx(10 * r["lr"]) for r in log)  # its own peak, the same schedule
+    scorer, frozen = Scorer(model, TEMPLATE), Scorer(load_vlm(BASE), TEMPLATE)
+    reloaded = load_vlm(BASE, adapter=tmp_path / "run" / "adapter")
+    images = {}
+    rows = scorer.rows(prefs[:2], kinds_for("dpo"), "paper", images)
+    with torch.no_grad():
+        feats = scorer.image_features(list(dict.fromkeys(r.image for r in rows)), images)
+        policy = scorer.logprobs(rows, feats)
+        with model.model.disable_adapter():
+            reference = scorer.logprobs(rows, feats)
+        base = frozen.logprobs(rows, frozen.image_features(list(feats), images))
+        args = (
+            [images[r.image] for r in rows],
+            [TEMPLATE.replace("{prompt}", "Describe this image.")] * len(rows),
+            [list(r.response_ids) for r in rows],
+        )
+        full = reloaded.response_ids_logprobs(*args)
+        merged = load_vlm(merge_adapter(reloaded, tmp_path / "merged")).response_ids_logprobs(*args)
+    torch.testing.assert_close(reference, base, rtol=0, atol=1e-6)
+    torch.testing.assert_close(policy, full, rtol=0, atol=1e-5)
+    torch.testing.assert_close(merged, full, rtol=0, atol=1e-4)
+    assert (policy - base).abs().max() > 1e-3
+
+
+def test_projector_lr_cannot_start_on_an_adapter_without_a_projector(tmp_path, prefs):
+    from povid_eval.vlm import load_vlm
+
+    model = load_vlm(BASE)
+    train(model, prefs, TrainConfig(steps=1, batch_size=4), tmp_path / "s1", template=TEMPLATE, log=lambda s: None)
+    with pytest.raises(InputError, match="no trainable projector"):
+        train(model, prefs, TrainConfig(steps=1, batch_size=4, projector_lr=1e-3), tmp_path / "s2", template=TEMPLATE)
+
+
 def _train_cli(models, world, results, *extra):
     env = {**os.environ, "POVID_EVAL_MODELS": str(models)}
     return [
@@ -360,6 +407,18 @@ def test_unknown_stage_is_a_clear_error(cli):
         stages_for("povid", RecipeConfig(), (3,))
     done = cli("train", "--stages", "x")
     assert done.returncode == 2 and "expected comma-separated ints" in done.stderr
+
+
+def test_a_projector_only_stage2_is_refused_before_anything_trains():
+    from dataclasses import replace
+
+    from povid_eval.train.povid import stages_for
+
+    cfg = RecipeConfig()
+    cfg.stage2 = replace(cfg.stage2, projector_lr=1e-4)
+    with pytest.raises(InputError, match="stage2.projector_lr needs stage1.projector_lr"):
+        stages_for("povid", cfg)
+    assert stages_for("povid", cfg, (2,))[0][1].projector_lr == 1e-4  # stage 2 alone wraps the base itself
 
 
 def test_latest_checkpoint_ignores_a_half_renamed_folder(tmp_path):

@@ -72,6 +72,7 @@ LOSSES = ("dpo", "ipo", "noise", "povid")
 NOISY_FORMS = ("paper", "release")
 # The language model's linear layers in LLaVA-family checkpoints (HF layout): LoRA goes here and nowhere else.
 LM_PREFIXES = ("language_model.", "model.language_model.")
+PROJECTOR = "multi_modal_projector"  # HF LLaVA's name for LLaVA's mm_projector
 
 
 @dataclass
@@ -93,6 +94,11 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
+    # LLaVA's LoRA training (and so POVID's: run_dpo.sh / run_povid.sh, --mm_projector_lr 2e-5) also trains
+    # the multimodal projector in full, at its own learning rate: initialize_vision_modules re-enables its
+    # gradients after get_peft_model froze them. None keeps the projector frozen (LoRA only); a float trains
+    # it at that peak rate (same warm-up and cosine as lr), saved in the adapter as a PEFT modules_to_save
+    projector_lr: float | None = None
     precompute_reference: bool = False
     # y_w and y_l^t of a record share the image + prompt prefix: one packed sequence (Scorer.logprobs); the
     # numbers are the same either way, only the cost differs
@@ -127,14 +133,23 @@ def language_model_linear_names(model) -> list[str]:
     ]
 
 
-def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0):
-    """Wrap a LLaVA model in a fresh PEFT LoRA adapter on the language model's linear layers only."""
+def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0, projector: bool = False):
+    """Wrap a LLaVA model in a fresh PEFT LoRA adapter on the language model's linear layers; with
+    ``projector``, the multimodal projector also becomes a trainable full copy (PEFT modules_to_save: the
+    adapter disabled runs the original, as the reference must)."""
     from peft import LoraConfig, get_peft_model
 
     targets = language_model_linear_names(model)
     if not targets:
         raise ValueError("no linear layer under 'language_model' found: is this a LLaVA-family model?")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        bias="none",
+        modules_to_save=[PROJECTOR] if projector else None,
+    )
     with quiet_peft():
         return get_peft_model(model, config)
 
@@ -238,20 +253,42 @@ class Scorer:
         rows = self.rows(prefs, kinds, noisy_form, images)
         return rows, self.image_features(list(dict.fromkeys(r.image for r in rows)), images)
 
+    def projector_in_adapter(self) -> bool:
+        """Whether the adapter holds its own projector (add_lora(projector=True): a PEFT modules_to_save
+        wrapper, which runs the original under disable_adapter). Then the cached image features stop before
+        the projector and every forward runs it (by structure, not requires_grad: PEFT's disable_adapter
+        switches that off)."""
+        return hasattr(self.projector(), "modules_to_save")
+
+    def projector(self) -> torch.nn.Module:
+        model = self.vlm.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return getattr(base.model, PROJECTOR)
+
     @torch.no_grad()
     def image_features(self, keys: Sequence[tuple], images: dict) -> dict[tuple, torch.Tensor]:
-        """Projected image features [n_image_tokens, hidden] per distinct image key (tower + projector, once)."""
+        """Image features [n_image_tokens, dim] per distinct image key, computed once: projected (tower +
+        projector), or the tower's selected features when the adapter holds its own projector (_embeds then
+        runs it, with gradient, or the original under disable_adapter for the reference)."""
         model = self.vlm.model
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         config = base.config
         prepared = self.vlm.prepare_images([images[k] for k in keys])
         pixels = self.vlm.processor.image_processor(prepared, return_tensors="pt")["pixel_values"]
         pixels = pixels.to(self.vlm.device, DTYPES[self.vlm.dtype])
-        feats = base.get_image_features(
-            pixel_values=pixels,
-            vision_feature_layer=config.vision_feature_layer,
-            vision_feature_select_strategy=config.vision_feature_select_strategy,
-        )
+        projector = self.projector()
+        skip = self.projector_in_adapter()
+        if skip:  # the tower's selected features only: LlavaModel.get_image_features with an identity projector
+            setattr(base.model, PROJECTOR, torch.nn.Identity())
+        try:
+            feats = base.get_image_features(
+                pixel_values=pixels,
+                vision_feature_layer=config.vision_feature_layer,
+                vision_feature_select_strategy=config.vision_feature_select_strategy,
+            )
+        finally:
+            if skip:
+                setattr(base.model, PROJECTOR, projector)
         feats = getattr(feats, "pooler_output", feats)
         return {k: f for k, f in zip(keys, feats)}
 
@@ -288,7 +325,10 @@ class Scorer:
         (``images``: one [n_image_tokens, hidden] tensor per sequence, in order)."""
         embeds = self.vlm.model.get_input_embeddings()(input_ids)
         image_mask = (input_ids == self.vlm.image_token_id).unsqueeze(-1)
-        return embeds.masked_scatter(image_mask, torch.cat(list(images)).to(embeds.dtype))
+        feats = torch.cat(list(images))
+        if self.projector_in_adapter():
+            feats = self.projector()(feats)
+        return embeds.masked_scatter(image_mask, feats.to(embeds.dtype))
 
     def _shared_logprobs(self, rows: Sequence[Row], features: dict[tuple, torch.Tensor], with_token_counts: bool):
         model = self.vlm.model
@@ -632,8 +672,14 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if not hasattr(vlm.model, "disable_adapter"):
-        vlm.model = add_lora(vlm.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+        vlm.model = add_lora(vlm.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.projector_lr is not None)
     model = vlm.model
+    projector_names = {n for n, _ in model.named_parameters() if f".{PROJECTOR}.modules_to_save." in n}
+    if cfg.projector_lr is not None and not projector_names:
+        raise InputError(None, "projector_lr is set but the adapter being continued has no trainable projector")
+    for name, p in model.named_parameters():
+        if name in projector_names:
+            p.requires_grad_(cfg.projector_lr is not None)
     if cfg.gradient_checkpointing:
         model.get_base_model().activation_checkpointing_enable({"use_reentrant": False})
     breakdown = parameter_breakdown(model)
@@ -641,7 +687,11 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if n_ranks > 1:
         _broadcast_parameters(params)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and n not in projector_names]}]
+    if cfg.projector_lr is not None:
+        groups.append({"params": [p for n, p in model.named_parameters() if n in projector_names]})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    peaks = [cfg.lr, cfg.projector_lr][: len(groups)]
     scorer = Scorer(vlm, template)
     ckpt_dir = out / "checkpoints"
     log_path = out / "train_log.jsonl"
@@ -676,8 +726,8 @@ def train(
     for step in range(start, cfg.steps):
         if stop_after is not None and step - start >= stop_after:
             break
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+        for group, peak in zip(opt.param_groups, peaks):
+            group["lr"] = lr_at(step, cfg) * peak / cfg.lr
         batch = [prefs[i] for i in batch_indices(len(prefs), cfg.batch_size, step, cfg.seed)]
         opt.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
@@ -704,12 +754,14 @@ def train(
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
         record = {"step": step, "lr": lr_at(step, cfg), **{k: round(v, 6) for k, v in sums.items()}}
+        if cfg.projector_lr is not None:
+            record["projector_lr"] = opt.param_groups[1]["lr"]
         if rank == 0:
             with writing(log_path), open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         done = step + 1
         if done % max(1, cfg.steps // 20) == 0 or done == cfg.steps:
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "lr"))
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "lr", "projector_lr"))
             log(f"[{cfg.loss}] step {done}/{cfg.steps} {shown} ({time.time() - t0:.0f}s)")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             if rank == 0:

@@ -128,6 +128,7 @@ TRAIN_RULES = {
     "batch_size": cards.at_least(1),
     "grad_accum": cards.at_least(1),
     "lr": cards.above(0),
+    "projector_lr": cards.above(0),
     "warmup": cards.at_least(0),
     "weight_decay": cards.at_least(0, integer=False),
     "max_grad_norm": cards.at_least(0, integer=False),
@@ -301,7 +302,14 @@ def stages_for(recipe: str, cfg: RecipeConfig, stages: Sequence[int] | None = No
     if not stages or set(stages) - {1, 2}:
         raise InputError(None, f"--stages must name stages 1 and/or 2, got {','.join(map(str, stages)) or 'none'}")
     chosen = [("stage1", cfg.stage1), ("stage2", cfg.stage2)]
-    return [chosen[s - 1] for s in stages]
+    plan = [chosen[s - 1] for s in stages]
+    if plan[0][1].projector_lr is None and any(c.projector_lr is not None for _, c in plan[1:]):
+        raise InputError(
+            None,
+            "stage2.projector_lr needs stage1.projector_lr: stage 2 continues stage 1's adapter, and a projector "
+            "that stage 1 kept frozen has no trainable copy in it",
+        )
+    return plan
 
 
 def _rank0_group(world: int):
