@@ -161,7 +161,9 @@ _TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "boo
 
 
 def _type_problem(value: Any, kind: str) -> str | None:
-    """Why ``value`` is not of the field type ``kind`` (a dataclass annotation: str, int, float, bool, dict)."""
+    """Why ``value`` is not of the field type ``kind`` (a dataclass annotation: str, int, float, bool, dict, or
+    one of them "| None": TOML has no null, so a value that is given must be of the type)."""
+    kind = kind.removesuffix(" | None")
     types = _TYPES.get(kind)
     if types is None:
         return None

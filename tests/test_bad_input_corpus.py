@@ -1518,6 +1518,8 @@ RECIPE_VALUES = [
     ("stage1-beta-0", {}, {"beta": "0"}, "stage1.beta"),
     ("stage1-lora-r-0", {}, {"lora_r": "0"}, "stage1.lora_r"),
     ("stage1-checkpoint-every-0", {}, {"checkpoint_every": "0"}, "stage1.checkpoint_every"),
+    ("stage1-projector-lr-string", {}, {"projector_lr": '"fast"'}, "stage1.projector_lr"),
+    ("stage1-projector-lr-0", {}, {"projector_lr": "0"}, "stage1.projector_lr"),
 ]
 
 for _cid, _top, _stage1, _key in RECIPE_VALUES:
@@ -1526,6 +1528,12 @@ for _cid, _top, _stage1, _key in RECIPE_VALUES:
     def _(ctx, top=_top, stage1=_stage1, key=_key):
         cfg = ctx.write("recipe.toml", recipe_text(top, stage1))
         return train(ctx, "--config", cfg), [cfg, key]
+
+
+@case("model_cards", "recipe-config-stage2-projector-without-stage1")
+def _(ctx):
+    cfg = ctx.write("recipe.toml", recipe_text() + "projector_lr = 0.001\n")  # under [stage2], the last table
+    return train(ctx, "--config", cfg, recipe="povid"), ["stage2.projector_lr", "stage1.projector_lr"]
 
 
 @case("model_cards", "recipe-config-stage1-not-table")
