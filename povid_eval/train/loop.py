@@ -684,12 +684,13 @@ def train(
         model.get_base_model().activation_checkpointing_enable({"use_reentrant": False})
     breakdown = parameter_breakdown(model)
     log(format_breakdown(breakdown))
-    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in trainable]
     if n_ranks > 1:
         _broadcast_parameters(params)
-    groups = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and n not in projector_names]}]
-    if cfg.projector_lr is not None:
-        groups.append({"params": [p for n, p in model.named_parameters() if n in projector_names]})
+    groups = [{"params": [p for n, p in trainable if n not in projector_names]}]
+    if cfg.projector_lr is not None:  # the projector's own rate, as LLaVA's trainer gives mm_projector_lr
+        groups.append({"params": [p for n, p in trainable if n in projector_names]})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     peaks = [cfg.lr, cfg.projector_lr][: len(groups)]
     scorer = Scorer(vlm, template)
