@@ -133,6 +133,13 @@ def language_model_linear_names(model) -> list[str]:
     ]
 
 
+def projector_of(model) -> torch.nn.Module:
+    """The model's multimodal projector: a PEFT modules_to_save wrapper (``modules_to_save`` holds the trained
+    copy) when the adapter carries its own (add_lora(projector=True)), else the base's module."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.model, PROJECTOR)
+
+
 def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0, projector: bool = False):
     """Wrap a LLaVA model in a fresh PEFT LoRA adapter on the language model's linear layers; with
     ``projector``, the multimodal projector also becomes a trainable full copy (PEFT modules_to_save: the
@@ -261,9 +268,7 @@ class Scorer:
         return hasattr(self.projector(), "modules_to_save")
 
     def projector(self) -> torch.nn.Module:
-        model = self.vlm.model
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        return getattr(base.model, PROJECTOR)
+        return projector_of(self.vlm.model)
 
     @torch.no_grad()
     def image_features(self, keys: Sequence[tuple], images: dict) -> dict[tuple, torch.Tensor]:
@@ -674,23 +679,23 @@ def train(
     if not hasattr(vlm.model, "disable_adapter"):
         vlm.model = add_lora(vlm.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.projector_lr is not None)
     model = vlm.model
-    projector_names = {n for n, _ in model.named_parameters() if f".{PROJECTOR}.modules_to_save." in n}
-    if cfg.projector_lr is not None and not projector_names:
+    projector = projector_of(model)
+    own = list(projector.modules_to_save.parameters()) if hasattr(projector, "modules_to_save") else []
+    if cfg.projector_lr is not None and not own:
         raise InputError(None, "projector_lr is set but the adapter being continued has no trainable projector")
-    for name, p in model.named_parameters():
-        if name in projector_names:
-            p.requires_grad_(cfg.projector_lr is not None)
+    for p in own:  # a stage without projector_lr keeps the adapter's copy as it is
+        p.requires_grad_(cfg.projector_lr is not None)
+    own_ids = {id(p) for p in own}
     if cfg.gradient_checkpointing:
         model.get_base_model().activation_checkpointing_enable({"use_reentrant": False})
     breakdown = parameter_breakdown(model)
     log(format_breakdown(breakdown))
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in trainable]
+    params = [p for p in model.parameters() if p.requires_grad]
     if n_ranks > 1:
         _broadcast_parameters(params)
-    groups = [{"params": [p for n, p in trainable if n not in projector_names]}]
+    groups = [{"params": [p for p in params if id(p) not in own_ids]}]
     if cfg.projector_lr is not None:  # the projector's own rate, as LLaVA's trainer gives mm_projector_lr
-        groups.append({"params": [p for n, p in trainable if n in projector_names]})
+        groups.append({"params": [p for p in params if id(p) in own_ids]})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     peaks = [cfg.lr, cfg.projector_lr][: len(groups)]
     scorer = Scorer(vlm, template)
