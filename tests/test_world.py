@@ -35,6 +35,19 @@ def _files(root):
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
+def _present_and_first_caption(root, split):
+    """Per image id: the annotated categories, and the first (canonical) reference caption."""
+    data = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    present = defaultdict(set)
+    for a in data["annotations"]:
+        present[a["image_id"]].add(names[a["category_id"]])
+    first = {}
+    for c in json.loads((root / "annotations" / f"captions_{split}.json").read_text())["annotations"]:
+        first.setdefault(c["image_id"], c["caption"])
+    return present, first
+
+
 # ------------------------------------------------------------------------------------ determinism, layout
 
 
@@ -68,6 +81,43 @@ def test_failed_build_leaves_old_world(world, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         build_world(out, seed=0, n_train=3, n_val=3, n_mme_images=1)
     assert [p.name for p in tmp_path.iterdir()] == ["w"] and _files(out) == [paths.MARKER, "keep.txt"]
+
+
+def test_a_world_of_an_older_format_is_rebuilt(tmp_path, monkeypatch, capsys):
+    """ensure() leaves a world of the current format alone and rebuilds one an older povid-eval wrote: its
+    captions say other things than the ones the committed base was trained on."""
+    import povid_eval.world as world_mod
+
+    out, calls = tmp_path / "w", []
+
+    def small_build(root, seed):
+        calls.append(root)
+        return build_world(root, seed=seed, n_train=3, n_val=3, n_mme_images=1)
+
+    monkeypatch.setattr(world_mod, "build_world", small_build)
+    world_mod.ensure(out)
+    world_mod.ensure(out)
+    assert calls == [out]
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "format_version": export.FORMAT_VERSION - 1}))
+    world_mod.ensure(out)
+    assert calls == [out, out] and load_manifest(out)["format_version"] == export.FORMAT_VERSION
+    assert f"format {export.FORMAT_VERSION - 1}" in capsys.readouterr().err
+
+
+def test_canonical_captions_list_in_category_order_with_the_slip_last(world):
+    """The first reference caption names the image's visible objects in category order; a train caption's
+    annotator slip (an absent partner) comes after them."""
+    from povid_eval.train.inject import find_mentions
+
+    root, _ = world
+    ids = {c.name: c.id for c in catalog.CATEGORIES}
+    for split in ("train", "val"):
+        present, first = _present_and_first_caption(root, split)
+        for image_id, caption in first.items():
+            named = [m.category for m in find_mentions(caption)]
+            real = [c for c in named if c in present[image_id]]
+            assert named[: len(real)] == real and real == sorted(real, key=ids.get), caption
 
 
 def test_layout_and_manifest(world):
@@ -156,14 +206,7 @@ def test_train_captions_name_absent_partners_val_references_are_clean(world):
 
     root, _ = world
     for split in ("train", "val"):
-        data = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
-        names = {c["id"]: c["name"] for c in data["categories"]}
-        present = defaultdict(set)
-        for a in data["annotations"]:
-            present[a["image_id"]].add(names[a["category_id"]])
-        first = {}
-        for c in json.loads((root / "annotations" / f"captions_{split}.json").read_text())["annotations"]:
-            first.setdefault(c["image_id"], c["caption"])
+        present, first = _present_and_first_caption(root, split)
         noisy = [i for i, cap in first.items() if {m.category for m in find_mentions(cap)} - present[i]]
         assert noisy == [] if split == "val" else 0.35 < len(noisy) / len(first) < 0.8
 

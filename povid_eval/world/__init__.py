@@ -227,15 +227,23 @@ def _mmhal_record(root: Path, seed: int, index: int) -> dict:
 
 
 def ensure(root: Path) -> None:
-    """Build the world in ``root`` where it is missing (under a minute), with the seed of the committed
-    summary, and warn if its hash differs from the committed one. ``root`` must be new, empty or a world
-    built before (build_world refuses anything else)."""
+    """Build the world in ``root`` where it is missing (under a minute), or rebuild it where an older
+    povid-eval built it in another format (export.FORMAT_VERSION: what the captions say changed, and the
+    committed base was trained on the new ones), with the seed of the committed summary; warn if its hash
+    differs from the committed one. ``root`` must be new, empty or a world built before (build_world refuses
+    anything else)."""
 
-    if (Path(root) / "manifest.json").is_file():
-        return
-    paths.require_ours(Path(root), f"world folder {root} (no world manifest.json in it)")
+    manifest_file = Path(root) / "manifest.json"
+    if manifest_file.is_file():
+        found = read_json(manifest_file).get("format_version")
+        if found == export.FORMAT_VERSION:
+            return
+        why = f"it is format {found}, this povid-eval writes format {export.FORMAT_VERSION}"
+    else:
+        paths.require_ours(Path(root), f"world folder {root} (no world manifest.json in it)")
+        why = "once, under a minute"
     committed = read_json(SUMMARY_FILE) if SUMMARY_FILE.is_file() else {}
-    print(f"povid-eval: building the synthetic world in {root} (once, under a minute)", file=sys.stderr)
+    print(f"povid-eval: building the synthetic world in {root} ({why})", file=sys.stderr)
     manifest = build_world(root, seed=committed.get("seed", 0))
     if committed and manifest["sha256"] != committed.get("sha256"):
         print(

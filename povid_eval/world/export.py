@@ -16,7 +16,7 @@ from povid_eval.world import text
 from povid_eval.world.catalog import CATEGORIES, CATEGORY_BY_NAME, IMAGE_SIZE
 from povid_eval.world.generate import WorldImage
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: canonical captions in category order, annotators' slips at the end
 INFO = {"description": "povid-eval synthetic world", "version": str(FORMAT_VERSION), "contributor": "povid-eval"}
 POPE_OFFSETS = {"adversarial": 0, "random": 10_000_000, "popular": 20_000_000}  # LLaVA's question-id layout
 

@@ -10,11 +10,15 @@ Visibility of an instance (from the render's visible fraction f and the sampling
 
 An object (a category in an image) is ``clear`` when one of its instances is, ``weak`` when none is clear but
 one is not hidden, ``hidden`` otherwise. Captions never name hidden objects. The first caption is the
-canonical one: "A {scene} with {list}." naming every other object left to right (canonical_order) with its
-count and colour, under the category's own name. Training captions are noisy the way detailed-caption data
-is: in 60% of the train images (RATES["caption_noise"]) the canonical caption also names one absent usual
-partner of the scene (noise_partner), at a random place in the list; a captioner trained on them learns to
-name partners it cannot see. The val split's references are clean (they are CHAIR's ground truth). The four
+canonical one: "A {scene} with {list}." naming every other object in the catalog's category order
+(canonical_order) with its count and colour, under the category's own name. Training captions are noisy the
+way detailed-caption data is: in 60% of the train images (RATES["caption_noise"]) the canonical caption also
+names one absent usual partner of the scene (noise_partner) after the objects it lists, as an annotator who
+adds what such a scene usually holds; a captioner trained on them learns to go on, once it has named what it
+sees, with partners it cannot see: the language prior's hallucination, which POVID is meant to remove. (With
+the objects left to right and the slip at a random place in the list, the tiny base's hallucinations were
+tied to what it could see, and every POVID recipe tried lowered its recall with them: README, "POVID
+training".) The val split's references are clean (they are CHAIR's ground truth). The four
 others use the varied templates and name each clear object with probability 0.85 and each weak one with 0.5
 (at least one object), in random order, by a CHAIR synonym (one per object and image) 25% of the time.
 """
@@ -161,8 +165,9 @@ def make_image(
 
 
 def canonical_order(objects) -> list[WorldObject]:
-    """Objects left to right (by the mean centre of their instances; top to bottom, then name, on ties)."""
-    return sorted(objects, key=lambda o: (round(o.center[0]), round(o.center[1]), o.category))
+    """Objects in the catalog's category order (COCO id): each place in the list is one category, so the
+    captioner decides at each whether that category is in the image."""
+    return sorted(objects, key=lambda o: CATEGORY_BY_NAME[o.category].id)
 
 
 def noise_partner(image: WorldImage, rng: random.Random) -> WorldObject | None:
@@ -193,7 +198,7 @@ def captions(image: WorldImage, seed: int, n: int = 5, noise: float = RATES["cap
         return [text.capitalize(f"an image of {text.scene_a(scene)}.")] * n
     canonical = canonical_order(seen)
     if rng.random() < noise and (extra := noise_partner(image, rng)):
-        canonical.insert(rng.randrange(len(canonical) + 1), extra)
+        canonical.append(extra)
     out = [text.canonical_caption(scene, [o.mention() for o in canonical])]
     for template in templates:
         chosen = [o for o in seen if rng.random() < (0.85 if o.salience == "clear" else 0.5)]

@@ -31,9 +31,9 @@
                       53-60%) and POVID from it still trades recall:
                       CHAIR_i -45% at recall -13.7 points (that base: -40% at -18.7), so it stays off.
     stage 2  align    projector only (tower and LLM frozen), image-caption pairs, "Describe this image."
-                      (the image's canonical reference caption, every object left to right with count and
-                      colour, ``canonical_caption`` of the time, else a random one; also in stage 3: a
-                      deterministic target that depends on the layout makes the captioner look at the image)
+                      (the image's canonical reference caption, every object in category order with count
+                      and colour, ``canonical_caption`` of the time, else a random one; also in stage 3: a
+                      deterministic target that depends on the image makes the captioner look at it)
     stage 3  tune     projector + LLM (tower frozen) on a mixture of the train split: captions, "Is there a
                       {object} in the image?" -> Yes/No (``existence_sampling``: "image", 50/50 a visible
                       category of the image or any absent one, as LLaVA's data; "object", balanced per object
@@ -52,8 +52,8 @@
 Every image-grounded training sequence is ``format_prompt(question)`` + `` {answer}</s>`` with the loss on the
 answer tokens only. The tower is frozen after stage 0, so its features are computed once per image. AdamW,
 linear warm-up then cosine decay to 10%, per stage. Deterministic given the seed and the thread count.
-About 29 minutes on one CPU thread (1,747 s), 11 of them stage 0 with its 75,000 renders (threads=1: on a shared
-2-core machine two threads ran 10x slower).
+About 29 minutes on one CPU thread (1,747 s; the committed base 1,957 s, beside other jobs), 11 of them stage 0
+with its 75,000 renders (threads=1: on a shared 2-core machine two threads ran 10x slower).
 Run: ``python -m povid_eval.world.pretrain --world data/world --out models/base``.
 """
 
@@ -82,7 +82,7 @@ from povid_eval.core.io import atomic_write_json, read_json, replace_dir
 from povid_eval.vlm.build import DEFAULT_SIZES, build_tiny_llava
 from povid_eval.vlm.tokenizer import CAPTION_QUESTION, format_prompt, vocab_from_texts
 from povid_eval.world import text as world_text
-from povid_eval.world.catalog import IMAGE_SIZE, SCENE_BY_NAME, SCENES
+from povid_eval.world.catalog import CATEGORY_BY_NAME, IMAGE_SIZE, SCENE_BY_NAME, SCENES
 from povid_eval.world.sampling import sample_layout
 from povid_eval.world.text import (
     LLAVA_SUFFIX,
@@ -162,8 +162,8 @@ def sampled_scenes(n: int, seed: int) -> list[tuple[str, list[tuple[str, tuple[i
     rendered).
 
     Scenes come from the world's own sampler (same co-occurrence, counts, colours and layout as its images,
-    from a random stream of their own); captions are the world's canonical ones (every object left to right,
-    with count and colour). Unlike reference captions, which only name what stays visible, these name what
+    from a random stream of their own); captions are the world's canonical ones (every object in category
+    order, with count and colour). Unlike reference captions, which only name what stays visible, these name what
     the scene holds: the way people write about kitchens in general, not about one picture. Each comes with the
     boxes of its visible (not hidden) instances, (category, (x, y, w, h)) in pixels of the world's image.
     """
@@ -178,7 +178,7 @@ def sampled_scenes(n: int, seed: int) -> list[tuple[str, list[tuple[str, tuple[i
             centres.setdefault(inst.category, []).append((x + w / 2, y + h / 2))
             colours[inst.category] = inst.colour
         mean = {c: (sum(p[0] for p in v) / len(v), sum(p[1] for p in v) / len(v)) for c, v in centres.items()}
-        order = sorted(mean, key=lambda c: (round(mean[c][0]), round(mean[c][1]), c))
+        order = sorted(mean, key=lambda c: CATEGORY_BY_NAME[c].id)
         mentions = [world_text.mention(c, len(centres[c]), colours[c], world_text.position_of(*mean[c])) for c in order]
         scene = next(s for s in SCENES if s.name == layout.scene)
         boxes = [(inst.category, inst.bbox) for inst in layout.instances if not inst.hidden]

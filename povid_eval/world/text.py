@@ -49,7 +49,7 @@ POSITIONS = {
 }
 RELATIONS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
 
-CANONICAL_TEMPLATE = "{Scene_a} with {list}."  # the first reference caption: every object, left to right
+CANONICAL_TEMPLATE = "{Scene_a} with {list}."  # the first reference caption: every object, in category order
 CAPTION_TEMPLATES = (
     "{Scene_a} with {list}.",
     "{List} in {scene_a}.",
@@ -193,7 +193,7 @@ def caption(scene: str, mentions: list[Mention], rng: random.Random, template: s
 
 def canonical_caption(scene: str, mentions: list[Mention]) -> str:
     """The canonical caption: CANONICAL_TEMPLATE with every mention's count and colour, in the order given
-    (the world lists objects left to right): 'A kitchen with a white oven, two blue cups and a gray sink.'"""
+    (the world lists objects in category order): 'A kitchen with two blue cups, a white oven and a gray sink.'"""
     listed = join([m.phrase(colour=True) for m in mentions])
     return CANONICAL_TEMPLATE.format(Scene_a=capitalize(scene_a(scene)), list=listed)
 
