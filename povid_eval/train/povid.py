@@ -12,7 +12,7 @@ Recipes (``--recipe``): ``povid`` (both stages), ``dpo`` (text pairs only: stage
 a model card (models/<out>.toml) so that ``povid-eval run --model <out>`` evaluates it.
 
 The embedded default's numbers (povid.toml) were chosen by measurement on the world (README, "POVID
-training"): y_w is the image's canonical caption (every visible object, left to right) with the annotators'
+training"): y_w is the image's canonical caption (every visible object, in category order) with the annotators'
 slips deleted, so that no absent object is ever preferred.
 """
 
