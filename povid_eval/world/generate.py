@@ -164,10 +164,15 @@ def make_image(
     )
 
 
+def canonical_rank(category: str) -> int:
+    """A category's place in canonical captions: the catalog's category order (COCO id). Each place in the list
+    is one category, so the captioner decides at each whether that category is in the image."""
+    return CATEGORY_BY_NAME[category].id
+
+
 def canonical_order(objects) -> list[WorldObject]:
-    """Objects in the catalog's category order (COCO id): each place in the list is one category, so the
-    captioner decides at each whether that category is in the image."""
-    return sorted(objects, key=lambda o: CATEGORY_BY_NAME[o.category].id)
+    """Objects in canonical caption order (canonical_rank)."""
+    return sorted(objects, key=lambda o: canonical_rank(o.category))
 
 
 def noise_partner(image: WorldImage, rng: random.Random) -> WorldObject | None:

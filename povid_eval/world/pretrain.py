@@ -82,7 +82,8 @@ from povid_eval.core.io import atomic_write_json, read_json, replace_dir
 from povid_eval.vlm.build import DEFAULT_SIZES, build_tiny_llava
 from povid_eval.vlm.tokenizer import CAPTION_QUESTION, format_prompt, vocab_from_texts
 from povid_eval.world import text as world_text
-from povid_eval.world.catalog import CATEGORY_BY_NAME, IMAGE_SIZE, SCENE_BY_NAME, SCENES
+from povid_eval.world.catalog import IMAGE_SIZE, SCENE_BY_NAME, SCENES
+from povid_eval.world.generate import canonical_rank
 from povid_eval.world.sampling import sample_layout
 from povid_eval.world.text import (
     LLAVA_SUFFIX,
@@ -178,7 +179,7 @@ def sampled_scenes(n: int, seed: int) -> list[tuple[str, list[tuple[str, tuple[i
             centres.setdefault(inst.category, []).append((x + w / 2, y + h / 2))
             colours[inst.category] = inst.colour
         mean = {c: (sum(p[0] for p in v) / len(v), sum(p[1] for p in v) / len(v)) for c, v in centres.items()}
-        order = sorted(mean, key=lambda c: CATEGORY_BY_NAME[c].id)
+        order = sorted(mean, key=canonical_rank)
         mentions = [world_text.mention(c, len(centres[c]), colours[c], world_text.position_of(*mean[c])) for c in order]
         scene = next(s for s in SCENES if s.name == layout.scene)
         boxes = [(inst.category, inst.bbox) for inst in layout.instances if not inst.hidden]
