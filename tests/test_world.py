@@ -109,15 +109,15 @@ def test_canonical_captions_list_in_category_order_with_the_slip_last(world):
     """The first reference caption names the image's visible objects in category order; a train caption's
     annotator slip (an absent partner) comes after them."""
     from povid_eval.train.inject import find_mentions
+    from povid_eval.world.generate import canonical_rank
 
     root, _ = world
-    ids = {c.name: c.id for c in catalog.CATEGORIES}
     for split in ("train", "val"):
         present, first = _present_and_first_caption(root, split)
         for image_id, caption in first.items():
             named = [m.category for m in find_mentions(caption)]
             real = [c for c in named if c in present[image_id]]
-            assert named[: len(real)] == real and real == sorted(real, key=ids.get), caption
+            assert named[: len(real)] == real and real == sorted(real, key=canonical_rank), caption
 
 
 def test_layout_and_manifest(world):
