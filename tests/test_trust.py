@@ -462,8 +462,12 @@ def test_leaderboard_refuses_metrics_of_an_earlier_model(own_model, tmp_path, ca
     one_line(err, "metrics.json", "another version of model 'mine'", "--fresh")
 
 
-def test_ctrl_c_stops_cleanly_and_the_run_resumes(tiny_env, tmp_path):
-    """SIGINT mid-run: exit 130 with one line, the lock released, and the resumed run has every sample once."""
+@pytest.mark.parametrize(
+    "sig, code, line", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")], ids=["int", "term"]
+)
+def test_a_stop_signal_stops_cleanly_and_the_run_resumes(tiny_env, tmp_path, sig, code, line):
+    """SIGINT (Ctrl-C) or SIGTERM (kill, a scheduler) mid-run: its exit code with one line, the lock released, and
+    the resumed run has every sample once."""
     root, variables = tiny_env
     out = tmp_path / "r"
     args = chair_run(out, "--limit", "24")
@@ -473,11 +477,26 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tiny_env, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 3):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     err = proc.communicate()[1]
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "povid-eval: interrupted" and "Traceback" not in err, err
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == f"povid-eval: {line}" and "Traceback" not in err, err
     resumed = subprocess.run(args, env=env, cwd=root, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     keys = [json.loads(x)["key"] for x in samples.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == 24
+
+
+def test_sigterm_during_a_world_build_leaves_no_folder(tmp_path):
+    """A world build stopped by SIGTERM removes its temp folder and leaves no world: exit 143, one line."""
+    out = tmp_path / "w"
+    args = [sys.executable, "-m", "povid_eval.world", "--out", out, "--n-train", "3000", "--n-val", "10"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.is_file() for t in tmp_path.glob(".w.tmp-*") for p in t.rglob("*.png")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate()[1]
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "povid-eval: terminated" and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

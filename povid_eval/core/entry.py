@@ -1,12 +1,18 @@
 """How every entry point (``povid-eval``, ``python -m povid_eval.world``, ``python -m povid_eval.world.pretrain``)
-ends: a problem the user can fix is ONE line on stderr and exit code 2, an interrupt exit code 130, anything
-else a traceback (a bug)."""
+ends: a problem the user can fix is ONE line on stderr and exit code 2, an interrupt (Ctrl-C) exit code 130, a
+SIGTERM (a scheduler's or ``kill``'s stop) exit code 143, anything else a traceback (a bug).
+
+SIGTERM is turned into an interrupt (``Terminated``) so that it takes Ctrl-C's way out: the ``finally`` blocks
+remove temp files and folders, locks are released, and a rerun resumes. A second SIGTERM during that clean-up
+kills at once (the default action), as does SIGKILL, which no process can catch."""
 
 from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from povid_eval.core.errors import PovidError
@@ -36,8 +42,27 @@ def storage_hint(code: int) -> str:
     return "give a folder you can write to (e.g. --out DIR), or fix its permissions"
 
 
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM, raised where the process is so that the interrupt's clean-up runs (module docstring)."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM does not wait for the clean-up
+    raise Terminated()
+
+
 def run_reporting(func: Callable[[], object]) -> int:
     """Run ``func``; 0 when it returns, else the exit code of the problem it raised (module docstring)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        return _report(func)
+    finally:
+        if main_thread:  # None: a handler Python did not install; the default is what it did
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _report(func: Callable[[], object]) -> int:
     try:
         func()
     except PovidError as e:
@@ -48,6 +73,9 @@ def run_reporting(func: Callable[[], object]) -> int:
             raise
         print(f"povid-eval: error: {e.filename or 'writing'}: {e.strerror}; {storage_hint(e.errno)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("povid-eval: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("povid-eval: interrupted", file=sys.stderr)
         return 130
