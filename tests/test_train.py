@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from povid_eval.core.errors import InputError
-from povid_eval.train import inject
+from povid_eval.train import inject, preferences
 from povid_eval.train.loop import Scorer, TrainConfig, kinds_for, train
 from povid_eval.train.povid import RecipeConfig, world_preferences
 from povid_eval.train.preferences import Preference, import_povid_release, read_preferences, write_preferences
@@ -165,6 +165,20 @@ def test_bad_preference_record_is_one_line_naming_it(tmp_path, prefs, change, me
     err = done.stderr.strip()
     assert len(err.splitlines()) == 1 and f"bad.jsonl:2: record '{rows[1]['id']}'" in err and message in err
     assert not (ROOT / "models" / "never.toml").exists()
+
+
+def test_answer_lengths_name_the_rejected_kinds_that_are_longer():
+    """Mean words and objects per answer kind (kinds no record has are left out), and the log line that says
+    which rejected kind names more objects than y_w (DPO's length shortcut)."""
+    records = [
+        Preference(id="1", image="a.png", prompt="q", chosen="A cup.", rejected_text="A cup and a fork."),
+        Preference(id="2", image="b.png", prompt="q", chosen="A dog and a cat.", rejected_text="A dog and a cow."),
+    ]
+    lengths = preferences.answer_lengths(records)
+    assert lengths == {"chosen": {"words": 3.5, "objects": 1.5}, "rejected_text": {"words": 5.0, "objects": 2.0}}
+    line = preferences.length_note(lengths)
+    assert line.startswith("answer lengths (words / objects): y_w 3.5 / 1.5, y_l^t 5.0 / 2.0; y_l^t name more")
+    assert "; " not in preferences.length_note({"chosen": lengths["chosen"]})
 
 
 def test_povid_release_import(tmp_path, prefs):

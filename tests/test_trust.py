@@ -448,6 +448,8 @@ def test_train_from_another_directory(use_tiny_env, tmp_path, monkeypatch, capsy
     assert (elsewhere / "res" / "train" / "t" / "stage2" / "adapter").is_dir() and (models / "t.toml").is_file()
     data = next((elsewhere / "res" / "train" / "t").glob("preferences.*.jsonl")).read_text()
     assert '"image": "world/images/train/' in data  # relative to the project root, as the paths rule says
+    info = json.loads((elsewhere / "res" / "train" / "t" / "train_info.json").read_text())
+    assert set(info["answer_lengths"]) == {"chosen", "rejected_text", "rejected_noisy"}
 
 
 def test_leaderboard_refuses_metrics_of_an_earlier_model(own_model, tmp_path, capsys):

@@ -40,7 +40,14 @@ from povid_eval.core.paths import cache_dir
 from povid_eval.run.fingerprint import fingerprint, fingerprint_hash
 from povid_eval.train.inject import DEFAULT_WEIGHTS, OPS
 from povid_eval.train.loop import LOSSES, NOISY_FORMS, TrainConfig, train
-from povid_eval.train.preferences import Preference, import_povid_release, read_preferences, write_preferences
+from povid_eval.train.preferences import (
+    Preference,
+    answer_lengths,
+    import_povid_release,
+    length_note,
+    read_preferences,
+    write_preferences,
+)
 from povid_eval.vlm.noise import DEFAULT_STEP
 
 RECIPES = ("povid", "dpo", "noise-only")
@@ -600,6 +607,8 @@ def _train(
             write_preferences(data_path, [replace(p, image=_project_path(p.image)) for p in prefs])
     prefs = _from_rank0(prefs, n_ranks, group)
     log(f"{len(prefs)} preference records ({time.time() - t0:.0f}s)")
+    lengths = answer_lengths(prefs)
+    log(length_note(lengths))
     infos = {}
     for name, stage_cfg in plan:
         infos[name] = train(vlm, prefs, stage_cfg, run_dir / name, template=base_card.template, log=log)
@@ -610,6 +619,7 @@ def _train(
         "base": base,
         "stages": [n for n, _ in plan],
         "config": asdict(cfg),
+        "answer_lengths": lengths,
         "train": infos,
         "wall_s": round(time.time() - t0, 1),
     }

@@ -143,6 +143,44 @@ def read_preferences(
     return out
 
 
+ANSWER_KINDS = ("chosen", "rejected_text", "rejected_noisy")
+
+
+def answer_lengths(records: Iterable[Preference]) -> dict[str, dict[str, float]]:
+    """Mean length of each answer kind over the records that have it: words, and object mentions (CHAIR's
+    vocabulary, train/inject.find_mentions); kinds no record has are left out.
+
+    DPO compares summed log-probs, so rejected answers that are systematically longer than y_w give it a
+    shortcut: the policy can win by ending its answers early, without looking at the image. On the tiny base,
+    y_l^t names 5.0 objects and y_l^n 6.8 against y_w's 4.5, and the tuned model ends its lists early
+    (README, "POVID training")."""
+    from povid_eval.train.inject import find_mentions
+
+    sums: dict[str, list[float]] = {}
+    for r in records:
+        for kind in ANSWER_KINDS:
+            text = getattr(r, kind)
+            if text:
+                acc = sums.setdefault(kind, [0, 0, 0])
+                acc[0] += 1
+                acc[1] += len(text.split())
+                acc[2] += len(find_mentions(text))
+    return {k: {"words": round(w / n, 2), "objects": round(o / n, 2)} for k, (n, w, o) in sums.items()}
+
+
+def length_note(lengths: dict[str, dict[str, float]]) -> str:
+    """One log line: each kind's mean words / objects, and the rejected kinds that name more objects than y_w."""
+    names = {"chosen": "y_w", "rejected_text": "y_l^t", "rejected_noisy": "y_l^n"}
+    line = "answer lengths (words / objects): " + ", ".join(
+        f"{names[k]} {v['words']:.1f} / {v['objects']:.1f}" for k, v in lengths.items()
+    )
+    base = lengths.get("chosen", {}).get("objects")
+    longer = [names[k] for k, v in lengths.items() if k != "chosen" and base is not None and v["objects"] > base]
+    if longer:
+        line += f"; {' and '.join(longer)} name more objects than y_w: DPO can learn to end answers early"
+    return line
+
+
 def write_preferences(path: str | Path, records: Iterable[Preference]) -> None:
     """Write records as jsonl, atomically."""
     atomic_write_jsonl(path, (r.as_dict() for r in records))
