@@ -35,7 +35,8 @@ from povid_eval.core.io import (
 )
 
 REQUIRED = ("id", "image", "prompt", "chosen", "rejected_text")
-TEXT_FIELDS = ("prompt", "chosen", "rejected_text", "rejected_noisy")
+ANSWER_KINDS = {"chosen": "y_w", "rejected_text": "y_l^t", "rejected_noisy": "y_l^n"}  # field -> the paper's symbol
+TEXT_FIELDS = ("prompt", *ANSWER_KINDS)
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,6 @@ def read_preferences(
     return out
 
 
-ANSWER_KINDS = ("chosen", "rejected_text", "rejected_noisy")
-
-
 def answer_lengths(records: Iterable[Preference]) -> dict[str, dict[str, float]]:
     """Mean length of each answer kind over the records that have it: words, and object mentions (CHAIR's
     vocabulary, train/inject.find_mentions); kinds no record has are left out.
@@ -170,12 +168,13 @@ def answer_lengths(records: Iterable[Preference]) -> dict[str, dict[str, float]]
 
 def length_note(lengths: dict[str, dict[str, float]]) -> str:
     """One log line: each kind's mean words / objects, and the rejected kinds that name more objects than y_w."""
-    names = {"chosen": "y_w", "rejected_text": "y_l^t", "rejected_noisy": "y_l^n"}
     line = "answer lengths (words / objects): " + ", ".join(
-        f"{names[k]} {v['words']:.1f} / {v['objects']:.1f}" for k, v in lengths.items()
+        f"{ANSWER_KINDS[k]} {v['words']:.1f} / {v['objects']:.1f}" for k, v in lengths.items()
     )
-    base = lengths.get("chosen", {}).get("objects")
-    longer = [names[k] for k, v in lengths.items() if k != "chosen" and base is not None and v["objects"] > base]
+    if "chosen" not in lengths:
+        return line
+    base = lengths["chosen"]["objects"]
+    longer = [ANSWER_KINDS[k] for k, v in lengths.items() if k != "chosen" and v["objects"] > base]
     if longer:
         line += f"; {' and '.join(longer)} name more objects than y_w: DPO can learn to end answers early"
     return line
