@@ -1,9 +1,11 @@
-"""Atomic writes: all or nothing, ordinary file permissions."""
+"""Atomic writes: all or nothing, ordinary file permissions; staging folders a kill leaves are removed later."""
 
 import os
+import time
 
 import pytest
 
+from povid_eval.core import io
 from povid_eval.core.io import atomic_write_bytes, atomic_write_text
 
 
@@ -24,3 +26,70 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_bytes(path, "not bytes")
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def _aged(folder):
+    """Make a folder look untouched for a minute (remove_stale_staging skips fresh ones)."""
+    past = time.time() - 60
+    os.utime(folder, (past, past))
+    return folder
+
+
+def test_stale_staging_is_removed_and_a_held_one_kept(tmp_path):
+    """A staging folder nobody holds (its owner was killed) goes; one a live build holds, or one just made,
+    stays; an ``.old-`` one whose target is missing is put back first."""
+    out = tmp_path / "w"
+    dead = tmp_path / ".w.tmp-dead"
+    (dead / "img").mkdir(parents=True)
+    _aged(dead)
+    fresh = tmp_path / ".w.tmp-fresh"
+    fresh.mkdir()
+    held, fd = io._held_folder(".w.tmp-", tmp_path)
+    _aged(held)
+    old = tmp_path / ".w.old-x"
+    (old / "w").mkdir(parents=True)
+    (old / "w" / "manifest.json").write_text("{}")
+    _aged(old)
+    (tmp_path / ".v.tmp-dead").mkdir()
+    _aged(tmp_path / ".v.tmp-dead")
+    try:
+        removed = io.remove_stale_staging(out)
+    finally:
+        os.close(fd)
+    assert removed == [dead, old]
+    assert (out / "manifest.json").read_text() == "{}"  # the previous version, back in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".v.tmp-dead", ".w.tmp-fresh", held.name, "w"])
+
+
+def test_staging_dir_is_removed_unless_moved_into_place(tmp_path):
+    out = tmp_path / "w"
+    with pytest.raises(RuntimeError), io.staging_dir(out) as tmp:
+        (tmp / "half").write_text("x")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    for text in ("one", "two"):
+        with io.staging_dir(out) as tmp:
+            (tmp / "f").write_text(text)
+            io.replace_dir(tmp, out)
+    assert (out / "f").read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["w"]
+
+
+def test_replace_dir_puts_the_old_folder_back_when_the_new_cannot_go_in(tmp_path, monkeypatch):
+    out = tmp_path / "w"
+    out.mkdir()
+    (out / "f").write_text("old")
+    new = tmp_path / ".w.tmp-1"
+    new.mkdir()
+    real = os.replace
+    calls = []
+
+    def failing(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", failing)
+    with pytest.raises(OSError):
+        io.replace_dir(new, out)
+    assert (out / "f").read_text() == "old"

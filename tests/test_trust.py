@@ -502,3 +502,23 @@ def test_sigterm_during_a_world_build_leaves_no_folder(tmp_path):
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "povid-eval: terminated" and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_world_build_killed_outright_is_cleaned_up_by_the_next_build(tmp_path):
+    """SIGKILL runs no clean-up: the temp folder stays, unlocked (the kernel drops the dead build's flock); the
+    next build removes it, says so, and leaves the world alone in the folder."""
+    out = tmp_path / "w"
+    args = [sys.executable, "-m", "povid_eval.world", "--out", out, "--n-train", "3000", "--n-val", "10"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.is_file() for t in tmp_path.glob(".w.tmp-*") for p in t.rglob("*.png")):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    (left,) = tmp_path.glob(".w.tmp-*")
+    past = time.time() - 60  # as if the crash were a minute ago (a folder touched in the last seconds is spared)
+    os.utime(left, (past, past))
+    rebuilt = subprocess.run([*args[:-4], "--n-train", "10", "--n-val", "10"], capture_output=True, text=True)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert f"removed {left}, left by a killed build" in rebuilt.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import gzip
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,16 +42,90 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+STALE_AFTER_S = 10.0  # a staging folder this long untouched, and locked by nobody, was left by a killed process
+
+
+def _held_folder(prefix: str, parent: Path) -> tuple[Path, int]:
+    """A new folder ``parent/{prefix}XXXXXXXX`` and an open descriptor holding an exclusive flock on it (the
+    kernel drops the lock when the process dies, however it dies)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return folder, fd
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove the staging folders ``.{out.name}.tmp-*`` and ``.{out.name}.old-*`` beside ``out`` that a killed
+    process left (SIGKILL, a power loss: nothing ran its clean-up): those no living process holds locked
+    (staging_dir, replace_dir) and untouched for STALE_AFTER_S. A folder still locked is another build's, left
+    alone. An ``.old-`` folder whose ``out`` is missing (killed between replace_dir's two renames) is put back
+    in ``out``'s place first. Returns what was removed."""
+    removed = []
+    for folder in sorted(out.parent.glob(f".{out.name}.tmp-*")) + sorted(out.parent.glob(f".{out.name}.old-*")):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    continue  # its owner is alive
+                raise
+            if time.time() - folder.stat().st_mtime < STALE_AFTER_S:
+                continue  # just made: its creator may not have locked it yet
+            kept = folder / out.name
+            if ".old-" in folder.name and kept.is_dir() and not out.exists():
+                os.replace(kept, out)  # killed between replace_dir's two renames: the previous one goes back
+            shutil.rmtree(folder)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    return removed
+
+
+@contextmanager
+def staging_dir(out: Path, log=None) -> Iterator[Path]:
+    """A new empty folder beside ``out`` to build it in, then ``replace_dir(tmp, out)``: removed on any exit
+    that does not move it into place, and locked while the block runs, so that when a kill prevents the
+    removal the next build finds it unlocked and removes it (remove_stale_staging, run first; ``log`` gets one
+    line per folder removed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for folder in remove_stale_staging(out):
+        if log is not None:
+            log(f"removed {folder}, left by a killed build")
+    tmp, fd = _held_folder(f".{out.name}.tmp-", out.parent)
+    try:
+        tmp.chmod(0o755)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when moved into place
+        os.close(fd)
+
+
 def replace_dir(tmp: Path, out: Path) -> None:
     """Put the finished folder ``tmp`` (a sibling of ``out``) in ``out``'s place: a reader sees the old folder or
-    the new one, never a half-written one (the old one is moved aside first, then removed)."""
-    old = None
+    the new one, never a half-written one (the old one is moved aside first, into a locked folder, then
+    removed: a kill meanwhile leaves it to remove_stale_staging)."""
+    old = fd = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old, fd = _held_folder(f".{out.name}.old-", out.parent)
         os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old)
+    try:
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if old is not None and not out.exists():
+                os.replace(old / out.name, out)
+            raise
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:

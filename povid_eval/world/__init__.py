@@ -19,9 +19,7 @@ Why models hallucinate here: see catalog.py (co-occurrence, breaks) and generate
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from povid_eval.benches.mmhal import judges
 from povid_eval.benches.mmhal.scorer import TYPES as mmhal_types
 from povid_eval.core import paths
 from povid_eval.core.errors import MissingAssetError, PovidError
-from povid_eval.core.io import atomic_write_json, read_json, replace_dir
+from povid_eval.core.io import atomic_write_json, read_json, replace_dir, staging_dir
 from povid_eval.world import benchsets, export, text
 from povid_eval.world.catalog import RATES, SCENES
 from povid_eval.world.generate import WorldImage, captions, image_rng, make_image
@@ -62,16 +60,10 @@ def build_world(
     marker, paths.MARKER): anything else is refused, never replaced."""
     out = Path(out).resolve()
     paths.require_ours(out, "world")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with staging_dir(out, log=print) as tmp:
         manifest = _build(tmp, seed, n_train, n_val, n_pope_images, n_mme_images)
         paths.mark(tmp, "world")
         replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if summary_path is not None:
         atomic_write_json(summary_path, summary(manifest))
     return manifest

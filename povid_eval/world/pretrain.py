@@ -63,9 +63,7 @@ import argparse
 import hashlib
 import math
 import random
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,7 +76,7 @@ import torch.nn.functional as F
 from povid_eval.benches.coco import ImageRecord, image_records, load_split
 from povid_eval.core.entry import count, run_reporting
 from povid_eval.core.errors import InputError, MissingAssetError
-from povid_eval.core.io import atomic_write_json, read_json, replace_dir
+from povid_eval.core.io import atomic_write_json, read_json, replace_dir, staging_dir
 from povid_eval.vlm.build import DEFAULT_SIZES, build_tiny_llava
 from povid_eval.vlm.tokenizer import CAPTION_QUESTION, format_prompt, vocab_from_texts
 from povid_eval.world import text as world_text
@@ -769,17 +767,11 @@ def pretrain(
         "wall_s": round(time.time() - t_start, 1),
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # a kill leaves ``out`` as it was
-    try:
-        tmp.chmod(0o755)
+    with staging_dir(out, log=log) as tmp:  # a kill leaves ``out`` as it was
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         atomic_write_json(tmp / "train_info.json", info)
         replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"saved {out} in {info['wall_s']:.0f}s")
     return info
 

@@ -31,6 +31,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from povid_eval.core.io import replace_dir, staging_dir
+
 #: resource name -> the path nltk.data.find() resolves
 RESOURCES = {
     "punkt_tab": "tokenizers/punkt_tab/english/",
@@ -149,15 +151,9 @@ def _pip_download(spec: str, filename: str, digest: str, workdir: Path) -> Path:
 def _install_into(target: Path, relpath: str, build) -> None:
     """Run build(tmpdir) and rename the result to target/relpath (atomic per resource)."""
     final = target / relpath
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-    try:
+    with staging_dir(final) as tmp:
         build(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        replace_dir(tmp, final)
 
 
 def _punkt_tab(target: Path, workdir: Path) -> None:
