@@ -45,6 +45,17 @@ def _open_binary(path: Path):
 STALE_AFTER_S = 10.0  # a staging folder this long untouched, and locked by nobody, was left by a killed process
 
 
+def try_lock(fd: int) -> bool:
+    """Take an exclusive flock on ``fd`` without waiting: False when another open file holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        raise
+    return True
+
+
 def _held_folder(prefix: str, parent: Path) -> tuple[Path, int]:
     """A new folder ``parent/{prefix}XXXXXXXX`` and an open descriptor holding an exclusive flock on it (the
     kernel drops the lock when the process dies, however it dies)."""
@@ -69,12 +80,8 @@ def remove_stale_staging(out: Path) -> list[Path]:
         except OSError:
             continue
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    continue  # its owner is alive
-                raise
+            if not try_lock(fd):
+                continue  # its owner is alive
             if time.time() - folder.stat().st_mtime < STALE_AFTER_S:
                 continue  # just made: its creator may not have locked it yet
             kept = folder / out.name

@@ -23,8 +23,6 @@ run; the kernel releases it when the process dies, so a killed run never leaves 
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import re
@@ -32,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from povid_eval.core.errors import InputError, PovidError
+from povid_eval.core.io import try_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -201,11 +200,7 @@ def writer_lock(folder: Path, what: str):
     path = Path(folder) / LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
+        if not try_lock(fd):
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
             raise Busy(
                 f"{folder}: {what} is being written by {holder}; wait for it to finish "
