@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from povid_eval.core import io
+from povid_eval.core import io, paths
 from povid_eval.core.io import atomic_write_bytes, atomic_write_text
 
 
@@ -93,3 +93,16 @@ def test_replace_dir_puts_the_old_folder_back_when_the_new_cannot_go_in(tmp_path
     with pytest.raises(OSError):
         io.replace_dir(new, out)
     assert (out / "f").read_text() == "old"
+
+
+def test_the_next_writer_removes_a_killed_writers_temp_files(tmp_path):
+    """atomic_write_bytes killed between write and rename leaves .NAME.XXXX.tmp; whoever takes the folder's
+    writer lock next removes it (a file just written is spared, and so is everything else)."""
+    (tmp_path / "metrics.json").write_text("{}")
+    stale = tmp_path / ".metrics.json.k1ll3d.tmp"
+    stale.write_text('{"half')
+    _aged(stale)
+    fresh = tmp_path / ".samples.json.n0w.tmp"
+    fresh.write_text("x")
+    with paths.writer_lock(tmp_path, "a test"):
+        assert sorted(p.name for p in tmp_path.iterdir()) == [paths.LOCK, fresh.name, "metrics.json"]

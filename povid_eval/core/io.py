@@ -94,6 +94,18 @@ def remove_stale_staging(out: Path) -> list[Path]:
     return removed
 
 
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Remove what atomic_write_bytes leaves in ``folder`` when its process is killed between the write and the
+    rename (``.NAME.XXXXXXXX.tmp``, untouched for STALE_AFTER_S). Call it holding the folder's writer lock
+    (paths.writer_lock does), so that no living writer's file can be among them. Returns what was removed."""
+    removed = []
+    for path in sorted(folder.glob(".*.tmp")):
+        if path.is_file() and not path.is_symlink() and time.time() - path.stat().st_mtime >= STALE_AFTER_S:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 @contextmanager
 def staging_dir(out: Path, log=None) -> Iterator[Path]:
     """A new empty folder beside ``out`` to build it in, then ``replace_dir(tmp, out)``: removed on any exit

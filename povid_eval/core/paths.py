@@ -18,7 +18,8 @@ writes into a folder only if it is new, empty or carries the marker (``claim``),
 only folders that carry it.
 
 One writer: ``writer_lock(folder)`` holds an exclusive ``flock`` on ``folder/.lock`` for the duration of a
-run; the kernel releases it when the process dies, so a killed run never leaves a stale lock behind.
+run; the kernel releases it when the process dies, so a killed run never leaves a stale lock behind, and the
+next holder removes the temp files a killed writer left there (io.remove_stale_temp_files).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from povid_eval.core.errors import InputError, PovidError
-from povid_eval.core.io import try_lock
+from povid_eval.core.io import remove_stale_temp_files, try_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -195,7 +196,8 @@ class Busy(PovidError):
 @contextmanager
 def writer_lock(folder: Path, what: str):
     """Hold an exclusive lock on ``folder`` (flock on folder/.lock) or raise Busy at once; released on exit
-    and by the kernel when the process dies (no stale lock after a kill)."""
+    and by the kernel when the process dies (no stale lock after a kill). Once held, the temp files of a killed
+    writer in ``folder`` are removed."""
 
     path = Path(folder) / LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -208,6 +210,7 @@ def writer_lock(folder: Path, what: str):
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        remove_stale_temp_files(Path(folder))  # a killed writer's half-written files
         yield
     finally:
         os.close(fd)
