@@ -45,6 +45,11 @@ def _open_binary(path: Path):
 STALE_AFTER_S = 10.0  # a staging folder this long untouched, and locked by nobody, was left by a killed process
 
 
+def _untouched(path: Path) -> bool:
+    """Whether ``path`` has not changed for STALE_AFTER_S."""
+    return time.time() - path.stat().st_mtime >= STALE_AFTER_S
+
+
 def try_lock(fd: int) -> bool:
     """Take an exclusive flock on ``fd`` without waiting: False when another open file holds it."""
     try:
@@ -82,7 +87,7 @@ def remove_stale_staging(out: Path) -> list[Path]:
         try:
             if not try_lock(fd):
                 continue  # its owner is alive
-            if time.time() - folder.stat().st_mtime < STALE_AFTER_S:
+            if not _untouched(folder):
                 continue  # just made: its creator may not have locked it yet
             kept = folder / out.name
             if ".old-" in folder.name and kept.is_dir() and not out.exists():
@@ -100,7 +105,7 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     (paths.writer_lock does), so that no living writer's file can be among them. Returns what was removed."""
     removed = []
     for path in sorted(folder.glob(".*.tmp")):
-        if path.is_file() and not path.is_symlink() and time.time() - path.stat().st_mtime >= STALE_AFTER_S:
+        if path.is_file() and not path.is_symlink() and _untouched(path):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
@@ -108,10 +113,10 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
 
 @contextmanager
 def staging_dir(out: Path, log=None) -> Iterator[Path]:
-    """A new empty folder beside ``out`` to build it in, then ``replace_dir(tmp, out)``: removed on any exit
-    that does not move it into place, and locked while the block runs, so that when a kill prevents the
-    removal the next build finds it unlocked and removes it (remove_stale_staging, run first; ``log`` gets one
-    line per folder removed)."""
+    """A new empty folder beside ``out`` to build it in: when the block ends normally it takes ``out``'s place
+    (replace_dir), on any other exit it is removed. It is locked while the block runs, so that when a kill
+    prevents the removal the next build finds it unlocked and removes it (remove_stale_staging, run first;
+    ``log`` gets one line per folder removed)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     for folder in remove_stale_staging(out):
         if log is not None:
@@ -120,6 +125,7 @@ def staging_dir(out: Path, log=None) -> Iterator[Path]:
     try:
         tmp.chmod(0o755)
         yield tmp
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already when moved into place
         os.close(fd)

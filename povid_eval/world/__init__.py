@@ -27,7 +27,7 @@ from povid_eval.benches.mmhal import judges
 from povid_eval.benches.mmhal.scorer import TYPES as mmhal_types
 from povid_eval.core import paths
 from povid_eval.core.errors import MissingAssetError, PovidError
-from povid_eval.core.io import atomic_write_json, read_json, replace_dir, staging_dir
+from povid_eval.core.io import atomic_write_json, read_json, staging_dir
 from povid_eval.world import benchsets, export, text
 from povid_eval.world.catalog import RATES, SCENES
 from povid_eval.world.generate import WorldImage, captions, image_rng, make_image
@@ -63,7 +63,6 @@ def build_world(
     with staging_dir(out, log=print) as tmp:
         manifest = _build(tmp, seed, n_train, n_val, n_pope_images, n_mme_images)
         paths.mark(tmp, "world")
-        replace_dir(tmp, out)
     if summary_path is not None:
         atomic_write_json(summary_path, summary(manifest))
     return manifest

@@ -76,7 +76,7 @@ import torch.nn.functional as F
 from povid_eval.benches.coco import ImageRecord, image_records, load_split
 from povid_eval.core.entry import count, run_reporting
 from povid_eval.core.errors import InputError, MissingAssetError
-from povid_eval.core.io import atomic_write_json, read_json, replace_dir, staging_dir
+from povid_eval.core.io import atomic_write_json, read_json, staging_dir
 from povid_eval.vlm.build import DEFAULT_SIZES, build_tiny_llava
 from povid_eval.vlm.tokenizer import CAPTION_QUESTION, format_prompt, vocab_from_texts
 from povid_eval.world import text as world_text
@@ -771,7 +771,6 @@ def pretrain(
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         atomic_write_json(tmp / "train_info.json", info)
-        replace_dir(tmp, out)
     log(f"saved {out} in {info['wall_s']:.0f}s")
     return info
 

@@ -31,7 +31,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from povid_eval.core.io import replace_dir, staging_dir
+from povid_eval.core.io import staging_dir
 
 #: resource name -> the path nltk.data.find() resolves
 RESOURCES = {
@@ -153,7 +153,6 @@ def _install_into(target: Path, relpath: str, build) -> None:
     final = target / relpath
     with staging_dir(final) as tmp:
         build(tmp)
-        replace_dir(tmp, final)
 
 
 def _punkt_tab(target: Path, workdir: Path) -> None:
