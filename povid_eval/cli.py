@@ -260,12 +260,15 @@ def cmd_world_build(args) -> None:
 def cmd_pretrain(args) -> None:
     from povid_eval.world.pretrain import PretrainConfig, pretrain
 
-    given = [f"--{k} {v}" for k, v in (("world", args.world), ("out", args.out)) if v is not None]
+    given = [
+        f"--{k} {v}" for k, v in (("world", args.world), ("out", args.out), ("tower", args.tower)) if v is not None
+    ]
     pretrain(
         paths.from_cli(args.world, "data/world"),
         paths.from_cli(args.out, "models/base"),
         seed=args.seed,
         config=PretrainConfig(seed=args.seed, threads=args.threads),
+        tower=args.tower,
         command=" ".join(["povid-eval pretrain", *given, f"--seed {args.seed}", f"--threads {args.threads}"]),
     )
 
@@ -629,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=count(1),
         default=1,
         help="torch intra-op threads (default: 1; on a shared 2-core machine 2 threads ran 10x slower)",
+    )
+    p.add_argument(
+        "--tower", help="take the vision tower of this tiny base's folder instead of training one (stage 0 skipped)"
     )
     p.set_defaults(func=cmd_pretrain)
     return parser

@@ -15,7 +15,9 @@ SIZES = {"vision_hidden": 32, "vision_intermediate": 64, "text_hidden": 32, "tex
 
 
 def _config():
-    cfg = pt.PretrainConfig(text_scenes=40, vision_images=24, sizes={**pt.PretrainConfig().sizes, **SIZES})
+    cfg = pt.PretrainConfig(
+        text_scenes=40, vision_images=24, tune_images=24, render_workers=1, sizes={**pt.PretrainConfig().sizes, **SIZES}
+    )
     for stage in ("vision", "text", "align", "tune"):
         setattr(cfg, stage, replace(getattr(cfg, stage), steps=2, warmup=1, batch_size=4))
     return cfg
@@ -38,6 +40,26 @@ def test_pretrain_writes_a_loadable_model_and_its_train_info(trained):
     assert [p.name for p in out.parent.iterdir()] == ["base"]  # no temporary folder left beside it
 
 
+def test_a_tower_taken_from_another_base_is_that_bases_tower(trained, tiny_env, tmp_path):
+    """--tower: stage 0 is skipped and the vision tower's weights are the given base's, bit for bit; the source
+    is recorded with its hash. A base with another tower shape is refused with the file and field named."""
+    from safetensors.torch import load_file
+
+    source, _ = trained
+    info = pt.pretrain(
+        tiny_env[0] / "world", tmp_path / "b2", config=_config(), tower=source, command="test", log=lambda line: None
+    )
+    assert info["stages"]["vision"]["steps"] == 0 and info["stages"]["vision"]["from"] == str(source)
+    a, b = load_file(source / "model.safetensors"), load_file(tmp_path / "b2" / "model.safetensors")
+    tower = [k for k in a if "vision_tower." in k]
+    assert tower and all(a[k].equal(b[k]) for k in tower)
+    other = _config()
+    other.sizes = {**other.sizes, "vision_hidden": 48}
+    with pytest.raises(InputError, match=r"config\.json.*vision_config.*hidden_size"):
+        pt.pretrain(tiny_env[0] / "world", tmp_path / "b3", config=other, tower=source, command="t", log=lambda x: None)
+    assert not (tmp_path / "b3").exists()
+
+
 def test_a_failed_save_leaves_the_earlier_model(trained, tiny_env, monkeypatch):
     out, _ = trained
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -58,14 +80,31 @@ def test_fresh_vision_images_carry_the_annotations_patch_targets_read():
     from povid_eval.vlm.build import build_tiny_llava
 
     _, processor = build_tiny_llava(["a"])
-    records, pixels = pt.fresh_vision_images(5, 0, processor)
+    records, pixels = pt.fresh_images(5, 0, processor)
     assert pixels.shape == (5, 3, 64, 64) and [r.image_id for r in records] == list(range(5))
     for r in records:
         assert sum(r.counts.values()) == len(r.boxes) and r.seen <= set(r.counts) and r.seen
         assert set(r.colours) == set(r.counts)
         assert set(r.masks) == r.seen  # a visible-pixel mask for each category the tower can see
-    again, _ = pt.fresh_vision_images(5, 0, processor)
+    again, _ = pt.fresh_images(5, 0, processor)
     assert [r.boxes for r in again] == [r.boxes for r in records]
+
+
+def test_fresh_tune_images_are_their_own_stream_with_the_worlds_captions():
+    """The language stages' extra renders: ids above every split's, other scenes than the tower's, and five
+    reference captions each whose canonical one names every visible object (and at most one slip more)."""
+    from povid_eval.vlm.build import build_tiny_llava
+    from povid_eval.world.generate import captions, make_image
+
+    _, processor = build_tiny_llava(["a"])
+    records, pixels = pt.fresh_images(4, 0, processor, stream="tune")
+    tower, _ = pt.fresh_images(4, 0, processor)
+    assert pixels.shape == (4, 3, 64, 64)
+    assert [r.image_id for r in records] == [pt.FRESH_TUNE_ID + k for k in range(4)]
+    assert [r.boxes for r in records] != [r.boxes for r in tower]
+    for r in records:
+        assert r.captions == captions(make_image(0, "tune", r.image_id), 0) and len(r.captions) == 5
+        assert not r.masks
 
 
 def test_patch_targets_follow_the_visible_pixels_where_masks_are_known():

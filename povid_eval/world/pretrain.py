@@ -34,7 +34,9 @@
                       (the image's canonical reference caption, every object in category order with count
                       and colour, ``canonical_caption`` of the time, else a random one; also in stage 3: a
                       deterministic target that depends on the image makes the captioner look at it)
-    stage 3  tune     projector + LLM (tower frozen) on a mixture of the train split: captions, "Is there a
+    stage 3  tune     projector + LLM (tower frozen) on a mixture of the train split and ``tune_images`` fresh
+                      renders (stream "tune", with the world's reference captions, as noisy as the train
+                      split's; they serve stage 2 too): captions, "Is there a
                       {object} in the image?" -> Yes/No (``existence_sampling``: "image", 50/50 a visible
                       category of the image or any absent one, as LLaVA's data; "object", balanced per object
                       with ``partner_negatives`` of the negatives an absent usual partner: left the tiny model
@@ -52,9 +54,13 @@
 Every image-grounded training sequence is ``format_prompt(question)`` + `` {answer}</s>`` with the loss on the
 answer tokens only. The tower is frozen after stage 0, so its features are computed once per image. AdamW,
 linear warm-up then cosine decay to 10%, per stage. Deterministic given the seed and the thread count.
-About 29 minutes on one CPU thread (1,747 s; the committed base 1,957 s, beside other jobs), 11 of them stage 0
-with its 75,000 renders (threads=1: on a shared 2-core machine two threads ran 10x slower).
-Run: ``python -m povid_eval.world.pretrain --world data/world --out models/base``.
+``tower`` (``--tower DIR``) takes another base's tower instead of stage 0, as LLaVA starts from CLIP's. The
+committed base is b3a0d6e's tower (stage 0: 548 s at one thread) with stages 1-3 retrained at two threads
+(``--tower models/base --threads 2``): 1,261 s, of which 1,058 s are the 9,000 tuning steps. A base from
+nothing at two threads: about 29 minutes (stage 0 about 300 s, measured on 200 steps, and 170 s of renders in
+two processes). Two threads run 1.5x faster than one on an idle 2-core machine (0.095 against 0.143 s per
+tuning step) and up to 10x slower when another job shares the cores; the weights depend on the thread count.
+Run: ``python -m povid_eval.world.pretrain --world data/world --out models/base --threads 2``.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import multiprocessing
 import random
 import sys
 import time
@@ -117,7 +124,7 @@ class PretrainConfig:
     vision: StageConfig = field(default_factory=lambda: StageConfig(steps=9000, lr=3e-3, batch_size=64))
     text: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=3e-3, batch_size=64))
     align: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=2e-3, batch_size=32))
-    tune: StageConfig = field(default_factory=lambda: StageConfig(steps=5000, lr=1e-3, batch_size=32))
+    tune: StageConfig = field(default_factory=lambda: StageConfig(steps=9000, lr=1e-3, batch_size=32))
     mix: tuple[float, ...] = (0.4, 0.35, 0.1, 0.15)  # tune: captions, yes/no, short answers, MME-style yes/no
     canonical_caption: float = 1.0  # align/tune: share of caption targets that are the canonical caption
     existence_sampling: str = "image"  # tune yes/no: "object" (yes_no_example) | "image" (yes_no_by_image)
@@ -136,6 +143,11 @@ class PretrainConfig:
     # apart in 16 x 16 patches) and a fourth language-model layer (with three, the yes/no answers depended on
     # the object asked about, not on the image: POPE mean F1 0.62; with four, 0.76-0.81 in three trials of four)
     sizes: dict = field(default_factory=lambda: {"vision_hidden": 128, "vision_intermediate": 384, "text_layers": 4})
+    # stages 2 and 3: freshly rendered images (stream "tune") added to the train split's, with the world's noisy
+    # reference captions (0: the train split alone)
+    # (the train split had been learned by heart: with 0, d' 2.30 on train images, 1.86 on val)
+    tune_images: int = 56000
+    render_workers: int = 2  # processes that render stage 0's fresh images (the result does not depend on it)
     threads: int = 1  # on a shared 2-core machine, 2 intra-op threads ran 10x slower than 1 (oversubscription)
 
 
@@ -185,22 +197,46 @@ def sampled_scenes(n: int, seed: int) -> list[tuple[str, list[tuple[str, tuple[i
     return out
 
 
-def fresh_vision_images(n: int, seed: int, processor) -> tuple[list[ImageRecord], torch.Tensor]:
-    """``n`` freshly rendered world images (stream "tower": no image of any split) as annotation records, read
-    from their COCO instances as a split's are (``image_records``: boxes, colours, visible categories, what
-    patch_targets reads), and their [n, 3, H, W] pixel values."""
-    from povid_eval.world.export import instances_json
-    from povid_eval.world.generate import make_image
+# first image id of the fresh language-stage renders: above any split's ids, so that their captions' random
+# streams (keyed by image id) are not the train split's
+FRESH_TUNE_ID = 1_000_000
 
-    records, pixels = [], []
-    for start in range(0, n, 256):
-        images = [make_image(seed, "tower", i) for i in range(start, min(n, start + 256))]
-        pixels.append(processor.image_processor([im.pixels for im in images], return_tensors="pt")["pixel_values"])
-        chunk = image_records(instances_json(images, first_ann_id=1), Path("."))[0]
-        for record, image in zip(chunk, images):
+
+def _render_chunk(seed: int, stream: str, ids: range, image_processor) -> tuple[list[ImageRecord], torch.Tensor]:
+    """fresh_images' work for the image ids ``ids``: a pure function of its arguments (run in a worker)."""
+    from povid_eval.world.export import instances_json
+    from povid_eval.world.generate import captions, make_image
+
+    images = [make_image(seed, stream, i) for i in ids]
+    pixels = image_processor([im.pixels for im in images], return_tensors="pt")["pixel_values"]
+    records = image_records(instances_json(images, first_ann_id=1), Path("."))[0]
+    for record, image in zip(records, images):
+        if stream == "tune":
+            record.captions = captions(image, seed)
+        else:
             record.masks = {c: np.packbits(image.visible_mask(c)) for c in record.seen}
-        records += chunk
-    return records, torch.cat(pixels)
+    return records, pixels
+
+
+def fresh_images(
+    n: int, seed: int, processor, stream: str = "tower", workers: int = 1
+) -> tuple[list[ImageRecord], torch.Tensor]:
+    """``n`` freshly rendered world images (their own ``stream``: no image of any split) as annotation records,
+    read from their COCO instances as a split's are (``image_records``: boxes, colours, visible categories, what
+    patch_targets reads), and their [n, 3, H, W] pixel values. Stream "tower": with the visible pixel masks;
+    "tune": with the world's reference captions, as noisy as the train split's (``generate.captions``).
+    ``workers`` > 1 renders chunks in that many processes; the result is the same."""
+    first = FRESH_TUNE_ID if stream == "tune" else 0
+    chunks = [
+        (seed, stream, range(a, min(first + n, a + 256)), processor.image_processor)
+        for a in range(first, first + n, 256)
+    ]
+    if workers > 1 and len(chunks) > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            done = pool.starmap(_render_chunk, chunks)
+    else:
+        done = [_render_chunk(*chunk) for chunk in chunks]
+    return [r for records, _ in done for r in records], torch.cat([pixels for _, pixels in done])
 
 
 # ---------------------------------------------------------------- tensors
@@ -566,17 +602,67 @@ def mme_style_example(record: ImageRecord, categories: list[str], rng: random.Ra
     return question + suffix, "Yes" if truth else "No"
 
 
+def train_tower(model, records, categories: list[str], grid: int, cfg: PretrainConfig, processor, log) -> dict:
+    """Stage 0 (module docstring): each patch feature of the layer the projector reads predicts which categories
+    and colours the patch shows (``patch_targets``), multi-label BCE through a throw-away linear head, on
+    ``cfg.vision_images`` fresh renders (0: the train split's images)."""
+    if cfg.vision_images:
+        records, pixels = fresh_images(cfg.vision_images, cfg.seed, processor, workers=cfg.render_workers)
+    else:
+        pixels = pixel_tensor(processor, records)
+    targets = patch_targets(records, categories, grid)
+    head = torch.nn.Linear(model.config.vision_config.hidden_size, targets.shape[-1])
+    params = _set_trainable(model, ["vision"]) + list(head.parameters())
+    layer = model.config.vision_feature_layer
+    g = torch.Generator().manual_seed(cfg.seed)
+
+    def vision_loss(step):
+        idx = torch.randint(len(records), (cfg.vision.batch_size,), generator=g)
+        hs = model.model.vision_tower(pixels[idx], output_hidden_states=True).hidden_states[layer][:, 1:]
+        return F.binary_cross_entropy_with_logits(head(hs), targets[idx])
+
+    return run_stage("vision", params, cfg.vision, vision_loss, log)
+
+
+def load_tower(model, source: str | Path) -> dict:
+    """Stage 0 skipped: the vision tower's weights from another tiny base (its model.safetensors), as LLaVA
+    starts from a trained CLIP. The towers' configs must agree; returns what train_info records."""
+    from safetensors.torch import load_file
+
+    source = Path(source)
+    weights = source / "model.safetensors"
+    if not weights.is_file():
+        raise MissingAssetError(f"{weights}: not found (--tower takes a folder that pretrain wrote)")
+    config = read_json(source / "config.json").get("vision_config", {})
+    ours = model.config.vision_config.to_dict()
+    differ = [
+        f"{k} {config.get(k)} (this build: {ours[k]})"
+        for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "patch_size", "image_size")
+        if config.get(k) != ours[k]
+    ]
+    if differ:
+        raise InputError(
+            source / "config.json", f"a vision tower of another shape: {', '.join(differ)}", field="vision_config"
+        )
+    tower = {k.split("vision_tower.", 1)[1]: v for k, v in load_file(weights).items() if "vision_tower." in k}
+    model.model.vision_tower.load_state_dict(tower, strict=True)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return {"steps": 0, "from": str(source), "from_sha256": digest}
+
+
 def pretrain(
     world_dir: str | Path,
     out_dir: str | Path,
     seed: int = 0,
     *,
     config: PretrainConfig | None = None,
+    tower: str | Path | None = None,
     command: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Build and train the tiny base on ``world_dir`` (train split only); save model, processor and
-    train_info.json to ``out_dir``; return the train info."""
+    train_info.json to ``out_dir``; return the train info. ``tower``: a tiny base's folder whose vision tower
+    is taken instead of training one (stage 0 skipped)."""
     cfg = config or PretrainConfig(seed=seed)
     cfg.seed = seed
     t_start = time.time()
@@ -629,29 +715,23 @@ def pretrain(
         )
 
     info_stages = {}
-    # stage 0: vision tower
+    # stage 0: vision tower (or another model's, as LLaVA starts from CLIP's)
     grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
-    if cfg.vision_images:
-        vision_records, pixels = fresh_vision_images(cfg.vision_images, seed, processor)
+    if tower is not None:
+        info_stages["vision"] = load_tower(model, tower)
+        log(f"vision tower from {tower}")
     else:
-        vision_records, pixels = records, pixel_tensor(processor, records)
-    targets = patch_targets(vision_records, categories, grid)
-    head = torch.nn.Linear(model.config.vision_config.hidden_size, targets.shape[-1])
-    params = _set_trainable(model, ["vision"]) + list(head.parameters())
-    layer = model.config.vision_feature_layer
-    g = torch.Generator().manual_seed(seed)
-
-    def vision_loss(step):
-        idx = torch.randint(len(vision_records), (cfg.vision.batch_size,), generator=g)
-        hs = model.model.vision_tower(pixels[idx], output_hidden_states=True).hidden_states[layer][:, 1:]
-        return F.binary_cross_entropy_with_logits(head(hs), targets[idx])
-
-    info_stages["vision"] = run_stage("vision", params, cfg.vision, vision_loss, log)
+        info_stages["vision"] = train_tower(model, records, categories, grid, cfg, processor, log)
     model.model.vision_tower.requires_grad_(False)
-    if cfg.vision_images:  # the language stages read the train split's images
-        pixels = pixel_tensor(processor, records)
+    pixels = pixel_tensor(processor, records)  # the language stages read the train split's images
     feats = vision_features(model, pixels)
-    pixels = targets = vision_records = None  # free them for the language stages
+    pixels = None  # free them for the language stages
+    if cfg.tune_images:  # more instruction images than the train split: fresh renders, captions as noisy
+        extra, extra_pixels = fresh_images(cfg.tune_images, seed, processor, "tune", cfg.render_workers)
+        feats = torch.cat([feats, vision_features(model, extra_pixels)])
+        records = records + extra
+        extra_pixels = None
+        log(f"language stages: {len(records)} images ({cfg.tune_images} fresh renders)")
 
     # stage 1: language model alone on scene captions: after the chat template without the image, or plain
     if cfg.text_format == "chat":
@@ -757,6 +837,7 @@ def pretrain(
             "grounding": cfg.grounding,
             "text_context": cfg.text_context,
             "reading": cfg.reading,
+            "tune_images": cfg.tune_images,
             "sizes": {**DEFAULT_SIZES, **cfg.sizes},
             "threads": cfg.threads,
         },
@@ -783,10 +864,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="models/base", help="output folder (default: models/base)")
     parser.add_argument("--seed", type=count(0), default=0)
     parser.add_argument("--threads", type=count(1), default=1, help="torch intra-op threads (default: 1)")
+    parser.add_argument("--tower", help="take the vision tower of this tiny base's folder (stage 0 skipped)")
     args = parser.parse_args(argv)
     command = " ".join(["python -m povid_eval.world.pretrain", *(argv if argv is not None else sys.argv[1:])])
     config = PretrainConfig(seed=args.seed, threads=args.threads)
-    return run_reporting(lambda: pretrain(args.world, args.out, args.seed, config=config, command=command))
+    return run_reporting(
+        lambda: pretrain(args.world, args.out, args.seed, config=config, tower=args.tower, command=command)
+    )
 
 
 if __name__ == "__main__":
