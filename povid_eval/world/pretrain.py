@@ -70,6 +70,7 @@ import hashlib
 import math
 import multiprocessing
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -218,6 +219,9 @@ def _render_chunk(seed: int, stream: str, ids: range, image_processor) -> tuple[
     return records, pixels
 
 
+_NO_SIGINT = (signal.SIGINT, signal.SIG_IGN)
+
+
 def fresh_images(
     n: int, seed: int, processor, stream: str = "tower", workers: int = 1
 ) -> tuple[list[ImageRecord], torch.Tensor]:
@@ -232,7 +236,8 @@ def fresh_images(
         for a in range(first, first + n, 256)
     ]
     if workers > 1 and len(chunks) > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        # Ctrl-C is the parent's to handle: it stops the pool as it leaves the block
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=signal.signal, initargs=_NO_SIGINT) as pool:
             done = pool.starmap(_render_chunk, chunks)
     else:
         done = [_render_chunk(*chunk) for chunk in chunks]
@@ -624,15 +629,21 @@ def train_tower(model, records, categories: list[str], grid: int, cfg: PretrainC
     return run_stage("vision", params, cfg.vision, vision_loss, log)
 
 
+def tower_weights(source: Path) -> Path:
+    """The safetensors file ``--tower`` reads, or a one-line error before any work is done."""
+    weights = source / "model.safetensors"
+    if not weights.is_file():
+        raise MissingAssetError(f"{weights}: not found (--tower takes a folder that pretrain wrote)")
+    return weights
+
+
 def load_tower(model, source: str | Path) -> dict:
     """Stage 0 skipped: the vision tower's weights from another tiny base (its model.safetensors), as LLaVA
     starts from a trained CLIP. The towers' configs must agree; returns what train_info records."""
     from safetensors.torch import load_file
 
     source = Path(source)
-    weights = source / "model.safetensors"
-    if not weights.is_file():
-        raise MissingAssetError(f"{weights}: not found (--tower takes a folder that pretrain wrote)")
+    weights = tower_weights(source)
     config = read_json(source / "config.json").get("vision_config", {})
     ours = model.config.vision_config.to_dict()
     differ = [
@@ -665,6 +676,8 @@ def pretrain(
     is taken instead of training one (stage 0 skipped)."""
     cfg = config or PretrainConfig(seed=seed)
     cfg.seed = seed
+    if tower is not None:
+        tower_weights(Path(tower))
     t_start = time.time()
     torch.set_num_threads(cfg.threads)
     random.seed(seed)
