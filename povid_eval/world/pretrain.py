@@ -145,10 +145,10 @@ class PretrainConfig:
     # the object asked about, not on the image: POPE mean F1 0.62; with four, 0.76-0.81 in three trials of four)
     sizes: dict = field(default_factory=lambda: {"vision_hidden": 128, "vision_intermediate": 384, "text_layers": 4})
     # stages 2 and 3: freshly rendered images (stream "tune") added to the train split's, with the world's noisy
-    # reference captions (0: the train split alone)
-    # (the train split had been learned by heart: with 0, d' 2.30 on train images, 1.86 on val)
+    # reference captions (0: the train split alone, which the base learned by heart: d' 2.30 on 500 train
+    # images, 1.86 on val)
     tune_images: int = 56000
-    render_workers: int = 2  # processes that render stage 0's fresh images (the result does not depend on it)
+    render_workers: int = 2  # processes that render the fresh images of stages 0 and 3 (the result is the same)
     threads: int = 1  # on a shared 2-core machine, 2 intra-op threads ran 10x slower than 1 (oversubscription)
 
 
@@ -671,9 +671,9 @@ def pretrain(
     command: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Build and train the tiny base on ``world_dir`` (train split only); save model, processor and
-    train_info.json to ``out_dir``; return the train info. ``tower``: a tiny base's folder whose vision tower
-    is taken instead of training one (stage 0 skipped)."""
+    """Build and train the tiny base on ``world_dir`` (its train split and fresh renders of its scenes, never
+    a benchmark image); save model, processor and train_info.json to ``out_dir``; return the train info.
+    ``tower``: a tiny base's folder whose vision tower is taken instead of training one (stage 0 skipped)."""
     cfg = config or PretrainConfig(seed=seed)
     cfg.seed = seed
     if tower is not None:
